@@ -1,0 +1,191 @@
+//! Types shared by the kernel programs (`observer-ebpf`) and the userspace observer.
+//!
+//! Everything here is `#[repr(C)]` plain data: the same bytes are written by BPF programs into
+//! maps and read back by userspace, so the layout must not depend on the compiler's choices.
+#![no_std]
+
+/// Linear sub-buckets per power of two, as a bit count: 3 bits = 8 sub-buckets, so a bucket spans
+/// at most 1/8 of its power of two (12.5%): fine enough to tell 4 ms from 5 ms from 7 ms.
+pub const HIST_SUB_BITS: u32 = 3;
+const HIST_SUB: u64 = 1 << HIST_SUB_BITS;
+/// Values 0..8 get a bucket each; above that, 8 per power of two up to 2^64 needs 496 buckets.
+/// The array is a power of two so the kernel side can bound an index with a mask the verifier
+/// understands, whatever the compiler did to the arithmetic before it.
+pub const HIST_BUCKETS: usize = 512;
+
+/// What a [`StatKey`] accumulates.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatKind {
+    /// From entering `take_gil` to returning from it with the GIL.
+    Wait = 0,
+    /// From returning from `take_gil` to entering `drop_gil`.
+    Hold = 1,
+}
+
+/// Key of the kernel's per-thread statistics map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatKey {
+    /// Kernel thread id (what userspace calls TID, the kernel calls pid).
+    pub tid: u32,
+    /// A [`StatKind`] as u32.
+    pub kind: u32,
+}
+
+/// A latency distribution, aggregated in the kernel. Count, total and max are exact; the buckets
+/// are log-linear (see [`bucket_index`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Histogram {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub buckets: [u64; HIST_BUCKETS],
+}
+
+/// Per-thread state the kernel programs keep between probe hits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadGilState {
+    /// `bpf_ktime_get_ns()` when the thread entered take_gil, 0 when not waiting.
+    pub take_start_ns: u64,
+    /// When the thread got the GIL, 0 when it does not hold it (or got it before we attached).
+    pub hold_start_ns: u64,
+    /// The `PyThreadState*` take_gil was called with: pairs the kernel TID with the interpreter's
+    /// thread state, which is how userspace finds the Python thread name on every version.
+    pub tstate: u64,
+}
+
+/// Indexes of the kernel's error counters (a per-CPU array).
+pub const ERR_STATS_MAP_FULL: u32 = 0;
+pub const ERR_THREADS_MAP_FULL: u32 = 1;
+pub const ERR_COUNTERS: u32 = 2;
+
+/// Map capacities, shared so userspace can say what a full map means.
+pub const MAX_THREADS: u32 = 16384;
+pub const MAX_STATS: u32 = 2 * MAX_THREADS;
+
+/// floor(log2(v)) for v > 0, without loops or count-leading-zeros (which BPF lacks).
+#[inline(always)]
+pub fn log2_floor(mut v: u64) -> u32 {
+    let mut r = 0;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    r
+}
+
+/// Log-linear bucket of a value: exact below 8, then 8 equal sub-buckets per power of two.
+#[inline(always)]
+pub fn bucket_index(v: u64) -> usize {
+    if v < HIST_SUB {
+        return v as usize;
+    }
+    let e = log2_floor(v);
+    let sub = (v >> (e - HIST_SUB_BITS)) & (HIST_SUB - 1);
+    ((e - HIST_SUB_BITS + 1) as u64 * HIST_SUB + sub) as usize
+}
+
+/// The smallest value that falls in bucket `i`.
+pub fn bucket_lower(i: usize) -> u64 {
+    let i = i as u64;
+    if i < HIST_SUB {
+        return i;
+    }
+    let e = i / HIST_SUB + HIST_SUB_BITS as u64 - 1;
+    let sub = i % HIST_SUB;
+    (HIST_SUB + sub) << (e - HIST_SUB_BITS as u64)
+}
+
+/// One past the largest value in bucket `i` (saturating at u64::MAX for the last one).
+pub fn bucket_upper(i: usize) -> u64 {
+    if i + 1 >= HIST_BUCKETS || bucket_lower(i + 1) == 0 {
+        return u64::MAX;
+    }
+    bucket_lower(i + 1)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all three are #[repr(C)] structs of integers with no padding and no invalid bit
+    // patterns, which is what aya::Pod requires to copy them in and out of maps.
+    unsafe impl aya::Pod for super::StatKey {}
+    unsafe impl aya::Pod for super::Histogram {}
+    unsafe impl aya::Pod for super::ThreadGilState {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_contiguous_and_contain_their_values() {
+        for i in 0..(bucket_index(u64::MAX)) {
+            assert_eq!(bucket_upper(i), bucket_lower(i + 1), "gap after bucket {i}");
+        }
+        for v in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            17,
+            1000,
+            4_999_999,
+            5_000_000,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let i = bucket_index(v);
+            assert!(bucket_lower(i) <= v, "{v} below bucket {i}");
+            assert!(
+                v < bucket_upper(i) || bucket_upper(i) == u64::MAX,
+                "{v} above bucket {i}"
+            );
+        }
+        assert!(bucket_index(u64::MAX) < HIST_BUCKETS);
+    }
+
+    #[test]
+    fn buckets_are_at_most_an_eighth_of_their_power_of_two() {
+        for i in 16..bucket_index(1 << 62) {
+            let width = bucket_upper(i) - bucket_lower(i);
+            assert!(width * 8 <= bucket_lower(i), "bucket {i} too wide");
+        }
+        // 4 ms and 5 ms and 7 ms land in different buckets.
+        let b = |ms: u64| bucket_index(ms * 1_000_000);
+        assert!(b(4) < b(5) && b(5) < b(7));
+    }
+
+    #[test]
+    fn log2_matches_leading_zeros() {
+        for s in 0..64 {
+            for v in [1u64 << s, (1u64 << s) | 1, ((1u64 << s) - 1).max(1)] {
+                assert_eq!(log2_floor(v), 63 - v.leading_zeros(), "v={v}");
+            }
+        }
+    }
+}

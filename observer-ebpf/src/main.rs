@@ -1,0 +1,167 @@
+//! Kernel programs: per-thread GIL wait and hold, aggregated into histograms in a map.
+//!
+//! Three probe points per interpreter: take_gil entry (a thread starts waiting), take_gil return
+//! (it has the GIL: the wait ends, the hold starts) and drop_gil entry (the hold ends). Each
+//! thread only ever updates its own entries, so no atomics are needed: one thread never runs on
+//! two CPUs at once.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{map, uprobe, uretprobe},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::{ProbeContext, RetProbeContext},
+};
+use observer_common::{
+    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, HIST_BUCKETS, Histogram, MAX_STATS,
+    MAX_THREADS, StatKey, StatKind, ThreadGilState, bucket_index,
+};
+
+/// (tid, kind) → distribution. Read (never cleared) by userspace.
+#[map]
+static STATS: HashMap<StatKey, Histogram> = HashMap::with_max_entries(MAX_STATS, 0);
+
+/// tid → what the thread is doing now. LRU: threads that exited age out on their own.
+#[map]
+static THREADS: LruHashMap<u32, ThreadGilState> = LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+/// One all-zero histogram: the initial value for new STATS entries, which are too big for the
+/// 512-byte BPF stack.
+#[map]
+static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
+
+/// Events we could not record, by cause (ERR_*): reported so a full map is never silent.
+#[map]
+static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ERR_COUNTERS, 0);
+
+#[inline(always)]
+fn current_tid() -> u32 {
+    // The low half of pid_tgid is the thread id.
+    bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: a helper with no arguments and no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn count_error(which: u32) {
+    if let Some(c) = ERRORS.get_ptr_mut(which) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+fn record(tid: u32, kind: StatKind, ns: u64) {
+    let key = StatKey {
+        tid,
+        kind: kind as u32,
+    };
+    let mut h = STATS.get_ptr_mut(&key);
+    if h.is_none() {
+        let Some(zero) = ZERO_HIST.get_ptr(0) else {
+            return;
+        };
+        // SAFETY: ZERO_HIST's slot is a valid Histogram that nothing ever writes.
+        if STATS.insert(&key, unsafe { &*zero }, 0).is_err() {
+            count_error(ERR_STATS_MAP_FULL);
+            return;
+        }
+        h = STATS.get_ptr_mut(&key);
+    }
+    let Some(h) = h else { return };
+    // The mask keeps the index provably inside the array for the verifier.
+    let idx = bucket_index(ns) & (HIST_BUCKETS - 1);
+    // SAFETY: `h` points at this thread's own map value; only this thread updates it.
+    unsafe {
+        (*h).count += 1;
+        (*h).total_ns += ns;
+        if ns > (*h).max_ns {
+            (*h).max_ns = ns;
+        }
+        *(*h).buckets.as_mut_ptr().add(idx) += 1;
+    }
+}
+
+#[inline(always)]
+fn take_enter(tstate: u64) {
+    let tid = current_tid();
+    let st = ThreadGilState {
+        take_start_ns: now_ns(),
+        hold_start_ns: 0,
+        tstate,
+    };
+    if THREADS.insert(&tid, &st, 0).is_err() {
+        count_error(ERR_THREADS_MAP_FULL);
+    }
+}
+
+/// take_gil(tstate): 3.6–3.7, 3.9+, and 3.8's `take_gil.constprop.*` clone.
+#[uprobe]
+pub fn take_gil_enter_arg0(ctx: ProbeContext) -> u32 {
+    take_enter(ctx.arg::<u64>(0).unwrap_or(0));
+    0
+}
+
+/// take_gil(ceval, tstate): 3.8's out-of-line original.
+#[uprobe]
+pub fn take_gil_enter_arg1(ctx: ProbeContext) -> u32 {
+    take_enter(ctx.arg::<u64>(1).unwrap_or(0));
+    0
+}
+
+#[uretprobe]
+pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
+    let tid = current_tid();
+    let Some(st) = THREADS.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    let now = now_ns();
+    // SAFETY: this thread's own entry.
+    let start = unsafe { (*st).take_start_ns };
+    if start == 0 {
+        // The call began before we attached; its wait is unknown.
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*st).take_start_ns = 0;
+        (*st).hold_start_ns = now;
+    }
+    record(tid, StatKind::Wait, now - start);
+    0
+}
+
+#[uprobe]
+pub fn drop_gil_enter(_ctx: ProbeContext) -> u32 {
+    let tid = current_tid();
+    let Some(st) = THREADS.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    // SAFETY: this thread's own entry.
+    let start = unsafe { (*st).hold_start_ns };
+    if start == 0 {
+        // Not a hold we saw begin: the GIL was taken before we attached, or take_gil is dropping
+        // it on a thread's way out during finalization.
+        return 0;
+    }
+    let now = now_ns();
+    // SAFETY: as above.
+    unsafe { (*st).hold_start_ns = 0 };
+    record(tid, StatKind::Hold, now - start);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,79 @@
+//! Command line.
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+/// Exact per-thread GIL wait and hold times of a live CPython process, from eBPF uprobes.
+///
+/// gilwatch attaches to a running interpreter (or starts one), probes the GIL's take and drop
+/// functions from the kernel, and reports for every thread how long it waited for the GIL and how
+/// long it held it: totals, percentiles and histograms. Every acquisition is measured; nothing is
+/// sampled. The target is not restarted or modified, and the probes go away when gilwatch exits.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gilwatch",
+    version,
+    after_help = "EXAMPLES:
+  sudo gilwatch -p 4242                      watch until Ctrl-C, live table every 2 s
+  sudo gilwatch -p 4242 -d 10s --json -      10-second snapshot as JSON on stdout (for runbooks)
+  sudo gilwatch -d 30s -i 5s --json out.jsonl -p 4242
+                                             one JSON line per 5 s, then the final object
+  sudo gilwatch -- python3 app.py --port 80  start a program and watch it from its first bytecode
+
+READING THE REPORT:
+  WAIT  time from asking for the GIL (take_gil) to getting it; HOLD  time from getting it to
+  releasing it (drop_gil). %wall is that time over the observed wall time: holds of all threads
+  add up to at most 100%; waits can add up to more (three threads always waiting = 300%).
+
+EXIT CODES:
+  0 ok · 1 internal error · 2 bad usage · 3 no such process · 4 not a supported CPython
+  5 missing privileges (run as root) · 6 kernel lacks uprobe support
+  With -- CMD: the command's own exit code (128+N if it was killed by signal N)."
+)]
+pub struct Cli {
+    /// Process to observe (its PID, as shown by ps or pgrep).
+    #[arg(
+        short,
+        long,
+        value_name = "PID",
+        conflicts_with = "command",
+        required_unless_present = "command"
+    )]
+    pub pid: Option<u32>,
+
+    /// Stop after this long (e.g. 10s, 500ms, 2m). Default: until Ctrl-C or the target exits.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Print a live per-thread table this often (0 turns it off). With --json, given explicitly,
+    /// also writes one JSON line per interval.
+    #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Write the report as JSON to PATH, or to stdout with `-` (the human report then goes to stderr).
+    #[arg(long, value_name = "PATH|-")]
+    pub json: Option<PathBuf>,
+
+    /// No live tables, only the final report.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Command to start and observe from its first bytecode (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
+}
+
+impl Cli {
+    pub fn json_to_stdout(&self) -> bool {
+        self.json.as_deref().is_some_and(|p| p.as_os_str() == "-")
+    }
+}

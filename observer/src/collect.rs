@@ -1,0 +1,98 @@
+//! Step 5: read what the kernel aggregated.
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Context as _;
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use observer_common::{
+    ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, Histogram, StatKey, StatKind, ThreadGilState,
+};
+
+use crate::{histogram::Distribution, probe::attach::Attached};
+
+/// One thread's cumulative numbers at a moment.
+#[derive(Clone, Default)]
+pub struct ThreadSample {
+    pub wait: Distribution,
+    pub hold: Distribution,
+}
+
+/// Everything the kernel had at one moment (cumulative since attach).
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    /// CLOCK_MONOTONIC, the kernel's bpf_ktime_get_ns clock.
+    pub at_ns: u64,
+    pub threads: BTreeMap<u32, ThreadSample>,
+    /// tid → PyThreadState* seen by take_gil.
+    pub tstates: HashMap<u32, u64>,
+    /// Events dropped because a kernel map was full.
+    pub lost_events: u64,
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Current per-thread state only (cheap: no histograms), for discovering threads and tstates.
+pub fn thread_states(attached: &Attached) -> anyhow::Result<HashMap<u32, ThreadGilState>> {
+    let map: BpfHashMap<&MapData, u32, ThreadGilState> = BpfHashMap::try_from(
+        attached
+            .ebpf
+            .map("THREADS")
+            .context("THREADS map missing")?,
+    )?;
+    Ok(map.iter().filter_map(Result::ok).collect())
+}
+
+/// `include_open`: count spans still open now (false once the target has exited: its last spans
+/// ended at an unknown moment, and must not keep growing until we read them).
+pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snapshot> {
+    let stats: BpfHashMap<&MapData, StatKey, Histogram> =
+        BpfHashMap::try_from(attached.ebpf.map("STATS").context("STATS map missing")?)?;
+    let mut snap = Snapshot {
+        at_ns: monotonic_ns(),
+        ..Default::default()
+    };
+    for entry in stats.iter() {
+        // An entry can vanish between listing keys and reading it; skip it this round.
+        let Ok((key, hist)) = entry else { continue };
+        let t = snap.threads.entry(key.tid).or_default();
+        if key.kind == StatKind::Wait as u32 {
+            t.wait = Distribution::from(&hist);
+        } else if key.kind == StatKind::Hold as u32 {
+            t.hold = Distribution::from(&hist);
+        }
+    }
+    // Spans still open now (a thread holding the GIL, or waiting for it) count toward totals, so
+    // a thread that holds the GIL for the whole run does not read as idle.
+    let now = monotonic_ns();
+    for (tid, st) in thread_states(attached)? {
+        if st.tstate != 0 {
+            snap.tstates.insert(tid, st.tstate);
+        }
+        let open_hold = (st.hold_start_ns != 0).then(|| now.saturating_sub(st.hold_start_ns));
+        let open_wait = (st.take_start_ns != 0).then(|| now.saturating_sub(st.take_start_ns));
+        if include_open && (open_hold.is_some() || open_wait.is_some()) {
+            let t = snap.threads.entry(tid).or_default();
+            if let Some(ns) = open_hold {
+                t.hold.add_open_span(ns);
+            }
+            if let Some(ns) = open_wait {
+                t.wait.add_open_span(ns);
+            }
+        }
+    }
+    let errors: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(attached.ebpf.map("ERRORS").context("ERRORS map missing")?)?;
+    for idx in [ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL] {
+        if let Ok(per_cpu) = errors.get(&idx, 0) {
+            snap.lost_events += per_cpu.iter().sum::<u64>();
+        }
+    }
+    Ok(snap)
+}

@@ -1,0 +1,157 @@
+//! Step 1 of the data path: which file in the target is the CPython interpreter.
+//!
+//! When the executable links libpython (pyenv, Docker's official images) the GIL code lives in
+//! `libpython3.X.so`; otherwise it is linked into the executable (Debian, uv, conda).
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use object::{Object, ObjectSegment, ObjectSymbol};
+
+use crate::{
+    error::{Exit, user},
+    python::version::{self, PythonVersion},
+    target::process::{Mapping, Process, file_name},
+};
+
+/// Oldest and newest CPython this build knows how to read.
+pub const OLDEST: (u8, u8) = (3, 6);
+pub const NEWEST: (u8, u8) = (3, 15);
+
+/// The interpreter object of a target, loaded and identified.
+pub struct Interpreter {
+    /// The path as the target sees it (what the report shows).
+    pub path: String,
+    /// The same file, reachable from gilwatch's mount namespace (for reading and attaching).
+    pub open_path: PathBuf,
+    pub version: PythonVersion,
+    /// The whole file: the symbol tables are read from it, and later strategies read sections.
+    pub data: Vec<u8>,
+    /// Where the object is loaded: runtime address = ELF virtual address + bias. None when the
+    /// object is not mapped yet (`gilwatch -- CMD` before exec).
+    pub load_bias: Option<u64>,
+}
+
+impl Interpreter {
+    pub fn elf(&self) -> anyhow::Result<object::File<'_>> {
+        object::File::parse(&*self.data).with_context(|| format!("parsing ELF {}", self.path))
+    }
+
+    /// Recomputes where the object is loaded (after exec, for `gilwatch -- CMD`).
+    pub fn refresh_load_bias(&mut self, maps: &[Mapping]) {
+        self.load_bias = load_bias(self, maps);
+    }
+
+    /// Runtime address of an exported data symbol (e.g. `_PyRuntime`), if the object is mapped.
+    pub fn runtime_address_of(&self, name: &str) -> Option<u64> {
+        let elf = self.elf().ok()?;
+        let sym = elf
+            .dynamic_symbols()
+            .chain(elf.symbols())
+            .find(|s| s.name() == Ok(name))?;
+        Some(sym.address().wrapping_add(self.load_bias?))
+    }
+}
+
+/// Finds and identifies the interpreter of a running process.
+pub fn locate(process: &Process) -> anyhow::Result<Interpreter> {
+    let maps = process.maps()?;
+    let libpython = maps
+        .iter()
+        .find(|m| is_libpython(&m.path))
+        .map(|m| m.path.clone());
+    let path = match libpython {
+        Some(p) => p,
+        None => process.exe()?,
+    };
+    let mut interp = load(&path, process.host_path(&path), || {
+        format!("PID {} ({})", process.pid, process.comm())
+    })?;
+    interp.load_bias = load_bias(&interp, &maps);
+    Ok(interp)
+}
+
+pub fn is_libpython(path: &str) -> bool {
+    file_name(path).starts_with("libpython")
+}
+
+/// Reads and identifies an interpreter file; `who` names the target in errors.
+pub fn load(
+    path: &str,
+    open_path: PathBuf,
+    who: impl Fn() -> String,
+) -> anyhow::Result<Interpreter> {
+    let data = std::fs::read(&open_path)
+        .with_context(|| format!("reading {} (as {})", path, open_path.display()))?;
+    let name = file_name(path).to_owned();
+    let elf = object::File::parse(&*data).map_err(|_| {
+        user(
+            Exit::Unsupported,
+            format!(
+                "{} is not a CPython process: {path} is not an ELF file",
+                who()
+            ),
+        )
+    })?;
+    let is_cpython = elf.dynamic_symbols().chain(elf.symbols()).any(|s| {
+        matches!(
+            s.name(),
+            Ok("Py_Initialize" | "Py_InitializeEx" | "PyEval_SaveThread")
+        )
+    });
+    if !is_cpython {
+        return Err(user(
+            Exit::Unsupported,
+            format!(
+                "{} is not a CPython process: no libpython in its memory maps and {path} has no CPython symbols; \
+                 point gilwatch at a python3 process (pgrep -a python)",
+                who()
+            ),
+        ));
+    }
+    let version = version::detect(&name, &elf).ok_or_else(|| {
+        user(
+            Exit::Unsupported,
+            format!("{}: cannot tell which CPython version {path} is (no Py_Version symbol, no version in its name)", who()),
+        )
+    })?;
+    let mm = version.minor_version();
+    if mm < OLDEST || mm > NEWEST {
+        return Err(user(
+            Exit::Unsupported,
+            format!(
+                "{} runs CPython {version} ({path}); gilwatch supports CPython {}.{} to {}.{}",
+                who(),
+                OLDEST.0,
+                OLDEST.1,
+                NEWEST.0,
+                NEWEST.1
+            ),
+        ));
+    }
+    drop(elf);
+    Ok(Interpreter {
+        path: path.to_owned(),
+        open_path,
+        version,
+        data,
+        load_bias: None,
+    })
+}
+
+/// The load bias of a mapped object: where its file offset 0 is mapped, minus the virtual address
+/// its first loadable segment asks for (0 for shared objects and PIE, the link address for
+/// non-PIE executables, whose bias is 0).
+fn load_bias(interp: &Interpreter, maps: &[Mapping]) -> Option<u64> {
+    let elf = interp.elf().ok()?;
+    let first = maps
+        .iter()
+        .filter(|m| m.path == interp.path)
+        .min_by_key(|m| m.start)?;
+    let seg = elf.segments().find(|s| {
+        let (off, size) = s.file_range();
+        off <= first.offset && first.offset < off + size.max(1)
+    })?;
+    let (seg_off, _) = seg.file_range();
+    let vaddr_at_mapping = seg.address() + (first.offset - seg_off);
+    Some(first.start.wrapping_sub(vaddr_at_mapping & !0xfff))
+}

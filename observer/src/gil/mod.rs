@@ -1,0 +1,4 @@
+//! Finding the GIL in a target: which object holds the interpreter, and where its functions are.
+pub mod locate;
+pub mod plan;
+pub mod symbols;

@@ -1,0 +1,174 @@
+//! gilwatch: is it the GIL, and who is to blame?
+//!
+//! The data path, top to bottom: locate the interpreter in the target (`gil::locate`), plan the
+//! probes (`gil::plan`), attach them (`probe::attach`), let the kernel aggregate, read the maps
+//! (`collect`), report (`report`). `session` runs the clock in between.
+mod cli;
+mod collect;
+mod error;
+mod gil;
+mod histogram;
+mod names;
+mod probe;
+mod python;
+mod report;
+mod session;
+mod target;
+
+use std::{fs::File, io::Write, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+use crate::{
+    cli::Cli,
+    error::{Exit, exit_code_of, user},
+    gil::{locate, plan},
+    names::ThreadNames,
+    probe::{attach, preflight},
+    report::{EndReason, InterpreterInfo, RunInfo},
+    session::{Outputs, Session},
+    target::{launch, process::Process},
+};
+
+fn main() -> ExitCode {
+    // A panic must still read as one line, and unwinding runs the destructors that detach probes.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("gilwatch: internal error: {msg}{at} (probes were removed; please report this)");
+    }));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let exit = exit_code_of(&err);
+            if exit == Exit::Internal {
+                eprintln!("gilwatch: error: {err:#}");
+            } else {
+                eprintln!("gilwatch: {err}");
+            }
+            exit.into()
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    preflight::check_kernel()?;
+    preflight::check_privileges()?;
+
+    // Locate the interpreter and, for `-- CMD`, start the command held at its gate.
+    let (process, mut interpreter, mut child) = match cli.pid {
+        Some(pid) => {
+            let process = Process::open(pid)?;
+            let interp = locate::locate(&process)?;
+            (process, interp, None)
+        }
+        None => {
+            let path = launch::resolve_interpreter(&cli.command)?;
+            let interp = locate::load(&path, path.clone().into(), || cli.command.join(" "))?;
+            let child = launch::spawn_gated(&cli.command)?;
+            (Process { pid: child.pid }, interp, Some(child))
+        }
+    };
+    let plan = plan::plan(&interpreter)?;
+    let attached = attach::attach(
+        &plan,
+        attach::Target {
+            object: &interpreter.open_path,
+            pid: process.pid,
+        },
+    )
+    .map_err(|e| {
+        if child.is_none() && !process.is_alive() {
+            user(
+                Exit::NoSuchProcess,
+                format!("PID {} exited while gilwatch was attaching", process.pid),
+            )
+        } else {
+            e
+        }
+    })?;
+    if let Some(c) = child.as_mut() {
+        c.release()?;
+    }
+
+    let info_interp = InterpreterInfo {
+        path: interpreter.path.clone(),
+        version: interpreter.version.to_string(),
+        strategy: plan.strategy.to_owned(),
+        symbols: plan.symbols(),
+    };
+    let names = ThreadNames::new(
+        process.clone(),
+        interpreter.version.minor_version(),
+        interpreter.runtime_address_of("_PyRuntime"),
+    );
+    let outputs = outputs(&cli)?;
+    let info = RunInfo {
+        pid: process.pid,
+        ns_pid: process.namespace_pid(),
+        command: (!cli.command.is_empty()).then_some(cli.command.as_slice()),
+        exit_code: None,
+        interpreter: &info_interp,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    let session = Session {
+        attached: &attached,
+        process,
+        child,
+        interpreter: &mut interpreter,
+        names,
+        info,
+        duration: cli.duration,
+    };
+    let report = runtime.block_on(session.run(outputs))?;
+    // Detach before exiting (also what happens on every error path, as `attached` drops).
+    drop(attached);
+
+    Ok(match (report.exit_code, report.ended) {
+        (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
+        (None, EndReason::Interrupted) if !cli.command.is_empty() => ExitCode::from(130),
+        (None, EndReason::Terminated) if !cli.command.is_empty() => ExitCode::from(143),
+        _ => Exit::Ok.into(),
+    })
+}
+
+fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
+    let json: Option<Box<dyn Write>> = match cli.json.as_deref() {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(File::create(p).map_err(|e| {
+            user(
+                Exit::Usage,
+                format!("cannot write --json {}: {e}", p.display()),
+            )
+        })?)),
+    };
+    let human: Box<dyn Write> = if cli.json_to_stdout() {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let json_intervals = cli.interval.is_some() && json.is_some();
+    let interval =
+        (json_intervals || !cli.quiet).then(|| cli.interval.unwrap_or(cli::DEFAULT_INTERVAL));
+    Ok(Outputs {
+        human,
+        json,
+        interval,
+        live: !cli.quiet,
+        json_intervals,
+    })
+}

@@ -1,0 +1,161 @@
+//! Step 6: what a run found, as one model that both renderers (terminal, JSON) read.
+pub mod json;
+pub mod terminal;
+
+use serde::Serialize;
+
+use crate::{
+    collect::Snapshot,
+    histogram::{Distribution, Summary},
+};
+
+/// JSON schema version; bump on any incompatible change (README, "JSON output").
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InterpreterInfo {
+    /// The interpreter object as the target sees it.
+    pub path: String,
+    pub version: String,
+    /// How the GIL was found and probed (`symtab`: take_gil/drop_gil from the symbol table).
+    pub strategy: String,
+    pub symbols: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// Still running: an interval line.
+    Running,
+    Duration,
+    Interrupted,
+    Terminated,
+    TargetExited,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GilSummary {
+    /// Share of wall time some thread held the GIL (≤ 100 for one interpreter).
+    pub held_pct: f64,
+    /// Summed waiting time of all threads as a share of wall time (300 = three threads waiting
+    /// all the time).
+    pub wait_pct: f64,
+    pub acquisitions: u64,
+    pub acquisitions_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadReport {
+    pub tid: u32,
+    /// The Python `threading.Thread` name when known, else the OS name.
+    pub name: String,
+    pub os_name: String,
+    pub python_name: Option<String>,
+    pub acquisitions: u64,
+    pub wait_ns: Summary,
+    pub hold_ns: Summary,
+    /// [[exclusive upper bound in ns, count], …], non-empty buckets only.
+    pub wait_hist: Vec<(u64, u64)>,
+    pub hold_hist: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    /// `interval` (one per --interval, numbers for that interval only) or `final` (the whole run).
+    pub kind: &'static str,
+    pub pid: u32,
+    /// The PID inside the target's own PID namespace, when it differs (containers).
+    pub ns_pid: Option<u32>,
+    pub command: Option<Vec<String>>,
+    /// `gilwatch -- CMD`: the command's exit code (128+N when killed by signal N).
+    pub exit_code: Option<i32>,
+    pub interpreter: InterpreterInfo,
+    pub duration_ns: u64,
+    pub ended: EndReason,
+    pub gil: GilSummary,
+    pub threads: Vec<ThreadReport>,
+    /// Probe events the kernel could not record (a map was full). 0 means the numbers are complete.
+    pub lost_events: u64,
+}
+
+/// Names for a thread: (os_name, python_name).
+pub type Names<'a> = &'a dyn Fn(u32) -> (String, Option<String>);
+
+/// Everything about a run that is not measured data.
+pub struct RunInfo<'a> {
+    pub pid: u32,
+    pub ns_pid: Option<u32>,
+    pub command: Option<&'a [String]>,
+    pub exit_code: Option<i32>,
+    pub interpreter: &'a InterpreterInfo,
+}
+
+/// Builds a report from two snapshots (`from` may be the empty snapshot taken at attach).
+pub fn build(
+    info: &RunInfo<'_>,
+    kind: &'static str,
+    ended: EndReason,
+    from: &Snapshot,
+    to: &Snapshot,
+    names: Names<'_>,
+) -> Report {
+    let duration_ns = to.at_ns.saturating_sub(from.at_ns).max(1);
+    let empty = Distribution::default();
+    let mut threads: Vec<ThreadReport> = to
+        .threads
+        .iter()
+        .map(|(&tid, now)| {
+            let before = from.threads.get(&tid);
+            let wait = now.wait.since(before.map_or(&empty, |b| &b.wait));
+            let hold = now.hold.since(before.map_or(&empty, |b| &b.hold));
+            let (os_name, python_name) = names(tid);
+            ThreadReport {
+                tid,
+                name: python_name.clone().unwrap_or_else(|| os_name.clone()),
+                os_name,
+                python_name,
+                acquisitions: wait.count,
+                wait_ns: wait.summary(),
+                hold_ns: hold.summary(),
+                wait_hist: wait.nonzero_buckets(),
+                hold_hist: hold.nonzero_buckets(),
+            }
+        })
+        .filter(|t| t.acquisitions > 0 || t.hold_ns.total > 0 || t.wait_ns.total > 0)
+        .collect();
+    // Most waiting first: the threads that suffer from the GIL are what the reader came for.
+    threads.sort_by(|a, b| {
+        b.wait_ns
+            .total
+            .cmp(&a.wait_ns.total)
+            .then(b.hold_ns.total.cmp(&a.hold_ns.total))
+    });
+    let held: u64 = threads.iter().map(|t| t.hold_ns.total).sum();
+    let waited: u64 = threads.iter().map(|t| t.wait_ns.total).sum();
+    let acquisitions: u64 = threads.iter().map(|t| t.acquisitions).sum();
+    let secs = duration_ns as f64 / 1e9;
+    Report {
+        schema: SCHEMA,
+        kind,
+        pid: info.pid,
+        ns_pid: info.ns_pid.filter(|&p| p != info.pid),
+        command: info.command.map(<[String]>::to_vec),
+        exit_code: info.exit_code,
+        interpreter: info.interpreter.clone(),
+        duration_ns,
+        ended,
+        gil: GilSummary {
+            held_pct: round2(held as f64 * 100.0 / duration_ns as f64),
+            wait_pct: round2(waited as f64 * 100.0 / duration_ns as f64),
+            acquisitions,
+            acquisitions_per_sec: round2(acquisitions as f64 / secs),
+        },
+        threads,
+        lost_events: to.lost_events.saturating_sub(from.lost_events),
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

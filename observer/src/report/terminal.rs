@@ -1,0 +1,351 @@
+//! The human report: a header, the GIL summary, a per-thread table (most waiting first) and
+//! histograms of the threads that waited most.
+use std::fmt::Write as _;
+
+use observer_common::{bucket_index, bucket_lower};
+
+use super::{EndReason, Report, ThreadReport};
+
+/// A duration with a unit chosen for its size, three significant digits: 850ns, 12.3µs, 4.98ms.
+pub fn fmt_ns(ns: u64) -> String {
+    let (v, unit) = match ns {
+        0..1_000 => return format!("{ns}ns"),
+        1_000..1_000_000 => (ns as f64 / 1e3, "µs"),
+        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
+        _ => (ns as f64 / 1e9, "s"),
+    };
+    let decimals = if v < 10.0 {
+        2
+    } else if v < 100.0 {
+        1
+    } else {
+        0
+    };
+    let mut num = format!("{v:.decimals$}");
+    if num.contains('.') {
+        num = num.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{num}{unit}")
+}
+
+fn pct(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}%")
+    } else {
+        format!("{x:.1}%")
+    }
+}
+
+fn truncate(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(width - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+pub fn header(r: &Report) -> String {
+    let mut out = String::new();
+    let pid = match r.ns_pid {
+        Some(ns) => format!("PID {} (PID {ns} in its namespace)", r.pid),
+        None => format!("PID {}", r.pid),
+    };
+    let _ = writeln!(
+        out,
+        "gilwatch · {pid} · CPython {} · {}",
+        r.interpreter.version, r.interpreter.path
+    );
+    let _ = writeln!(
+        out,
+        "probes: {} · strategy: {}",
+        r.interpreter.symbols.join(", "),
+        r.interpreter.strategy
+    );
+    out
+}
+
+fn summary_line(r: &Report) -> String {
+    format!(
+        "GIL held {} of wall time · threads waited {} of wall time (summed over threads) · {:.0} acquisitions/s",
+        pct(r.gil.held_pct),
+        pct(r.gil.wait_pct),
+        r.gil.acquisitions_per_sec
+    )
+}
+
+/// The per-thread table; at most `limit` rows.
+pub fn table(r: &Report, limit: usize) -> String {
+    let mut out = String::new();
+    let name_w = r
+        .threads
+        .iter()
+        .map(|t| t.name.chars().count())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, 24);
+    let dur = r.duration_ns.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "{:>7}  {:<name_w$}  {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
+        "TID",
+        "THREAD",
+        "ACQ",
+        "WAIT",
+        "%wall",
+        "p50",
+        "p99",
+        "max",
+        "HOLD",
+        "%wall",
+        "p50",
+        "p99",
+        "max"
+    );
+    for t in r.threads.iter().take(limit) {
+        let _ = writeln!(
+            out,
+            "{:>7}  {:<name_w$}  {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
+            t.tid,
+            truncate(&t.name, name_w),
+            t.acquisitions,
+            fmt_ns(t.wait_ns.total),
+            pct(t.wait_ns.total as f64 * 100.0 / dur),
+            fmt_ns(t.wait_ns.p50),
+            fmt_ns(t.wait_ns.p99),
+            fmt_ns(t.wait_ns.max),
+            fmt_ns(t.hold_ns.total),
+            pct(t.hold_ns.total as f64 * 100.0 / dur),
+            fmt_ns(t.hold_ns.p50),
+            fmt_ns(t.hold_ns.p99),
+            fmt_ns(t.hold_ns.max),
+        );
+    }
+    if r.threads.len() > limit {
+        let _ = writeln!(
+            out,
+            "{:>7}  … {} more threads (see --json for all)",
+            "",
+            r.threads.len() - limit
+        );
+    }
+    out
+}
+
+/// Most rows a drawn histogram gets: coarser rows beat a scrolling screen.
+const MAX_BAR_ROWS: usize = 12;
+
+/// A histogram as horizontal bars: quarter-octave rows, coarser when the range is wide.
+pub fn bars(hist: &[(u64, u64)], width: usize) -> String {
+    let mut group = 2; // kernel buckets per row: 2 of the 8 per octave = quarter octaves
+    let rows = loop {
+        let rows = regroup(hist, group);
+        if rows.len() <= MAX_BAR_ROWS || group >= 64 {
+            break rows;
+        }
+        group *= 2;
+    };
+    let peak = rows.iter().map(|r| r.2).max().unwrap_or(0).max(1);
+    let mut out = String::new();
+    for (lo, hi, count) in rows {
+        let n = ((count as f64 / peak as f64) * width as f64).ceil() as usize;
+        let _ = writeln!(
+            out,
+            "    {:>7} – {:<7} │{:<width$} {count}",
+            fmt_ns(lo),
+            fmt_ns(hi),
+            "█".repeat(n)
+        );
+    }
+    out
+}
+
+/// Merges kernel buckets `group` at a time into (lower, upper, count) rows, keeping empty rows
+/// between non-empty ones so gaps show.
+fn regroup(hist: &[(u64, u64)], group: usize) -> Vec<(u64, u64, u64)> {
+    let Some(first) = hist.first() else {
+        return Vec::new();
+    };
+    let row_of = |upper: u64| bucket_index(upper - 1) / group;
+    let (lo_row, hi_row) = (row_of(first.0), row_of(hist[hist.len() - 1].0));
+    let mut rows: Vec<(u64, u64, u64)> = (lo_row..=hi_row)
+        .map(|r| {
+            let lo = bucket_lower(r * group);
+            (lo, bucket_lower((r + 1) * group).max(lo + 1), 0)
+        })
+        .collect();
+    for &(upper, count) in hist {
+        rows[row_of(upper) - lo_row].2 += count;
+    }
+    rows
+}
+
+fn histogram_block(
+    title: &str,
+    t: &ThreadReport,
+    s: &crate::histogram::Summary,
+    hist: &[(u64, u64)],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  {title} · {} (tid {}) · n={} p50 {} p99 {} max {}",
+        t.name,
+        t.tid,
+        s.count,
+        fmt_ns(s.p50),
+        fmt_ns(s.p99),
+        fmt_ns(s.max)
+    );
+    out.push_str(&bars(hist, 30));
+    out
+}
+
+/// Threads waiting less than this share of wall time are not "suffering" from the GIL.
+const SUFFERING_PCT: f64 = 10.0;
+
+/// The answer in one or two lines: is it the GIL, and who holds it while others wait.
+pub fn verdict(r: &Report) -> String {
+    let dur = r.duration_ns.max(1) as f64;
+    let share = |ns: u64| ns as f64 * 100.0 / dur;
+    let suffering: Vec<&ThreadReport> = r
+        .threads
+        .iter()
+        .filter(|t| share(t.wait_ns.total) >= SUFFERING_PCT)
+        .collect();
+    if suffering.is_empty() {
+        return format!(
+            "Verdict: the GIL is not a bottleneck here: no thread waited {SUFFERING_PCT:.0}% of the time or more for it."
+        );
+    }
+    let names: Vec<String> = suffering
+        .iter()
+        .take(4)
+        .map(|t| format!("{} {}", t.name, pct(share(t.wait_ns.total))))
+        .collect();
+    let more = if suffering.len() > 4 {
+        format!(" and {} more", suffering.len() - 4)
+    } else {
+        String::new()
+    };
+    let mut text = format!(
+        "Verdict: GIL contention. {} thread(s) spent {SUFFERING_PCT:.0}%+ of their time waiting for it ({}{more}).",
+        suffering.len(),
+        names.join(", ")
+    );
+    if let Some(top) = r.threads.iter().max_by_key(|t| t.hold_ns.total) {
+        let _ = write!(
+            text,
+            "\n         Top holder: {} (tid {}) held it {} of the time, typically {} per hold.",
+            top.name,
+            top.tid,
+            pct(share(top.hold_ns.total)),
+            fmt_ns(top.hold_ns.p50)
+        );
+    }
+    text
+}
+
+/// One interval's line block for the live view.
+pub fn live(r: &Report, elapsed_ns: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "── {:>6.1}s ── {}",
+        elapsed_ns as f64 / 1e9,
+        summary_line(r)
+    );
+    out.push_str(&table(r, 10));
+    out
+}
+
+pub fn final_report(r: &Report) -> String {
+    let mut out = header(r);
+    let ended = match r.ended {
+        EndReason::Running | EndReason::Duration => "duration reached".to_owned(),
+        EndReason::Interrupted => "interrupted (Ctrl-C)".to_owned(),
+        EndReason::Terminated => "terminated (SIGTERM)".to_owned(),
+        EndReason::TargetExited => match r.exit_code {
+            Some(c) => format!("target exited with code {c}"),
+            None => "target exited".to_owned(),
+        },
+    };
+    let _ = writeln!(out, "observed {} · ended: {ended}", fmt_ns(r.duration_ns));
+    if r.lost_events > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} probe events were lost (kernel map full): numbers are incomplete",
+            r.lost_events
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", summary_line(r));
+    if r.threads.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNo GIL activity seen: no thread took or released the GIL while gilwatch watched."
+        );
+        if r.interpreter.version.starts_with("3.6.") {
+            let _ = writeln!(
+                out,
+                "(CPython 3.6 creates the GIL only when a second thread starts: a single-threaded 3.6 program has none.)"
+            );
+        }
+        return out;
+    }
+    let _ = writeln!(out, "{}", verdict(r));
+    let _ = writeln!(out);
+    out.push_str(&table(r, 40));
+    let waiting: Vec<&ThreadReport> = r
+        .threads
+        .iter()
+        .filter(|t| t.wait_ns.count > 0)
+        .take(3)
+        .collect();
+    if !waiting.is_empty() {
+        let _ = writeln!(out);
+        for t in waiting {
+            out.push_str(&histogram_block("GIL wait", t, &t.wait_ns, &t.wait_hist));
+        }
+    }
+    if let Some(t) = r
+        .threads
+        .iter()
+        .filter(|t| t.hold_ns.count > 0)
+        .max_by_key(|t| t.hold_ns.total)
+    {
+        out.push_str(&histogram_block("GIL hold", t, &t.hold_ns, &t.hold_hist));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_ns(850), "850ns");
+        assert_eq!(fmt_ns(12_345), "12.3µs");
+        assert_eq!(fmt_ns(4_980_000), "4.98ms");
+        assert_eq!(fmt_ns(5_000_000), "5ms");
+        assert_eq!(fmt_ns(123_456_789), "123ms");
+        assert_eq!(fmt_ns(1_230_000_000), "1.23s");
+    }
+
+    #[test]
+    fn bars_cover_the_range() {
+        let hist = vec![(4_194_304 + 524_288, 10), (5_242_880 + 524_288, 30)];
+        let text = bars(&hist, 10);
+        assert!(text.contains("██████████ 30"), "{text}");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        // A range from 1µs to 1s still fits on a screen.
+        let wide: Vec<(u64, u64)> = (10..30).map(|p| (1u64 << p, 1)).collect();
+        assert!(
+            bars(&wide, 10).lines().count() <= MAX_BAR_ROWS,
+            "{}",
+            bars(&wide, 10)
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The run: wait for the end (duration, Ctrl-C, SIGTERM, target exit), printing live tables and
+//! JSON lines on the way, then build the final report.
+use std::{io::Write, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::{Instant, MissedTickBehavior, interval_at, sleep_until},
+};
+
+use crate::{
+    collect::{self, Snapshot},
+    gil::locate::Interpreter,
+    names::ThreadNames,
+    probe::attach::Attached,
+    report::{self, EndReason, Report, RunInfo, json, terminal},
+    target::{launch::GatedChild, process::Process},
+};
+
+/// How often the target's liveness and new threads' names are checked.
+const POLL: Duration = Duration::from_millis(200);
+
+pub struct Outputs {
+    pub human: Box<dyn Write>,
+    pub json: Option<Box<dyn Write>>,
+    /// Live tables (and JSON lines, if `json_intervals`) every this often.
+    pub interval: Option<Duration>,
+    pub json_intervals: bool,
+    /// Print the live table each interval.
+    pub live: bool,
+}
+
+pub struct Session<'a> {
+    pub attached: &'a Attached,
+    pub process: Process,
+    pub child: Option<GatedChild>,
+    pub interpreter: &'a mut Interpreter,
+    pub names: ThreadNames,
+    pub info: RunInfo<'a>,
+    pub duration: Option<Duration>,
+}
+
+impl Session<'_> {
+    pub async fn run(mut self, mut out: Outputs) -> anyhow::Result<Report> {
+        let mut sigint =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut sigterm =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let start = Instant::now();
+        let first = Snapshot {
+            at_ns: collect::monotonic_ns(),
+            ..Default::default()
+        };
+        let deadline = self.duration.map(|d| start + d);
+        let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let every = out.interval.filter(|d| !d.is_zero());
+        let mut tick = interval_at(
+            start + every.unwrap_or(Duration::from_secs(3600)),
+            every.unwrap_or(Duration::from_secs(3600)),
+        );
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut previous = first.clone();
+
+        let ended = loop {
+            tokio::select! {
+                _ = sigint.recv() => break EndReason::Interrupted,
+                _ = sigterm.recv() => break EndReason::Terminated,
+                _ = sleep_until(deadline.unwrap_or(far)) => break EndReason::Duration,
+                _ = poll.tick() => {
+                    if self.target_exited() {
+                        break EndReason::TargetExited;
+                    }
+                    self.learn_names();
+                }
+                _ = tick.tick(), if every.is_some() => {
+                    let snap = collect::snapshot(self.attached, true)?;
+                    let r = self.report("interval", EndReason::Running, &previous, &snap);
+                    if out.live {
+                        write!(out.human, "{}", terminal::live(&r, snap.at_ns - first.at_ns)).context("writing the live table")?;
+                        out.human.flush().ok();
+                    }
+                    if let (true, Some(j)) = (out.json_intervals, out.json.as_mut()) {
+                        json::write_line(j.as_mut(), &r)?;
+                    }
+                    previous = snap;
+                }
+            }
+        };
+        let target_gone = ended == EndReason::TargetExited;
+        if !target_gone {
+            self.learn_names();
+        }
+        let last = collect::snapshot(self.attached, !target_gone)?;
+        if matches!(ended, EndReason::Interrupted | EndReason::Terminated) {
+            self.grace_for_child().await;
+        }
+        self.info.exit_code = self.child.as_mut().and_then(GatedChild::try_wait);
+        let report = self.report("final", ended, &first, &last);
+        write!(out.human, "{}", terminal::final_report(&report)).context("writing the report")?;
+        out.human.flush().ok();
+        if let Some(j) = out.json.as_mut() {
+            json::write_line(j.as_mut(), &report)?;
+        }
+        Ok(report)
+    }
+
+    fn target_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().is_some(),
+            None => !self.process.is_alive(),
+        }
+    }
+
+    fn learn_names(&mut self) {
+        if self.interpreter.load_bias.is_none() {
+            // `-- CMD`: the interpreter gets mapped only after exec.
+            if let Ok(maps) = self.process.maps() {
+                self.interpreter.refresh_load_bias(&maps);
+                self.names
+                    .set_runtime_addr(self.interpreter.runtime_address_of("_PyRuntime"));
+            }
+        }
+        if let Ok(states) = collect::thread_states(self.attached) {
+            let tstates = states
+                .into_iter()
+                .filter(|(_, s)| s.tstate != 0)
+                .map(|(t, s)| (t, s.tstate))
+                .collect();
+            self.names.refresh(&tstates);
+        }
+    }
+
+    /// After Ctrl-C in a terminal the command got the signal too: give it a moment to exit, so
+    /// its exit code can be reported.
+    async fn grace_for_child(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        for _ in 0..10 {
+            if child.try_wait().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn report(
+        &self,
+        kind: &'static str,
+        ended: EndReason,
+        from: &Snapshot,
+        to: &Snapshot,
+    ) -> Report {
+        let names = |tid| self.names.get(tid);
+        report::build(&self.info, kind, ended, from, to, &names)
+    }
+}

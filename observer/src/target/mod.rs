@@ -1,0 +1,3 @@
+//! The observed process: what /proc says about it, and starting one for `gilwatch -- CMD`.
+pub mod launch;
+pub mod process;

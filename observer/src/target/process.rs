@@ -1,0 +1,190 @@
+//! A running process as /proc describes it.
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+
+use crate::error::{Exit, user};
+
+/// One line of /proc/PID/maps that maps a file.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub start: u64,
+    pub offset: u64,
+    /// The path as the process sees it (inside its own mount namespace).
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Process {
+    pub pid: u32,
+}
+
+impl Process {
+    /// A process that exists now, or a one-line error naming the fix.
+    pub fn open(pid: u32) -> anyhow::Result<Self> {
+        let p = Self { pid };
+        match fs::metadata(p.proc_path("")) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(user(
+                    Exit::NoSuchProcess,
+                    format!(
+                        "no process with PID {pid}: check the PID (ps -e, pgrep -f app.py) and try again"
+                    ),
+                ));
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading /proc/{pid}")),
+        }
+        if let Ok(status) = fs::read_to_string(p.proc_path("status")) {
+            let is_thread = status.lines().any(|l| {
+                l.strip_prefix("Tgid:")
+                    .is_some_and(|t| t.trim() != pid.to_string())
+            });
+            if is_thread {
+                return Err(user(
+                    Exit::Usage,
+                    format!(
+                        "{pid} is a thread, not a process: pass its process id (the Tgid in /proc/{pid}/status)"
+                    ),
+                ));
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn proc_path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            PathBuf::from(format!("/proc/{}", self.pid))
+        } else {
+            PathBuf::from(format!("/proc/{}/{rel}", self.pid))
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        // A zombie still has /proc/PID; its state letter says it is gone.
+        match fs::read_to_string(self.proc_path("stat")) {
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+                .is_some_and(|state| state != 'Z' && state != 'X'),
+            Err(_) => false,
+        }
+    }
+
+    /// The command name (comm) of the process, for messages.
+    pub fn comm(&self) -> String {
+        fs::read_to_string(self.proc_path("comm"))
+            .map(|s| s.trim_end().to_owned())
+            .unwrap_or_else(|_| "?".into())
+    }
+
+    /// The executable's path as the process sees it.
+    pub fn exe(&self) -> anyhow::Result<String> {
+        let link = fs::read_link(self.proc_path("exe"))
+            .with_context(|| format!("reading /proc/{}/exe", self.pid))?;
+        Ok(link
+            .to_string_lossy()
+            .trim_end_matches(" (deleted)")
+            .to_owned())
+    }
+
+    pub fn maps(&self) -> anyhow::Result<Vec<Mapping>> {
+        let text = fs::read_to_string(self.proc_path("maps"))
+            .with_context(|| format!("reading /proc/{}/maps", self.pid))?;
+        Ok(parse_maps(&text))
+    }
+
+    /// A path inside the process's mount namespace, reachable from ours: the process may run in a
+    /// container whose files do not exist at the same path on the host.
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        let root = self.proc_path("root");
+        root.join(path.trim_start_matches('/'))
+    }
+
+    /// Thread ids and their OS names (comm, at most 15 bytes).
+    pub fn threads(&self) -> HashMap<u32, String> {
+        let mut out = HashMap::new();
+        let Ok(dir) = fs::read_dir(self.proc_path("task")) else {
+            return out;
+        };
+        for entry in dir.flatten() {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Ok(comm) = fs::read(entry.path().join("comm")) {
+                // 3.14 cuts Python names to 15 bytes, possibly inside a UTF-8 sequence.
+                let name = String::from_utf8_lossy(&comm).trim_end().to_owned();
+                out.insert(tid, name);
+            }
+        }
+        out
+    }
+
+    /// The PID as the process itself sees it (innermost PID namespace), from NSpid.
+    pub fn namespace_pid(&self) -> Option<u32> {
+        let status = fs::read_to_string(self.proc_path("status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+        line.split_whitespace().last()?.parse().ok()
+    }
+}
+
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(6, ' ');
+            let range = f.next()?;
+            let _perms = f.next()?;
+            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+            let _dev = f.next()?;
+            let _inode = f.next()?;
+            let path = f.next()?.trim_start();
+            if !path.starts_with('/') {
+                return None;
+            }
+            let (s, _end) = range.split_once('-')?;
+            Some(Mapping {
+                start: u64::from_str_radix(s, 16).ok()?,
+                offset,
+                path: path.trim_end_matches(" (deleted)").to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// File name of a path, for messages.
+pub fn file_name(path: &str) -> &str {
+    Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_file_mappings_only() {
+        let text = "\
+7f00a0000000-7f00a0200000 r--p 00000000 fd:01 1234                       /usr/lib/libpython3.12.so.1.0
+7f00a0200000-7f00a0400000 r-xp 00200000 fd:01 1234                       /usr/lib/libpython3.12.so.1.0
+7ffd1000000-7ffd1021000 rw-p 00000000 00:00 0                          [stack]
+7f00b0000000-7f00b0001000 rw-p 00000000 00:00 0 
+7f00c0000000-7f00c0001000 r--p 00000000 fd:01 99    /tmp/with space.so (deleted)
+";
+        let m = parse_maps(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[1].start, 0x7f00a0200000);
+        assert_eq!(m[1].offset, 0x200000);
+        assert_eq!(m[0].path, "/usr/lib/libpython3.12.so.1.0");
+        assert_eq!(m[2].path, "/tmp/with space.so");
+    }
+}
