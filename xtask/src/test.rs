@@ -5,7 +5,8 @@ use anyhow::bail;
 use crate::shell::{self, is_root};
 
 pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
-    shell::run(shell::cargo().args(["test", "--workspace"]))?;
+    // Default members only: the eBPF crate builds for the BPF target alone (through observer/build.rs).
+    shell::run(shell::cargo().arg("test"))?;
     if unit_only {
         return Ok(());
     }
