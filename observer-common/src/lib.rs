@@ -62,6 +62,12 @@ pub const ERR_STATS_MAP_FULL: u32 = 0;
 pub const ERR_THREADS_MAP_FULL: u32 = 1;
 pub const ERR_COUNTERS: u32 = 2;
 
+/// Slots of the kernel's GIL_ADDRS array (the symbol-free strategy's filter addresses).
+pub const GIL_ADDR_MUTEX: u32 = 0;
+pub const GIL_ADDR_COND: u32 = 1;
+pub const GIL_ADDR_SWITCH_MUTEX: u32 = 2;
+pub const GIL_ADDR_SLOTS: u32 = 3;
+
 /// Map capacities, shared so userspace can say what a full map means.
 pub const MAX_THREADS: u32 = 16384;
 pub const MAX_STATS: u32 = 2 * MAX_THREADS;

@@ -13,6 +13,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
+mod gil_libc;
+
 use observer_common::{
     ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, HIST_BUCKETS, Histogram, MAX_STATS,
     MAX_THREADS, StatKey, StatKind, ThreadGilState, bucket_index,
@@ -24,7 +26,8 @@ static STATS: HashMap<StatKey, Histogram> = HashMap::with_max_entries(MAX_STATS,
 
 /// tid → what the thread is doing now. LRU: threads that exited age out on their own.
 #[map]
-static THREADS: LruHashMap<u32, ThreadGilState> = LruHashMap::with_max_entries(MAX_THREADS, 0);
+pub(crate) static THREADS: LruHashMap<u32, ThreadGilState> =
+    LruHashMap::with_max_entries(MAX_THREADS, 0);
 
 /// One all-zero histogram: the initial value for new STATS entries, which are too big for the
 /// 512-byte BPF stack.
@@ -36,13 +39,13 @@ static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
 static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ERR_COUNTERS, 0);
 
 #[inline(always)]
-fn current_tid() -> u32 {
+pub(crate) fn current_tid() -> u32 {
     // The low half of pid_tgid is the thread id.
     bpf_get_current_pid_tgid() as u32
 }
 
 #[inline(always)]
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     // SAFETY: a helper with no arguments and no preconditions.
     unsafe { bpf_ktime_get_ns() }
 }
@@ -56,7 +59,7 @@ fn count_error(which: u32) {
 }
 
 #[inline(always)]
-fn record(tid: u32, kind: StatKind, ns: u64) {
+pub(crate) fn record(tid: u32, kind: StatKind, ns: u64) {
     let key = StatKey {
         tid,
         kind: kind as u32,
@@ -90,11 +93,19 @@ fn record(tid: u32, kind: StatKind, ns: u64) {
 #[inline(always)]
 fn take_enter(tstate: u64) {
     let tid = current_tid();
-    let st = ThreadGilState {
-        take_start_ns: now_ns(),
-        hold_start_ns: 0,
-        tstate,
-    };
+    track_thread(
+        tid,
+        ThreadGilState {
+            take_start_ns: now_ns(),
+            hold_start_ns: 0,
+            tstate,
+        },
+    );
+}
+
+/// Starts tracking a thread (or resets its state).
+#[inline(always)]
+pub(crate) fn track_thread(tid: u32, st: ThreadGilState) {
     if THREADS.insert(&tid, &st, 0).is_err() {
         count_error(ERR_THREADS_MAP_FULL);
     }

@@ -3,6 +3,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 
+use crate::gil::plan::Strategy;
+
 /// Exact per-thread GIL wait and hold times of a live CPython process, from eBPF uprobes.
 ///
 /// gilwatch attaches to a running interpreter (or starts one), probes the GIL's take and drop
@@ -19,6 +21,7 @@ use clap::Parser;
   sudo gilwatch -d 30s -i 5s --json out.jsonl -p 4242
                                              one JSON line per 5 s, then the final object
   sudo gilwatch -- python3 app.py --port 80  start a program and watch it from its first bytecode
+  sudo gilwatch doctor -p 4242               show the probe plan (interpreter, symbols, GIL, strategy)
 
 READING THE REPORT:
   WAIT  time from asking for the GIL (take_gil) to getting it; HOLD  time from getting it to
@@ -30,7 +33,17 @@ EXIT CODES:
   5 missing privileges (run as root) · 6 kernel lacks uprobe support
   With -- CMD: the command's own exit code (128+N if it was killed by signal N)."
 )]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub sub: Option<Sub>,
+
+    /// How to find the GIL: `symtab` probes take_gil/drop_gil (needs a symbol table), `libc`
+    /// probes libc's pthread calls on the GIL (works on stripped builds), `auto` picks symtab when
+    /// it can.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub strategy: Strategy,
+
     /// Process to observe (its PID, as shown by ps or pgrep).
     #[arg(
         short,
@@ -61,6 +74,21 @@ pub struct Cli {
     /// Command to start and observe from its first bytecode (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// Print the probe plan for a process and exit, attaching nothing: which file holds the
+    /// interpreter, its version and build-id, where the symbols come from, where the GIL is,
+    /// which strategy would run and what it cannot see.
+    Doctor {
+        /// Process to examine.
+        #[arg(short, long, value_name = "PID")]
+        pid: u32,
+        /// Strategy to plan for (as for watching).
+        #[arg(long, value_enum, default_value = "auto")]
+        strategy: Strategy,
+    },
 }
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);

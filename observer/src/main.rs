@@ -2,9 +2,10 @@
 //!
 //! The data path, top to bottom: locate the interpreter in the target (`gil::locate`), plan the
 //! probes (`gil::plan`), attach them (`probe::attach`), let the kernel aggregate, read the maps
-//! (`collect`), report (`report`). `session` runs the clock in between.
+//! (`collect`), report (`report`). `session` runs the clock in between; `doctor` explains a plan.
 mod cli;
 mod collect;
+mod doctor;
 mod error;
 mod gil;
 mod histogram;
@@ -21,11 +22,12 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use crate::{
-    cli::Cli,
+    cli::{Cli, Sub},
     error::{Exit, exit_code_of, user},
-    gil::{locate, plan},
+    gil::{address, libc, locate, plan},
     names::ThreadNames,
     probe::{attach, preflight},
+    python::memory::ProcessMemory,
     report::{EndReason, InterpreterInfo, RunInfo},
     session::{Outputs, Session},
     target::{launch, process::Process},
@@ -47,7 +49,11 @@ fn main() -> ExitCode {
         eprintln!("gilwatch: internal error: {msg}{at} (probes were removed; please report this)");
     }));
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match cli.sub {
+        Some(Sub::Doctor { pid, strategy }) => doctor::run(pid, strategy).map(|()| Exit::Ok.into()),
+        None => run(cli),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             let exit = exit_code_of(&err);
@@ -61,33 +67,92 @@ fn main() -> ExitCode {
     }
 }
 
+/// A running target, located and planned: everything before attaching.
+pub struct Target {
+    pub process: Process,
+    pub interpreter: locate::Interpreter,
+    pub libc: Option<libc::Libc>,
+    pub plan: plan::ProbePlan,
+}
+
+/// Locates and plans for a running process (shared by watching and `doctor`).
+pub fn prepare(pid: u32, strategy: plan::Strategy) -> anyhow::Result<Target> {
+    let process = Process::open(pid)?;
+    let interpreter = locate::locate(&process)?;
+    let libc = libc::locate(&process, &process.maps()?).ok();
+    let plan = plan::plan(&interpreter, libc.as_ref(), strategy)?;
+    Ok(Target {
+        process,
+        interpreter,
+        libc,
+        plan,
+    })
+}
+
+/// Finds the GIL in a running interpreter, for the symbol-free strategy.
+pub fn find_gil(
+    process: &Process,
+    interp: &locate::Interpreter,
+) -> anyhow::Result<address::GilAddress> {
+    let runtime = interp.runtime_address_of("_PyRuntime").ok_or_else(|| {
+        user(
+            Exit::Unsupported,
+            format!("{} exports no _PyRuntime: cannot find the GIL", interp.path),
+        )
+    })?;
+    address::locate(
+        &ProcessMemory::new(process.pid),
+        interp.version.minor_version(),
+        runtime,
+        interp.free_threaded,
+    )
+    .map_err(|e| {
+        user(
+            Exit::Unsupported,
+            format!(
+                "cannot find the GIL in PID {} (CPython {}): {e:#}",
+                process.pid, interp.version
+            ),
+        )
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     preflight::check_kernel()?;
     preflight::check_privileges()?;
 
-    // Locate the interpreter and, for `-- CMD`, start the command held at its gate.
-    let (process, mut interpreter, mut child) = match cli.pid {
-        Some(pid) => {
-            let process = Process::open(pid)?;
-            let interp = locate::locate(&process)?;
-            (process, interp, None)
-        }
+    // Locate and plan; for `-- CMD`, start the command held at its gate.
+    let (target, mut child) = match cli.pid {
+        Some(pid) => (prepare(pid, cli.strategy)?, None),
         None => {
-            let path = launch::resolve_interpreter(&cli.command)?;
-            let interp = locate::load(&path, path.clone().into(), || cli.command.join(" "))?;
+            let resolved = launch::resolve(&cli.command)?;
+            let path = resolved.interpreter;
+            let interpreter = locate::load(&path, path.clone().into(), || cli.command.join(" "))?;
+            let libc = resolved
+                .libc
+                .map(|p| libc::Libc::load(&p, p.clone().into()))
+                .transpose()?;
+            let plan = plan::plan(&interpreter, libc.as_ref(), cli.strategy)?;
             let child = launch::spawn_gated(&cli.command)?;
-            (Process { pid: child.pid }, interp, Some(child))
+            let process = Process { pid: child.pid };
+            (
+                Target {
+                    process,
+                    interpreter,
+                    libc,
+                    plan,
+                },
+                Some(child),
+            )
         }
     };
-    let plan = plan::plan(&interpreter)?;
-    let attached = attach::attach(
-        &plan,
-        attach::Target {
-            object: &interpreter.open_path,
-            pid: process.pid,
-        },
-    )
-    .map_err(|e| {
+    let Target {
+        process,
+        mut interpreter,
+        plan,
+        ..
+    } = target;
+    let mut attached = attach::attach(&plan, process.pid).map_err(|e| {
         if child.is_none() && !process.is_alive() {
             user(
                 Exit::NoSuchProcess,
@@ -97,6 +162,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             e
         }
     })?;
+    let mut gil_location = None;
+    if (plan.needs_gil_address() || interpreter.free_threaded) && child.is_none() {
+        let gil = find_gil(&process, &interpreter)?;
+        if gil.enabled == Some(false) {
+            return Err(user(
+                Exit::Unsupported,
+                format!(
+                    "PID {} runs free-threaded CPython {} with the GIL disabled: there is no GIL to wait for \
+                     (run it with PYTHON_GIL=1 to measure what the GIL would cost)",
+                    process.pid, interpreter.version
+                ),
+            ));
+        }
+        if plan.needs_gil_address() {
+            attached.set_gil_address(&gil)?;
+        }
+        gil_location = Some(gil.how);
+    }
     if let Some(c) = child.as_mut() {
         c.release()?;
     }
@@ -106,6 +189,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         version: interpreter.version.to_string(),
         strategy: plan.strategy.to_owned(),
         symbols: plan.symbols(),
+        gil_location,
+        free_threaded: interpreter.free_threaded,
     };
     let names = ThreadNames::new(
         process.clone(),
@@ -118,20 +203,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ns_pid: process.namespace_pid(),
         command: (!cli.command.is_empty()).then_some(cli.command.as_slice()),
         exit_code: None,
-        interpreter: &info_interp,
+        interpreter: info_interp,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
+    let gil_pending = plan.needs_gil_address() && child.is_some();
     let session = Session {
-        attached: &attached,
+        attached: &mut attached,
         process,
         child,
         interpreter: &mut interpreter,
         names,
         info,
         duration: cli.duration,
+        gil_pending,
     };
     let report = runtime.block_on(session.run(outputs))?;
     // Detach before exiting (also what happens on every error path, as `attached` drops).

@@ -41,7 +41,9 @@ impl ThreadNames {
         self.runtime_addr = addr;
     }
 
-    /// Learns the names of threads seen so far; `tstates` maps tid → PyThreadState* from the probes.
+    /// Learns the names of threads seen so far. `tstates` maps tid → PyThreadState* where a
+    /// take_gil probe saw it (0 where the strategy cannot see it: the reader then pairs threads
+    /// through the interpreter's own thread list).
     pub fn refresh(&mut self, tstates: &HashMap<u32, u64>) {
         // /proc is re-read only when a thread we have not named yet appears.
         if tstates.keys().any(|tid| !self.os.contains_key(tid)) || self.os.is_empty() {
@@ -52,21 +54,26 @@ impl ThreadNames {
         let Some(runtime) = self.runtime_addr else {
             return;
         };
-        let wanted: HashMap<u32, u64> = tstates
-            .iter()
-            .filter(|(tid, _)| !self.python.contains_key(tid))
-            .filter(|(tid, _)| self.tries.get(tid).copied().unwrap_or(0) < PYTHON_NAME_TRIES)
-            .map(|(&t, &s)| (t, s))
+        let wanted: Vec<u32> = tstates
+            .keys()
+            .filter(|tid| !self.python.contains_key(tid))
+            .filter(|tid| self.tries.get(tid).copied().unwrap_or(0) < PYTHON_NAME_TRIES)
+            .copied()
             .collect();
         if wanted.is_empty() {
             return;
         }
-        for tid in wanted.keys() {
+        for tid in &wanted {
             *self.tries.entry(*tid).or_default() += 1;
         }
+        let known: HashMap<u32, u64> = tstates
+            .iter()
+            .filter(|(_, s)| **s != 0)
+            .map(|(&t, &s)| (t, s))
+            .collect();
         // Reading another process's memory can fail at any moment (it exits, it is mid-update);
         // a name is a nicety, so failures only mean "try again later".
-        if let Ok(found) = threads::thread_names(&self.memory, self.version, runtime, &wanted) {
+        if let Ok(found) = threads::thread_names(&self.memory, self.version, runtime, &known) {
             self.python.extend(found);
         }
     }

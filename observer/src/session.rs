@@ -18,7 +18,8 @@ use crate::{
 };
 
 /// How often the target's liveness and new threads' names are checked.
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
+const FAST_POLL: Duration = Duration::from_millis(1);
 
 pub struct Outputs {
     pub human: Box<dyn Write>,
@@ -31,13 +32,16 @@ pub struct Outputs {
 }
 
 pub struct Session<'a> {
-    pub attached: &'a Attached,
+    pub attached: &'a mut Attached,
     pub process: Process,
     pub child: Option<GatedChild>,
     pub interpreter: &'a mut Interpreter,
     pub names: ThreadNames,
     pub info: RunInfo<'a>,
     pub duration: Option<Duration>,
+    /// `-- CMD` with the libc strategy: the GIL's address is written to the kernel once the
+    /// interpreter has created it.
+    pub gil_pending: bool,
 }
 
 impl Session<'_> {
@@ -53,7 +57,9 @@ impl Session<'_> {
         };
         let deadline = self.duration.map(|d| start + d);
         let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
-        let mut poll = tokio::time::interval(POLL);
+        // Poll fast while the GIL's address is still unknown: every millisecond before it is
+        // found is GIL traffic not seen.
+        let mut poll = tokio::time::interval(if self.gil_pending { FAST_POLL } else { POLL });
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let every = out.interval.filter(|d| !d.is_zero());
         let mut tick = interval_at(
@@ -71,6 +77,12 @@ impl Session<'_> {
                 _ = poll.tick() => {
                     if self.target_exited() {
                         break EndReason::TargetExited;
+                    }
+                    if self.gil_pending {
+                        self.try_find_gil();
+                        if !self.gil_pending {
+                            poll = tokio::time::interval(POLL);
+                        }
                     }
                     self.learn_names();
                 }
@@ -113,6 +125,24 @@ impl Session<'_> {
         }
     }
 
+    fn try_find_gil(&mut self) {
+        if self.interpreter.load_bias.is_none() {
+            let Ok(maps) = self.process.maps() else {
+                return;
+            };
+            self.interpreter.refresh_load_bias(&maps);
+        }
+        if self.interpreter.load_bias.is_none() {
+            return;
+        }
+        if let Ok(gil) = crate::find_gil(&self.process, self.interpreter) {
+            if self.attached.set_gil_address(&gil).is_ok() {
+                self.info.interpreter.gil_location = Some(gil.how);
+                self.gil_pending = false;
+            }
+        }
+    }
+
     fn learn_names(&mut self) {
         if self.interpreter.load_bias.is_none() {
             // `-- CMD`: the interpreter gets mapped only after exec.
@@ -123,11 +153,7 @@ impl Session<'_> {
             }
         }
         if let Ok(states) = collect::thread_states(self.attached) {
-            let tstates = states
-                .into_iter()
-                .filter(|(_, s)| s.tstate != 0)
-                .map(|(t, s)| (t, s.tstate))
-                .collect();
+            let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
             self.names.refresh(&tstates);
         }
     }

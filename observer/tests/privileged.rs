@@ -1,7 +1,10 @@
 //! Privileged integration tests: the real BPF programs, attached to real CPython processes.
 //!
-//! Run with `cargo xtask test` (as root). A plain `cargo test` skips them (`#[ignore]`). Every
-//! test covers every pyenv CPython 3.6–3.13 on the machine, one after another.
+//! Run with `cargo xtask test` (as root). A plain `cargo test` skips them (`#[ignore]`). The
+//! workload tests cover every case one after another: every pyenv CPython 3.6–3.13 with its
+//! symbols, the same (3.8+) with the symbol-free `libc` strategy forced, Debian's stripped
+//! /usr/bin/python3.11, and Debian sid's stripped 3.13/3.14/3.15 each in its own mount and PID
+//! namespace (a container whose interpreter path does not exist on the host).
 //!
 //! Tolerances, and why:
 //! - A thread returning from a 1 ms sleep while a CPU-bound thread runs waits for the switch
@@ -25,9 +28,9 @@ const OBSERVE: &str = "3s";
 #[ignore = "needs root: cargo xtask test"]
 fn io_threads_wait_one_switch_interval_behind_a_cpu_thread() {
     require_root();
-    for py in pythons() {
-        let target = Target::start(&py.exe, &workload("contended.py"), &["60", "2"]);
-        let r = observe(target.pid(), OBSERVE);
+    for py in all_cases() {
+        let target = Target::launch(&py, "contended.py", &["60", "2"]);
+        let r = observe_case(&py, &target, OBSERVE);
         let label = &py.label;
         let by_wait = by_total(&r, "wait_ns");
         let by_hold = by_total(&r, "hold_ns");
@@ -67,24 +70,14 @@ fn io_threads_wait_one_switch_interval_behind_a_cpu_thread() {
             "{label}: two I/O threads mostly waiting: {}",
             r["gil"]["wait_pct"]
         );
-        if has_python_names(&py) {
-            // The OS name is the interpreter's (threading does not set it before 3.14).
+        if has_python_names(&py) && py.version < (3, 14) {
+            // The OS name is the interpreter's (threading sets it only from 3.14 on).
             assert!(
                 cpu["os_name"].as_str().unwrap_or("").starts_with("python"),
                 "{label}: os_name {}",
                 cpu["os_name"]
             );
         }
-        assert_eq!(r["interpreter"]["strategy"], "symtab");
-        assert!(
-            r["interpreter"]["version"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with(&format!("{}.{}.", py.version.0, py.version.1)),
-            "{label}: version {}",
-            r["interpreter"]["version"]
-        );
-        assert_eq!(r["lost_events"], 0);
         eprintln!(
             "{label}: io wait p50 {:.2}/{:.2} ms, cpu hold {cpu_hold:.1}%",
             ms(&io[0]["wait_ns"]["p50"]),
@@ -97,9 +90,9 @@ fn io_threads_wait_one_switch_interval_behind_a_cpu_thread() {
 #[ignore = "needs root: cargo xtask test"]
 fn a_shorter_switch_interval_shortens_the_waits() {
     require_root();
-    for py in pythons() {
-        let target = Target::start(&py.exe, &workload("contended.py"), &["60", "2", "0.001"]);
-        let r = observe(target.pid(), OBSERVE);
+    for py in all_cases() {
+        let target = Target::launch(&py, "contended.py", &["60", "2", "0.001"]);
+        let r = observe_case(&py, &target, OBSERVE);
         let label = &py.label;
         let io: Vec<&serde_json::Value> = if has_python_names(&py) {
             vec![thread(&r, "io-1"), thread(&r, "io-2")]
@@ -121,9 +114,9 @@ fn a_shorter_switch_interval_shortens_the_waits() {
 #[ignore = "needs root: cargo xtask test"]
 fn three_spinners_share_the_gil_and_wait_two_hundred_percent() {
     require_root();
-    for py in pythons() {
-        let target = Target::start(&py.exe, &workload("spinners.py"), &["60", "3"]);
-        let r = observe(target.pid(), OBSERVE);
+    for py in all_cases() {
+        let target = Target::launch(&py, "spinners.py", &["60", "3"]);
+        let r = observe_case(&py, &target, OBSERVE);
         let label = &py.label;
         let spinners = by_total(&r, "hold_ns");
         let holds: Vec<f64> = spinners[..3]
@@ -154,9 +147,9 @@ fn three_spinners_share_the_gil_and_wait_two_hundred_percent() {
 #[ignore = "needs root: cargo xtask test"]
 fn a_single_thread_does_not_wait() {
     require_root();
-    for py in pythons() {
-        let target = Target::start(&py.exe, &workload("single.py"), &["60"]);
-        let r = observe(target.pid(), OBSERVE);
+    for py in all_cases() {
+        let target = Target::launch(&py, "single.py", &["60"]);
+        let r = observe_case(&py, &target, OBSERVE);
         let label = &py.label;
         let ts = threads(&r);
         if py.version == (3, 6) {
@@ -182,11 +175,16 @@ fn a_single_thread_does_not_wait() {
             "{label}: wait p99 {} ns",
             t["wait_ns"]["p99"]
         );
-        assert!(
-            ns(&r["gil"]["wait_pct"]) < 1.0,
-            "{label}: wait {}%",
-            r["gil"]["wait_pct"]
-        );
+        // A measured wait contains one probe trap (the probe that ends it). libc's
+        // pthread_mutex_lock starts with an instruction uprobes must single-step out of line,
+        // which costs more than take_gil's emulated `push`: allow 1.5% there, 1% otherwise.
+        let limit = if py.expect_strategy == "libc" {
+            1.5
+        } else {
+            1.0
+        };
+        let wait = ns(&r["gil"]["wait_pct"]);
+        assert!(wait < limit, "{label}: wait {wait}%");
     }
 }
 
@@ -199,9 +197,14 @@ fn command_mode_sees_the_first_acquisitions_and_passes_the_exit_code() {
                   def f():\n    [time.sleep(0.005) for _ in range(60)]\n\
                   t = threading.Thread(target=f, name='early-bird'); t.start(); t.join()\n\
                   sys.exit(3)\n";
-    for py in pythons() {
+    let mut cases = pythons();
+    cases.extend(pythons_libc());
+    for py in cases {
         let exe = py.exe.to_string_lossy().into_owned();
-        let out = gilwatch(&["-q", "--json", "-", "--", &exe, "-c", script]);
+        let [flag, strategy] = py.strategy_args();
+        let out = gilwatch(&[
+            "-q", "--json", "-", flag, strategy, "--", &exe, "-c", script,
+        ]);
         let label = &py.label;
         assert_eq!(
             out.status.code(),
@@ -239,7 +242,9 @@ fn command_mode_sees_the_first_acquisitions_and_passes_the_exit_code() {
 #[ignore = "needs root: cargo xtask test"]
 fn holds_agree_with_the_programs_own_clock() {
     require_root();
-    for py in pythons() {
+    let mut cases = pythons();
+    cases.extend(pythons_libc());
+    for py in cases {
         let exe = py.exe.to_string_lossy().into_owned();
         let script = workload("self_timed.py").to_string_lossy().into_owned();
         let json =
@@ -304,7 +309,7 @@ fn holds_agree_with_the_programs_own_clock() {
 fn probes_are_removed_on_every_exit_path() {
     require_root();
     let py = pythons().pop().expect("a python");
-    let target = Target::start(&py.exe, &workload("contended.py"), &["60", "2"]);
+    let target = Target::launch(&py, "contended.py", &["60", "2"]);
     for (signal, ended) in [(libc::SIGINT, "interrupted"), (libc::SIGTERM, "terminated")] {
         let child = Command::new(GILWATCH)
             .args(["-p", &target.pid().to_string(), "-q", "--json", "-"])
@@ -348,7 +353,7 @@ fn probes_are_removed_on_every_exit_path() {
         );
     }
     // The target exiting ends the run too.
-    let short = Target::start(&py.exe, &workload("contended.py"), &["1.5", "1"]);
+    let short = Target::launch(&py, "contended.py", &["1.5", "1"]);
     let out = gilwatch(&["-p", &short.pid().to_string(), "-q", "--json", "-"]);
     assert!(
         out.status.success(),
@@ -434,4 +439,123 @@ fn bad_input_gets_one_line_and_an_exit_code() {
         2,
         "no such file",
     );
+}
+
+/// Both strategies watch the same process at once and must tell the same story.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn both_strategies_agree_on_the_same_process() {
+    require_root();
+    for py in pythons_libc() {
+        let target = Target::launch(&py, "contended.py", &["60", "2"]);
+        let pid = target.pid().to_string();
+        let run = |strategy: &'static str| {
+            let pid = pid.clone();
+            std::thread::spawn(move || {
+                let out = gilwatch(&[
+                    "-p",
+                    &pid,
+                    "-d",
+                    "3s",
+                    "-q",
+                    "--json",
+                    "-",
+                    "--strategy",
+                    strategy,
+                ]);
+                assert!(
+                    out.status.success(),
+                    "{strategy}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                last_json(&out.stdout)
+            })
+        };
+        let (a, b) = (run("symtab"), run("libc"));
+        let (sym, lib) = (a.join().expect("symtab run"), b.join().expect("libc run"));
+        let label = &py.label;
+        for name in ["io-1", "io-2", "cpu-hog"] {
+            let (ts, tl) = (thread(&sym, name), thread(&lib, name));
+            let (hs, hl) = (share(&sym, ts, "hold_ns"), share(&lib, tl, "hold_ns"));
+            let (ws, wl) = (share(&sym, ts, "wait_ns"), share(&lib, tl, "wait_ns"));
+            // Same process, same 3 s (started together, so offset by the attach time): shares of
+            // wall time within 5 points, waits' medians within 10%.
+            assert!(
+                (hs - hl).abs() < 5.0,
+                "{label} {name}: hold {hs:.1}% (symtab) vs {hl:.1}% (libc)"
+            );
+            assert!(
+                (ws - wl).abs() < 5.0,
+                "{label} {name}: wait {ws:.1}% (symtab) vs {wl:.1}% (libc)"
+            );
+            if name != "cpu-hog" {
+                let (ps, pl) = (ms(&ts["wait_ns"]["p50"]), ms(&tl["wait_ns"]["p50"]));
+                assert!(
+                    (ps - pl).abs() / ps < 0.10,
+                    "{label} {name}: wait p50 {ps:.2} vs {pl:.2} ms"
+                );
+            }
+        }
+        eprintln!("{label}: strategies agree");
+    }
+}
+
+/// `gilwatch doctor` explains the plan for each kind of target, attaching nothing.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn doctor_explains_each_kind_of_target() {
+    require_root();
+    let mut cases = vec![pythons().pop().expect("a pyenv python")];
+    cases.extend(distro_pythons());
+    for py in cases {
+        let target = Target::launch(&py, "contended.py", &["60", "1"]);
+        let out = gilwatch(&["doctor", "-p", &target.pid().to_string()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let label = &py.label;
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!(
+                "version    CPython {}.{}.",
+                py.version.0, py.version.1
+            )),
+            "{label}: {text}"
+        );
+        assert!(
+            text.contains(&format!("strategy     {}", py.expect_strategy)),
+            "{label}: {text}"
+        );
+        assert!(text.contains("build-id"), "{label}: {text}");
+        match py.expect_strategy {
+            "symtab" => {
+                assert!(text.contains(".symtab: take_gil"), "{label}: {text}");
+                assert!(text.contains("→ take_gil_return"), "{label}: {text}");
+            }
+            _ => {
+                assert!(
+                    text.contains("no take_gil/drop_gil (stripped"),
+                    "{label}: {text}"
+                );
+                assert!(
+                    text.contains("pthread_mutex_lock") && text.contains("pthread_cond_signal"),
+                    "{label}: {text}"
+                );
+                assert!(
+                    text.contains("GIL          0x"),
+                    "{label}: GIL not found: {text}"
+                );
+            }
+        }
+        if matches!(py.launcher, Launcher::Container) {
+            assert!(
+                text.contains("(PID 1 in its own PID namespace)"),
+                "{label}: {text}"
+            );
+        }
+        // Nothing stays attached: doctor only reads.
+        assert_eq!(loaded_gilwatch_programs(), Vec::<String>::new(), "{label}");
+    }
 }

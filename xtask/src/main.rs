@@ -5,6 +5,7 @@
 mod demo;
 mod setup;
 mod shell;
+mod sid;
 mod test;
 
 use clap::{Parser, Subcommand};

@@ -15,6 +15,7 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
             "the integration tests load eBPF programs: run `sudo -E cargo xtask test` (or --unit for unit tests only)"
         );
     }
+    crate::sid::ensure()?;
     // The thread-name reader against live interpreters (one test per version).
     shell::run(shell::cargo().args([
         "test",

@@ -24,11 +24,15 @@ pub struct Interpreter {
     /// The same file, reachable from gilwatch's mount namespace (for reading and attaching).
     pub open_path: PathBuf,
     pub version: PythonVersion,
+    /// A free-threaded build (3.13t+): the GIL exists only when switched on at run time.
+    pub free_threaded: bool,
     /// The whole file: the symbol tables are read from it, and later strategies read sections.
     pub data: Vec<u8>,
     /// Where the object is loaded: runtime address = ELF virtual address + bias. None when the
     /// object is not mapped yet (`gilwatch -- CMD` before exec).
     pub load_bias: Option<u64>,
+    /// Keeps `open_path` (/proc/self/fd/N for files opened inside a target's root) valid.
+    pub _file: Option<std::fs::File>,
 }
 
 impl Interpreter {
@@ -55,17 +59,14 @@ impl Interpreter {
 /// Finds and identifies the interpreter of a running process.
 pub fn locate(process: &Process) -> anyhow::Result<Interpreter> {
     let maps = process.maps()?;
-    let libpython = maps
-        .iter()
-        .find(|m| is_libpython(&m.path))
-        .map(|m| m.path.clone());
-    let path = match libpython {
-        Some(p) => p,
-        None => process.exe()?,
+    let mapping = match maps.iter().find(|m| is_libpython(&m.path)) {
+        Some(m) => m,
+        None => process.exe_mapping(&maps)?,
     };
-    let mut interp = load(&path, process.host_path(&path), || {
-        format!("PID {} ({})", process.pid, process.comm())
-    })?;
+    let (file, open_path) = process.open_mapping(mapping)?;
+    let who = || format!("PID {} ({})", process.pid, process.comm());
+    let mut interp = load(&mapping.path, open_path, who)?;
+    interp._file = Some(file);
     interp.load_bias = load_bias(&interp, &maps);
     Ok(interp)
 }
@@ -128,13 +129,16 @@ pub fn load(
             ),
         ));
     }
+    let free_threaded = version::is_free_threaded(&name, &elf);
     drop(elf);
     Ok(Interpreter {
         path: path.to_owned(),
         open_path,
         version,
+        free_threaded,
         data,
         load_bias: None,
+        _file: None,
     })
 }
 

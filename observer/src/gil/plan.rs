@@ -1,47 +1,93 @@
 //! Step 2: the probe plan — which kernel program goes on which instruction of which file.
+//!
+//! Two strategies:
+//! - `symtab`: take_gil/drop_gil (and their clones) from the interpreter's symbol table: entry
+//!   and return of take_gil, entry of drop_gil. Sees every acquisition from the first.
+//! - `libc`: no interpreter symbols needed (stripped, LTO builds): pthread_mutex_lock and
+//!   pthread_cond_signal in libc, filtered in the kernel by the GIL's addresses.
+use std::path::PathBuf;
+
 use crate::{
     error::{Exit, user},
-    gil::{locate::Interpreter, symbols},
+    gil::{libc::Libc, locate::Interpreter, symbols},
 };
 
 /// A kernel program (by its name in observer-ebpf) and where it attaches.
 #[derive(Debug, Clone)]
 pub struct ProbePoint {
     pub program: &'static str,
+    /// What the point is, for people: `take_gil`, `pthread_mutex_lock`.
     pub symbol: String,
+    /// The file, as gilwatch can open it.
+    pub object: PathBuf,
+    /// The file as the target names it, for people.
+    pub object_name: String,
     pub file_offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// take_gil/drop_gil from the symbol table when there is one, else libc.
+    Auto,
+    /// take_gil/drop_gil from the interpreter's symbol table.
+    Symtab,
+    /// libc's pthread calls on the GIL's mutex and condition variables (no symbols needed).
+    Libc,
 }
 
 #[derive(Debug, Clone)]
 pub struct ProbePlan {
     pub strategy: &'static str,
     pub points: Vec<ProbePoint>,
+    /// What this strategy cannot see, for `gilwatch doctor`.
+    pub blind_spots: Vec<&'static str>,
 }
 
 impl ProbePlan {
-    /// The probed function symbols, for the report header.
+    /// The probed functions, for the report header.
     pub fn symbols(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.points.iter().map(|p| p.symbol.clone()).collect();
-        v.dedup();
+        let mut v: Vec<String> = Vec::new();
+        for p in &self.points {
+            if !v.contains(&p.symbol) {
+                v.push(p.symbol.clone());
+            }
+        }
         v
+    }
+
+    pub fn needs_gil_address(&self) -> bool {
+        self.strategy == "libc"
     }
 }
 
-/// Plans probes from `.symtab`: entry and return of every take_gil clone, entry of every drop_gil.
-pub fn plan(interp: &Interpreter) -> anyhow::Result<ProbePlan> {
+pub fn plan(
+    interp: &Interpreter,
+    libc: Option<&Libc>,
+    choice: Strategy,
+) -> anyhow::Result<ProbePlan> {
     let elf = interp.elf()?;
     let syms = symbols::find_gil_functions(&elf);
-    if syms.take.is_empty() || syms.drop.is_empty() {
-        return Err(user(
-            Exit::Unsupported,
-            format!(
-                "{} (CPython {}) has no take_gil/drop_gil symbols: it is stripped. \
-                 Install its debug symbols, or use a CPython build that keeps .symtab (pyenv, python.org, Docker's full images)",
-                interp.path, interp.version
-            ),
-        ));
+    let have_symbols = !syms.take.is_empty() && !syms.drop.is_empty();
+    match choice {
+        Strategy::Symtab if !have_symbols => Err(stripped(interp)),
+        Strategy::Auto | Strategy::Symtab if have_symbols => Ok(symtab_plan(interp, &syms)),
+        _ => libc_plan(interp, libc),
     }
+}
+
+fn stripped(interp: &Interpreter) -> anyhow::Error {
+    user(
+        Exit::Unsupported,
+        format!(
+            "{} (CPython {}) has no take_gil/drop_gil symbols (stripped): use --strategy libc or auto",
+            interp.path, interp.version
+        ),
+    )
+}
+
+fn symtab_plan(interp: &Interpreter, syms: &symbols::GilSymbols) -> ProbePlan {
     let mut points = Vec::new();
+    let object = interp.open_path.clone();
     for f in &syms.take {
         // 3.8's out-of-line take_gil(ceval, tstate) has tstate second; its .constprop clone,
         // and every other version, have it first.
@@ -50,26 +96,68 @@ pub fn plan(interp: &Interpreter) -> anyhow::Result<ProbePlan> {
         } else {
             "take_gil_enter_arg0"
         };
-        points.push(ProbePoint {
+        let at = |program| ProbePoint {
             program,
             symbol: f.name.clone(),
+            object: object.clone(),
+            object_name: interp.path.clone(),
             file_offset: f.file_offset,
-        });
-        points.push(ProbePoint {
-            program: "take_gil_return",
-            symbol: f.name.clone(),
-            file_offset: f.file_offset,
-        });
+        };
+        points.push(at(program));
+        points.push(at("take_gil_return"));
     }
     for f in &syms.drop {
         points.push(ProbePoint {
             program: "drop_gil_enter",
             symbol: f.name.clone(),
+            object: object.clone(),
+            object_name: interp.path.clone(),
             file_offset: f.file_offset,
         });
     }
-    Ok(ProbePlan {
+    ProbePlan {
         strategy: "symtab",
         points,
+        blind_spots: vec!["waits and holds already under way when gilwatch attached"],
+    }
+}
+
+fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbePlan> {
+    if interp.version.minor_version() < (3, 8) {
+        return Err(user(
+            Exit::Unsupported,
+            format!(
+                "{} (CPython {}) has no take_gil/drop_gil symbols, and finding the GIL without symbols needs CPython 3.8+",
+                interp.path, interp.version
+            ),
+        ));
+    }
+    let libc = libc.ok_or_else(|| {
+        user(
+            Exit::Unsupported,
+            "no libc found for the symbol-free strategy",
+        )
+    })?;
+    let point = |program, name: &str| -> anyhow::Result<ProbePoint> {
+        Ok(ProbePoint {
+            program,
+            symbol: name.to_owned(),
+            object: libc.open_path.clone(),
+            object_name: libc.path.clone(),
+            file_offset: libc.function(name)?,
+        })
+    };
+    Ok(ProbePlan {
+        strategy: "libc",
+        points: vec![
+            point("gil_mutex_lock", "pthread_mutex_lock")?,
+            point("gil_cond_signal", "pthread_cond_signal")?,
+        ],
+        blind_spots: vec![
+            "waits and holds already under way when gilwatch attached",
+            "Python thread states of waiting threads (names come from the interpreter's thread list)",
+            "the first GIL traffic of `-- CMD` before the interpreter has created its GIL",
+            "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
+        ],
     })
 }

@@ -10,9 +10,12 @@ use aya::{
     programs::{UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeScope},
 };
 
+use aya::maps::{Array, MapData};
+use observer_common::{GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX};
+
 use crate::{
     error::{Exit, user},
-    gil::plan::ProbePlan,
+    gil::{address::GilAddress, plan::ProbePlan},
 };
 
 /// The kernel programs, built by observer/build.rs and embedded in the binary.
@@ -23,13 +26,7 @@ pub struct Attached {
     pub ebpf: Ebpf,
 }
 
-/// Where the probes are attached: the file (as gilwatch can open it) and the one process.
-pub struct Target<'a> {
-    pub object: &'a Path,
-    pub pid: u32,
-}
-
-pub fn attach(plan: &ProbePlan, target: Target<'_>) -> anyhow::Result<Attached> {
+pub fn attach(plan: &ProbePlan, pid: u32) -> anyhow::Result<Attached> {
     let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| {
         if matches!(&e, aya::EbpfError::MapError(_))
             || e.to_string().contains("Operation not permitted")
@@ -42,7 +39,7 @@ pub fn attach(plan: &ProbePlan, target: Target<'_>) -> anyhow::Result<Attached> 
             anyhow!(e).context("loading gilwatch's eBPF object")
         }
     })?;
-    let pid = NonZeroU32::new(target.pid).ok_or_else(|| anyhow!("PID 0 cannot be observed"))?;
+    let pid = NonZeroU32::new(pid).ok_or_else(|| anyhow!("PID 0 cannot be observed"))?;
     let mut loaded: Vec<&'static str> = Vec::new();
     for point in &plan.points {
         let prog: &mut UProbe = ebpf
@@ -57,12 +54,34 @@ pub fn attach(plan: &ProbePlan, target: Target<'_>) -> anyhow::Result<Attached> 
         }
         prog.attach(
             UProbeAttachLocation::AbsoluteOffset(point.file_offset),
-            target.object,
+            &point.object,
             UProbeScope::OneProcess(pid),
         )
-        .map_err(|e| attach_error(e, point.program, &point.symbol, target.object))?;
+        .map_err(|e| attach_error(e, point.program, &point.symbol, &point.object))?;
     }
     Ok(Attached { ebpf })
+}
+
+impl Attached {
+    /// Tells the symbol-free strategy's kernel programs where the GIL is.
+    pub fn set_gil_address(&mut self, gil: &GilAddress) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut("GIL_ADDRS")
+            .context("GIL_ADDRS map missing")?;
+        let mut addrs: Array<&mut MapData, u64> = Array::try_from(map)?;
+        let l = gil.layout;
+        for (slot, off) in [
+            (GIL_ADDR_MUTEX, l.mutex),
+            (GIL_ADDR_COND, l.cond),
+            (GIL_ADDR_SWITCH_MUTEX, l.switch_mutex),
+        ] {
+            addrs
+                .set(slot, gil.addr + off, 0)
+                .context("writing the GIL's addresses to the kernel")?;
+        }
+        Ok(())
+    }
 }
 
 fn attach_error(

@@ -29,6 +29,10 @@ impl ProcessMemory {
 
     /// Fills `buf` from `addr` in the target, or fails: a short read is an error, because a
     /// half-filled struct is worse than none.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());

@@ -101,6 +101,8 @@ struct Layout {
     tstate_thread_id: u64,
     /// 3.11+ only.
     tstate_native_thread_id: Option<u64>,
+    /// `tstate->interp`, known only from `_Py_DebugOffsets` (3.13+); used to check the walk.
+    tstate_interp: Option<u64>,
     /// `offsetof(PyHeapTypeObject, ht_cached_keys)`: the shared keys of inline/split values.
     ht_cached_keys: u64,
     dict_keys: DictKeys,
@@ -136,6 +138,7 @@ const fn layout_for(minor: u8) -> Option<Layout> {
         interp_threads_head: 8,
         tstate_thread_id: 176,
         tstate_native_thread_id: None,
+        tstate_interp: None,
         ht_cached_keys: 872,
         dict_keys: DictKeys::Sized,
         values_array: 0,
@@ -189,15 +192,16 @@ const fn layout_for(minor: u8) -> Option<Layout> {
             long_repr: LongRepr::LvTag,
             ..base
         },
-        // 3.14 starts from 3.13's object layouts; the debug-offsets table then overrides the
-        // runtime/interpreter/thread fields and the type size (see `apply_debug_offsets`).
-        // Not checked against a live 3.14.
-        13 | 14 => Layout {
+        // 3.14 and 3.15 start from 3.13's object layouts; the debug-offsets table then
+        // overrides the runtime/interpreter/thread fields and the string/type sizes (see
+        // `apply_debug_offsets`), which is what moved in Debian's 3.13.18, 3.14.10, 3.15.2.
+        13..=15 => Layout {
             runtime_interp_main: 640,
             interp_modules: 7656,
             interp_threads_head: 7344,
             tstate_thread_id: 152,
             tstate_native_thread_id: Some(160),
+            tstate_interp: None,
             ht_cached_keys: 880,
             dict_keys: DictKeys::Log2,
             values_array: 8,
@@ -212,47 +216,190 @@ const fn layout_for(minor: u8) -> Option<Layout> {
     })
 }
 
-/// Positions inside `_Py_DebugOffsets` (Include/internal/pycore_runtime.h in 3.13,
-/// pycore_debug_offsets.h in 3.14, which inserted `interpreter_state.threads_main`).
+/// Where the entries we use sit inside `_Py_DebugOffsets` (byte positions from its start).
+///
+/// The table's own layout changes between minors: sub-structs gain fields in the middle, so
+/// every later position moves. 3.13: Include/internal/pycore_runtime.h. 3.14:
+/// pycore_debug_offsets.h (interpreter_state gained threads_main, code_object_generation and
+/// tlbc_generation; interpreter_frame, code_object gained fields; a set_object block appeared
+/// before dict_object). 3.15: thread_state grew to 17 entries and type_object to 8; positions
+/// read from Debian's 3.15.2 table and checked against live values (ctypes: PyThreadState_Get,
+/// threading.get_ident/get_native_id, id(sys.modules)). Whatever the positions, the entries
+/// are checked against facts the reader relies on anyway (see `DebugTable::check`), so a
+/// wrong position fails loudly instead of yielding wrong offsets.
+#[derive(Clone, Copy, Debug)]
 struct DebugTable {
-    interpreters_head: u64,
-    interp_next: u64,
-    interp_threads_head: u64,
+    /// `runtime_state` block: size, finalizing, interpreters_head.
+    runtime: u64,
+    /// `interpreter_state` block: size, id, next, threads_head, … (same order 3.13–3.15);
+    /// `imports_modules` sits at the position below.
+    interp: u64,
     interp_imports_modules: u64,
+    /// `thread_state` block: size, prev, next, interp, current_frame, … (same order 3.13–3.15).
+    tstate: u64,
     tstate_thread_id: u64,
     tstate_native_thread_id: u64,
-    /// `type_object.size`: ht_cached_keys sits a fixed distance after it.
-    type_size: u64,
-    /// `unicode_object.asciiobject_size`.
-    unicode_ascii_size: u64,
+    /// `pyobject` block: size, ob_type.
+    pyobject: u64,
+    /// `type_object` block: size, tp_name, tp_repr, tp_flags.
+    type_object: u64,
+    /// `dict_object` block: size, ma_keys, ma_values.
+    dict_object: u64,
+    /// `long_object` block: size, lv_tag, ob_digit.
+    long_object: u64,
+    /// `unicode_object` block: size, state, length, asciiobject_size.
+    unicode_object: u64,
 }
+
+/// Bytes of `_Py_DebugOffsets` fetched in one read: covers every position used for 3.13–3.15.
+const DEBUG_TABLE_LEN: usize = 768;
 
 fn debug_table(minor: u8) -> Option<DebugTable> {
     match minor {
-        // offsetof() against 3.13.0's pycore_runtime.h.
+        // Same in 3.13.0 and 3.13.18 (only the values differ).
         13 => Some(DebugTable {
-            interpreters_head: 40,
-            interp_next: 64,
-            interp_threads_head: 72,
+            runtime: 24,
+            interp: 48,
             interp_imports_modules: 88,
+            tstate: 152,
             tstate_thread_id: 192,
             tstate_native_thread_id: 200,
-            type_size: 368,
-            unicode_ascii_size: 560,
+            pyobject: 352,
+            type_object: 368,
+            dict_object: 448,
+            long_object: 488,
+            unicode_object: 536,
         }),
-        // Counted from the 3.14 header's field order (interpreter_state gained threads_main,
-        // a set_object block appeared before dict_object); not checked against a live 3.14.
         14 => Some(DebugTable {
-            interpreters_head: 40,
-            interp_next: 64,
-            interp_threads_head: 72,
+            runtime: 24,
+            interp: 48,
             interp_imports_modules: 96,
-            tstate_thread_id: 200,
-            tstate_native_thread_id: 208,
-            type_size: 384,
-            unicode_ascii_size: 608,
+            tstate: 176,
+            tstate_thread_id: 216,
+            tstate_native_thread_id: 224,
+            pyobject: 400,
+            type_object: 416,
+            dict_object: 528,
+            long_object: 568,
+            unicode_object: 616,
+        }),
+        15 => Some(DebugTable {
+            runtime: 24,
+            interp: 48,
+            interp_imports_modules: 96,
+            tstate: 176,
+            tstate_thread_id: 240,
+            tstate_native_thread_id: 248,
+            pyobject: 464,
+            type_object: 480,
+            dict_object: 624,
+            long_object: 664,
+            unicode_object: 712,
         }),
         _ => None,
+    }
+}
+
+/// What a validated `_Py_DebugOffsets` says about the structs we walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DebugValues {
+    interpreters_head: u64,
+    interp_id: u64,
+    interp_next: u64,
+    interp_threads_head: u64,
+    interp_imports_modules: u64,
+    tstate_interp: u64,
+    tstate_thread_id: u64,
+    tstate_native_thread_id: u64,
+    type_size: u64,
+    ascii_size: u64,
+}
+
+impl DebugTable {
+    /// Reads the entries out of `raw` (the table's first `DEBUG_TABLE_LEN` bytes, cookie and
+    /// version already checked) and checks them: struct sizes plausible, every offset inside
+    /// its struct, and the entries whose values the reader hard-codes equal to those values.
+    fn check(&self, raw: &[u8]) -> Result<DebugValues> {
+        let at = |pos: u64| -> Result<u64> {
+            let pos = usize::try_from(pos)?;
+            let bytes = raw
+                .get(pos..pos + 8)
+                .with_context(|| format!("_Py_DebugOffsets position {pos} out of range"))?;
+            Ok(u64::from_ne_bytes(word(bytes, 0)))
+        };
+        let sized = |pos: u64, what: &str, range: std::ops::RangeInclusive<u64>| -> Result<u64> {
+            let v = at(pos)?;
+            if !range.contains(&v) {
+                bail!("_Py_DebugOffsets: implausible sizeof({what}) {v} at +{pos}");
+            }
+            Ok(v)
+        };
+        let inside = |pos: u64, size: u64, what: &str| -> Result<u64> {
+            let v = at(pos)?;
+            if v.saturating_add(8) > size {
+                bail!(
+                    "_Py_DebugOffsets: {what} offset {v} (at +{pos}) outside a {size}-byte struct"
+                );
+            }
+            Ok(v)
+        };
+        let expect = |pos: u64, want: u64, what: &str| -> Result<()> {
+            let v = at(pos)?;
+            if v != want {
+                bail!(
+                    "_Py_DebugOffsets: {what} is {v} (at +{pos}), expected {want}: table layout not understood"
+                );
+            }
+            Ok(())
+        };
+        // Sizes: _PyRuntimeState ~280–350 KB and PyInterpreterState ~190–230 KB in 3.13–3.15.
+        let runtime_size = sized(self.runtime, "_PyRuntimeState", 4096..=(16 << 20))?;
+        let interp_size = sized(self.interp, "PyInterpreterState", 1024..=(16 << 20))?;
+        let tstate_size = sized(self.tstate, "PyThreadState", 64..=(64 << 10))?;
+        let type_size = sized(self.type_object, "PyTypeObject", 256..=2048)?;
+        // The reader's fixed offsets must agree with the table's.
+        expect(self.pyobject + 8, OB_TYPE, "PyObject.ob_type")?;
+        expect(self.type_object + 24, TP_FLAGS, "PyTypeObject.tp_flags")?;
+        expect(self.dict_object + 8, MA_KEYS, "PyDictObject.ma_keys")?;
+        expect(self.dict_object + 16, MA_VALUES, "PyDictObject.ma_values")?;
+        expect(
+            self.long_object + 8,
+            LONG_SIZE_OR_TAG,
+            "PyLongObject.lv_tag",
+        )?;
+        expect(self.long_object + 16, LONG_DIGITS, "PyLongObject.ob_digit")?;
+        expect(
+            self.unicode_object + 8,
+            UNICODE_STATE,
+            "PyASCIIObject.state",
+        )?;
+        expect(
+            self.unicode_object + 16,
+            UNICODE_LENGTH,
+            "PyASCIIObject.length",
+        )?;
+        expect(self.tstate + 16, TSTATE_NEXT, "PyThreadState.next")?;
+        let ascii_size = sized(self.unicode_object + 24, "PyASCIIObject", 32..=128)?;
+        Ok(DebugValues {
+            interpreters_head: inside(self.runtime + 16, runtime_size, "interpreters.head")?,
+            interp_id: inside(self.interp + 8, interp_size, "interp id")?,
+            interp_next: inside(self.interp + 16, interp_size, "interp next")?,
+            interp_threads_head: inside(self.interp + 24, interp_size, "threads.head")?,
+            interp_imports_modules: inside(
+                self.interp_imports_modules,
+                interp_size,
+                "imports.modules",
+            )?,
+            tstate_interp: inside(self.tstate + 24, tstate_size, "tstate interp")?,
+            tstate_thread_id: inside(self.tstate_thread_id, tstate_size, "thread_id")?,
+            tstate_native_thread_id: inside(
+                self.tstate_native_thread_id,
+                tstate_size,
+                "native_thread_id",
+            )?,
+            type_size,
+            ascii_size,
+        })
     }
 }
 
@@ -312,8 +459,50 @@ pub fn thread_names(
                 }
             }
         }
+    } else if out.len() < by_ident.len() {
+        // 3.7–3.10 keep no kernel TID, and a caller without a take_gil probe (the symbol-free
+        // strategy) cannot pair TIDs with thread states. The ident is pthread_self(), the
+        // address of glibc's struct pthread, which records the kernel TID.
+        let live = live_tids(mem.pid());
+        for &ident in by_ident.keys() {
+            let Ok(raw) = mem.read_u64(ident.wrapping_add(GLIBC_PTHREAD_TID)) else {
+                continue;
+            };
+            let tid = raw as u32;
+            if live.contains(&tid) {
+                if let Some(name) = by_ident.get(&ident) {
+                    out.entry(tid).or_insert_with(|| name.clone());
+                }
+            }
+        }
     }
     Ok(out)
+}
+
+/// Offset of `tid` in glibc's `struct pthread` on x86_64 (checked on glibc 2.36 and 2.43:
+/// unchanged for years). Only a value that is a live TID of the process is believed.
+const GLIBC_PTHREAD_TID: u64 = 0x2d0;
+
+fn live_tids(pid: u32) -> HashSet<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The main interpreter's `PyInterpreterState*` (3.7+; 3.13+ through `_Py_DebugOffsets`).
+pub fn main_interpreter(mem: &ProcessMemory, version: (u8, u8), runtime_addr: u64) -> Result<u64> {
+    let (major, minor) = version;
+    let mut layout =
+        layout_for(minor).with_context(|| format!("Python {major}.{minor} is not supported"))?;
+    let mut reader = Reader {
+        mem,
+        layout,
+        types: HashMap::new(),
+    };
+    reader.main_interpreter(minor, runtime_addr, &mut layout)
 }
 
 #[derive(Clone, Copy)]
@@ -350,6 +539,7 @@ impl Reader<'_> {
         if let Some(table) = debug_table(minor) {
             match self.apply_debug_offsets(minor, runtime, &table, layout) {
                 Ok(Some(interp)) => return Ok(interp),
+                // 3.13 builds without the table keep the static layout (checked on 3.13.0).
                 Ok(None) if minor == 13 => {}
                 Ok(None) => bail!("no _Py_DebugOffsets cookie at _PyRuntime {runtime:#x}"),
                 Err(e) => return Err(e),
@@ -369,58 +559,57 @@ impl Reader<'_> {
         table: &DebugTable,
         layout: &mut Layout,
     ) -> Result<Option<u64>> {
-        let mut head = [0u8; 24];
+        let mut raw = [0u8; DEBUG_TABLE_LEN];
         self.mem
-            .read(runtime, &mut head)
+            .read(runtime, &mut raw)
             .with_context(|| format!("reading _Py_DebugOffsets at {runtime:#x}"))?;
-        if &head[..8] != b"xdebugpy" {
+        if &raw[..8] != b"xdebugpy" {
             return Ok(None);
         }
-        let hex = u64::from_ne_bytes(word(&head, 8));
+        let hex = u64::from_ne_bytes(word(&raw, 8));
         let (vmaj, vmin) = ((hex >> 24) & 0xff, (hex >> 16) & 0xff);
-        if vmaj != 3 || vmin != u64::from(minor) {
-            bail!("_PyRuntime says Python {vmaj}.{vmin}, expected 3.{minor}");
+        if vmaj != 3 || vmin != u64::from(minor) || hex >> 32 != 0 {
+            bail!("_PyRuntime says version {hex:#x}, expected 3.{minor}");
         }
-        if u64::from_ne_bytes(word(&head, 16)) != 0 {
+        if u64::from_ne_bytes(word(&raw, 16)) != 0 {
             bail!("free-threaded CPython builds are not supported");
         }
-        let field = |off: u64| -> Result<u64> {
-            let v = self.ptr(runtime.wrapping_add(off))?;
-            // Offsets into these structs are below a megabyte; larger means a wrong table.
-            if v >= 1 << 20 {
-                bail!("implausible _Py_DebugOffsets entry {v:#x} at +{off}");
-            }
-            Ok(v)
-        };
-        let interpreters_head = field(table.interpreters_head)?;
-        let interp_next = field(table.interp_next)?;
-        layout.interp_threads_head = field(table.interp_threads_head)?;
-        layout.interp_modules = field(table.interp_imports_modules)?;
-        layout.tstate_thread_id = field(table.tstate_thread_id)?;
-        layout.tstate_native_thread_id = Some(field(table.tstate_native_thread_id)?);
-        layout.ht_cached_keys = field(table.type_size)? + HEAPTYPE_CACHED_KEYS_AFTER_TYPE;
-        let ascii = field(table.unicode_ascii_size)?;
-        if !(32..=128).contains(&ascii) {
-            bail!("implausible sizeof(PyASCIIObject) {ascii} in _Py_DebugOffsets");
-        }
-        layout.ascii_size = ascii;
+        let v = table
+            .check(&raw)
+            .with_context(|| format!("_Py_DebugOffsets of Python {hex:#x}"))?;
+        layout.interp_threads_head = v.interp_threads_head;
+        layout.interp_modules = v.interp_imports_modules;
+        layout.tstate_thread_id = v.tstate_thread_id;
+        layout.tstate_native_thread_id = Some(v.tstate_native_thread_id);
+        layout.tstate_interp = Some(v.tstate_interp);
+        layout.ht_cached_keys = v.type_size + HEAPTYPE_CACHED_KEYS_AFTER_TYPE;
+        layout.ascii_size = v.ascii_size;
         // utf8_length and utf8 follow the ASCII header in every version since 3.12.
-        layout.compact_size = ascii + 16;
-        layout.legacy_data = ascii + 16;
+        layout.compact_size = v.ascii_size + 16;
+        layout.legacy_data = v.ascii_size + 16;
+        self.layout = *layout;
         // New interpreters are pushed at the head, so the main one is the list's tail.
-        let mut interp =
-            self.nonnull(runtime.wrapping_add(interpreters_head), "interpreters.head")?;
+        let mut interp = self.nonnull(
+            runtime.wrapping_add(v.interpreters_head),
+            "interpreters.head",
+        )?;
         let mut seen = HashSet::new();
         loop {
             if !seen.insert(interp) || seen.len() > MAX_INTERPRETERS {
                 bail!("interpreter list loops or is too long");
             }
-            let next = self.ptr(interp.wrapping_add(interp_next))?;
+            let next = self.ptr(interp.wrapping_add(v.interp_next))?;
             if next == 0 {
-                return Ok(Some(interp));
+                break;
             }
             interp = next;
         }
+        // The main interpreter's id is 0 (the id is an int64_t).
+        let id = self.ptr(interp.wrapping_add(v.interp_id))?;
+        if id != 0 {
+            bail!("last interpreter at {interp:#x} has id {id}, not the main interpreter's 0");
+        }
+        Ok(Some(interp))
     }
 
     /// (kernel TID, pthread ident) of every thread state in the interpreter's list.
@@ -431,6 +620,15 @@ impl Reader<'_> {
         while ts != 0 && seen.len() < MAX_THREADS && seen.insert(ts) {
             let native = self.ptr(ts.wrapping_add(native_off))?;
             let ident = self.ptr(ts.wrapping_add(self.layout.tstate_thread_id))?;
+            // A thread state of another interpreter means the list (or offset) is wrong.
+            if let Some(off) = self.layout.tstate_interp {
+                let owner = self.ptr(ts.wrapping_add(off))?;
+                if owner != interp {
+                    bail!(
+                        "thread state {ts:#x} belongs to interpreter {owner:#x}, not {interp:#x}"
+                    );
+                }
+            }
             if let Ok(tid) = u32::try_from(native) {
                 if tid != 0 {
                     out.push((tid, ident));
@@ -857,6 +1055,10 @@ lines = [l.replace("696f2d31", "72656e616d65642d696f2d31", 1) if l.endswith(" 69
 report(threading.current_thread().name)
 runtime = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime"))
 print("R %d" % runtime)
+if hasattr(ctypes.pythonapi, "PyInterpreterState_Main"):
+    ctypes.pythonapi.PyInterpreterState_Main.restype = ctypes.c_void_p
+    print("I %d" % ctypes.pythonapi.PyInterpreterState_Main())
+print("V %d" % sys.hexversion)
 for l in lines:
     print(l)
 print("READY", flush=True)
@@ -872,6 +1074,9 @@ sys.stdin.read()
     struct Target {
         child: Child,
         runtime: u64,
+        /// `PyInterpreterState_Main()` as the target sees it (0 if it has no such function).
+        main_interp: u64,
+        hexversion: u64,
         threads: Vec<Seen>,
     }
 
@@ -889,8 +1094,11 @@ sys.stdin.read()
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    fn start(python: &str) -> Target {
-        let mut child = Command::new(python)
+    /// Runs SCRIPT under `argv` (a python, or `chroot ROOT /usr/bin/python3.X`: chroot execs
+    /// the python, so the child's PID is the interpreter's).
+    fn start(argv: &[String]) -> Target {
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
             .args(["-c", SCRIPT])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -900,6 +1108,8 @@ sys.stdin.read()
         let mut target = Target {
             child,
             runtime: 0,
+            main_interp: 0,
+            hexversion: 0,
             threads: Vec::new(),
         };
         for line in BufReader::new(stdout).lines() {
@@ -907,6 +1117,8 @@ sys.stdin.read()
             let f: Vec<&str> = line.split(' ').collect();
             match f[0] {
                 "R" => target.runtime = f[1].parse().expect("runtime"),
+                "I" => target.main_interp = f[1].parse().expect("interp"),
+                "V" => target.hexversion = f[1].parse().expect("version"),
                 "T" => target.threads.push(Seen {
                     tid: f[1].parse().expect("tid"),
                     tstate: f[3].parse().expect("tstate"),
@@ -938,12 +1150,31 @@ sys.stdin.read()
     }
 
     fn check(python: Option<String>, minor: u8) {
-        let Some(python) = python else {
+        check_argv(python.map(|p| vec![p]), minor);
+    }
+
+    fn check_argv(argv: Option<Vec<String>>, minor: u8) -> Option<Target> {
+        let Some(argv) = argv else {
             eprintln!("note: no Python 3.{minor} here, skipping");
-            return;
+            return None;
         };
-        let target = start(&python);
+        let python = argv.join(" ");
+        let target = start(&argv);
+        assert_eq!(
+            (target.hexversion >> 16) & 0xffff,
+            0x0300 | u64::from(minor),
+            "{python}: sys.hexversion {:#x}",
+            target.hexversion
+        );
         let mem = ProcessMemory::new(target.child.id());
+        if target.main_interp != 0 {
+            let interp = main_interpreter(&mem, (3, minor), target.runtime)
+                .unwrap_or_else(|e| panic!("{python}: main_interpreter: {e:#}"));
+            assert_eq!(
+                interp, target.main_interp,
+                "{python}: main_interpreter disagrees with PyInterpreterState_Main()"
+            );
+        }
         let expected: HashMap<u32, String> = target
             .threads
             .iter()
@@ -991,6 +1222,7 @@ sys.stdin.read()
             assert_eq!(got, expected, "{python}, thread list walked");
         }
         eprintln!("{python}: {} threads named correctly", got.len());
+        Some(target)
     }
 
     #[test]
@@ -1051,6 +1283,81 @@ sys.stdin.read()
         );
     }
 
+    /// Debian sid's interpreters (stripped, static, PGO+LTO, non-PIE) in a debootstrap root.
+    const SID: &str = "/var/lib/gilwatch-test/sid";
+
+    /// `chroot SID /usr/bin/python3.X`, if the root has that interpreter.
+    fn sid(minor: u8) -> Option<Vec<String>> {
+        let bin = format!("/usr/bin/python3.{minor}");
+        std::path::Path::new(&format!("{SID}{bin}"))
+            .exists()
+            .then(|| vec!["chroot".to_string(), SID.to_string(), bin])
+    }
+
+    /// `_PyRuntime` from the ELF's dynamic symbols, and whether the file is position-dependent
+    /// (then that address is the runtime address as is).
+    fn elf_runtime(path: &str) -> Option<(u64, bool)> {
+        use object::{Object, ObjectKind, ObjectSymbol};
+        let data = std::fs::read(path).ok()?;
+        let file = object::File::parse(&*data).ok()?;
+        let addr = file
+            .dynamic_symbols()
+            .find(|s| s.name() == Ok("_PyRuntime"))?
+            .address();
+        Some((addr, file.kind() == ObjectKind::Executable))
+    }
+
+    /// Names and the main interpreter on a sid interpreter, plus the two facts the GIL locator
+    /// builds on: `_PyRuntime` as the ELF exports it, and the GIL behind `interp->ceval.gil`.
+    fn check_sid(minor: u8) {
+        let Some(argv) = sid(minor) else {
+            eprintln!("note: no {SID}/usr/bin/python3.{minor}, skipping");
+            return;
+        };
+        let Some(target) = check_argv(Some(argv.clone()), minor) else {
+            return;
+        };
+        assert_ne!(
+            target.main_interp, 0,
+            "3.{minor}: no PyInterpreterState_Main"
+        );
+        let host = format!("{SID}{}", argv[2]);
+        let (elf, fixed) = elf_runtime(&host).expect("_PyRuntime in .dynsym");
+        if fixed {
+            assert_eq!(elf, target.runtime, "{host}: .dynsym _PyRuntime vs ctypes");
+        }
+        let mem = ProcessMemory::new(target.child.id());
+        let interp = main_interpreter(&mem, (3, minor), target.runtime).expect("interp");
+        // ceval.gil is at +16 on 3.13–3.15 (the table says so; gil/address.rs relies on it).
+        let gil = mem.read_u64(interp + 16).expect("ceval.gil");
+        let interval = mem.read_u64(gil).expect("gil interval");
+        let locked = mem.read_u64(gil + 16).expect("gil locked") as u32;
+        assert_eq!(interval, 5000, "3.{minor}: GIL interval at {gil:#x}");
+        assert!(locked <= 1, "3.{minor}: GIL locked {locked}");
+        eprintln!(
+            "{host} ({:#x}): main interpreter {interp:#x}, GIL {gil:#x}",
+            target.hexversion
+        );
+    }
+
+    #[test]
+    #[ignore = "needs root and pyenv"]
+    fn names_sid_3_13() {
+        check_sid(13);
+    }
+
+    #[test]
+    #[ignore = "needs root and pyenv"]
+    fn names_sid_3_14() {
+        check_sid(14);
+    }
+
+    #[test]
+    #[ignore = "needs root and pyenv"]
+    fn names_sid_3_15() {
+        check_sid(15);
+    }
+
     /// Threads start and finish while we read: errors are allowed, panics and hangs are not,
     /// and whatever comes back must be a name the script could have given.
     #[test]
@@ -1070,11 +1377,13 @@ while True:
     i += 8
 "#;
         let mut ran = 0;
-        for minor in 7..=14u8 {
-            let Some(python) = pyenv(minor) else {
-                continue;
-            };
-            let mut child = Command::new(&python)
+        let pythons = (7..=14u8)
+            .filter_map(|m| Some((vec![pyenv(m)?], m)))
+            .chain((13..=15u8).filter_map(|m| Some((sid(m)?, m))));
+        for (argv, minor) in pythons {
+            let python = argv.join(" ");
+            let mut child = Command::new(&argv[0])
+                .args(&argv[1..])
                 .args(["-c", CHURN])
                 .stdout(Stdio::piped())
                 .spawn()
@@ -1084,6 +1393,8 @@ while True:
             let child = Target {
                 child,
                 runtime: 0,
+                main_interp: 0,
+                hexversion: 0,
                 threads: Vec::new(),
             };
             let mut runtime = 0;
@@ -1118,7 +1429,7 @@ while True:
             ran += 1;
         }
         if ran == 0 {
-            eprintln!("note: no pyenv Python here, skipping");
+            eprintln!("note: no pyenv or sid Python here, skipping");
         }
     }
 
@@ -1134,7 +1445,7 @@ while True:
         // Our own memory: readable but not a CPython runtime.
         let junk = [0x5au8; 4096];
         let mem = ProcessMemory::new(std::process::id());
-        for minor in 7..=14 {
+        for minor in 7..=15 {
             let r = thread_names(&mem, (3, minor), junk.as_ptr() as u64, &HashMap::new());
             assert!(r.is_err(), "3.{minor} accepted junk");
         }

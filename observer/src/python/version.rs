@@ -54,6 +54,30 @@ pub fn detect(file_name: &str, elf: &object::File<'_>) -> Option<PythonVersion> 
     })
 }
 
+/// A free-threaded build (3.13t+): `t` after the version in the file name (python3.13t,
+/// libpython3.13t.so), or `_Py_DebugOffsets.free_threaded` at the start of the `.PyRuntime`
+/// section (3.13+ initialise it statically, so the file itself says).
+pub fn is_free_threaded(file_name: &str, elf: &object::File<'_>) -> bool {
+    if let Some(rest) = file_name
+        .find("python")
+        .map(|i| &file_name[i + "python".len()..])
+    {
+        let after_version = rest.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+        if after_version.starts_with('t') {
+            return true;
+        }
+    }
+    elf.section_by_name(".PyRuntime")
+        .and_then(|s| s.data().ok())
+        .is_some_and(debug_offsets_say_free_threaded)
+}
+
+fn debug_offsets_say_free_threaded(data: &[u8]) -> bool {
+    data.len() >= 24
+        && &data[..8] == b"xdebugpy"
+        && u64::from_le_bytes(data[16..24].try_into().unwrap_or_default()) != 0
+}
+
 fn from_py_version_symbol(elf: &object::File<'_>) -> Option<PythonVersion> {
     let sym = elf
         .dynamic_symbols()
@@ -116,6 +140,17 @@ mod tests {
         assert_eq!(from_file_name("libpython2.7.so.1.0"), Some((2, 7)));
         assert_eq!(from_file_name("python3"), None);
         assert_eq!(from_file_name("sleep"), None);
+    }
+
+    #[test]
+    fn free_threaded_markers() {
+        let mut table = b"xdebugpy".to_vec();
+        table.extend(0x030d00f0u64.to_le_bytes());
+        table.extend(1u64.to_le_bytes());
+        assert!(debug_offsets_say_free_threaded(&table));
+        table[16] = 0;
+        assert!(!debug_offsets_say_free_threaded(&table));
+        assert!(!debug_offsets_say_free_threaded(b"xdebugpy"));
     }
 
     #[test]

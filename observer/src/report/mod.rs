@@ -20,6 +20,10 @@ pub struct InterpreterInfo {
     /// How the GIL was found and probed (`symtab`: take_gil/drop_gil from the symbol table).
     pub strategy: String,
     pub symbols: Vec<String>,
+    /// `libc` strategy: how the GIL struct was found in memory.
+    pub gil_location: Option<String>,
+    /// A free-threaded build (3.13t+) whose GIL was switched on at run time.
+    pub free_threaded: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -88,7 +92,7 @@ pub struct RunInfo<'a> {
     pub ns_pid: Option<u32>,
     pub command: Option<&'a [String]>,
     pub exit_code: Option<i32>,
-    pub interpreter: &'a InterpreterInfo,
+    pub interpreter: InterpreterInfo,
 }
 
 /// Builds a report from two snapshots (`from` may be the empty snapshot taken at attach).

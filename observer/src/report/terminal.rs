@@ -57,9 +57,14 @@ pub fn header(r: &Report) -> String {
         "gilwatch · {pid} · CPython {} · {}",
         r.interpreter.version, r.interpreter.path
     );
+    let ft = if r.interpreter.free_threaded {
+        " · free-threaded build, GIL on"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "probes: {} · strategy: {}",
+        "probes: {} · strategy: {}{ft}",
         r.interpreter.symbols.join(", "),
         r.interpreter.strategy
     );

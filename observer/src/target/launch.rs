@@ -19,8 +19,15 @@ use object::Object;
 
 use crate::error::{Exit, user};
 
-/// The file that holds the interpreter the command will run (libpython or the executable).
-pub fn resolve_interpreter(argv: &[String]) -> anyhow::Result<String> {
+/// What the command will run, found before it runs.
+pub struct Resolved {
+    /// The file that holds the interpreter (libpython or the executable).
+    pub interpreter: String,
+    /// The C library it will load, when the dynamic loader says.
+    pub libc: Option<String>,
+}
+
+pub fn resolve(argv: &[String]) -> anyhow::Result<Resolved> {
     let first = argv
         .first()
         .ok_or_else(|| user(Exit::Usage, "no command given after --"))?;
@@ -70,11 +77,24 @@ pub fn resolve_interpreter(argv: &[String]) -> anyhow::Result<String> {
             ),
         )
     })?;
+    let exe = path.to_string_lossy().into_owned();
     if elf.section_by_name(".interp").is_none() {
         // Fully static: no dynamic loader, the executable is the interpreter.
-        return Ok(path.to_string_lossy().into_owned());
+        return Ok(Resolved {
+            interpreter: exe,
+            libc: None,
+        });
     }
-    Ok(linked_libpython(&path)?.unwrap_or_else(|| path.to_string_lossy().into_owned()))
+    let libs = linked_libraries(&path)?;
+    let lib = |prefix: &str| {
+        libs.iter()
+            .find(|(name, _)| name.starts_with(prefix))
+            .map(|(_, p)| p.clone())
+    };
+    Ok(Resolved {
+        interpreter: lib("libpython").unwrap_or(exe),
+        libc: lib("libpthread.so").or_else(|| lib("libc.so")),
+    })
 }
 
 fn find_in_path(prog: &str) -> anyhow::Result<PathBuf> {
@@ -95,10 +115,10 @@ fn find_in_path(prog: &str) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| user(Exit::Usage, format!("{prog}: command not found in PATH")))
 }
 
-/// Where the dynamic loader will find libpython for `exe`, if it links one. Asking ld.so itself
+/// (library name, path) of what the dynamic loader will load for `exe`. Asking ld.so itself
 /// (as `ldd` does) honours RUNPATH, $ORIGIN, LD_LIBRARY_PATH and ld.so.cache exactly; it loads
 /// the libraries without running the program.
-fn linked_libpython(exe: &Path) -> anyhow::Result<Option<String>> {
+fn linked_libraries(exe: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let out = Command::new(exe)
         .env("LD_TRACE_LOADED_OBJECTS", "1")
         .output()
@@ -109,14 +129,15 @@ fn linked_libpython(exe: &Path) -> anyhow::Result<Option<String>> {
             )
         })?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().find_map(|l| {
-        let (name, rest) = l.trim().split_once(" => ")?;
-        if !name.starts_with("libpython") {
-            return None;
-        }
-        let path = rest.split(" (").next()?.trim();
-        path.starts_with('/').then(|| path.to_owned())
-    }))
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.trim().split_once(" => ")?;
+            let path = rest.split(" (").next()?.trim();
+            path.starts_with('/')
+                .then(|| (name.to_owned(), path.to_owned()))
+        })
+        .collect())
 }
 
 /// A forked child waiting at the gate, not yet running the command.

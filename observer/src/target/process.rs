@@ -13,7 +13,9 @@ use crate::error::{Exit, user};
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub start: u64,
+    pub end: u64,
     pub offset: u64,
+    pub inode: u64,
     /// The path as the process sees it (inside its own mount namespace).
     pub path: String,
 }
@@ -98,11 +100,63 @@ impl Process {
         Ok(parse_maps(&text))
     }
 
-    /// A path inside the process's mount namespace, reachable from ours: the process may run in a
-    /// container whose files do not exist at the same path on the host.
-    pub fn host_path(&self, path: &str) -> PathBuf {
-        let root = self.proc_path("root");
-        root.join(path.trim_start_matches('/'))
+    /// The mapping of the executable (the maps line with the inode of /proc/PID/exe).
+    pub fn exe_mapping<'m>(&self, maps: &'m [Mapping]) -> anyhow::Result<&'m Mapping> {
+        use std::os::unix::fs::MetadataExt as _;
+        let ino = fs::metadata(self.proc_path("exe"))
+            .with_context(|| format!("reading /proc/{}/exe", self.pid))?
+            .ino();
+        maps.iter().find(|m| m.inode == ino).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the executable of PID {} is not in its memory maps",
+                self.pid
+            )
+        })
+    }
+
+    /// Opens the very file behind a mapping, through /proc/PID/map_files: no path lookup at
+    /// all, so it works whatever mount namespace or root the process has. Returns the file and
+    /// a path to it (/proc/self/fd/N) that stays valid while the file is open.
+    pub fn open_mapping(&self, m: &Mapping) -> anyhow::Result<(fs::File, PathBuf)> {
+        use std::os::fd::AsRawFd as _;
+        let link = self.proc_path(&format!("map_files/{:x}-{:x}", m.start, m.end));
+        let file = fs::File::open(&link)
+            .with_context(|| format!("opening {} ({})", link.display(), m.path))?;
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        Ok((file, fd_path))
+    }
+
+    /// Opens a file by the path the process sees, resolved inside the process's root (its
+    /// container): symlinks there resolve against that root and can never lead out of it.
+    /// Returns the file and a path to it (/proc/self/fd/N) for APIs that want a path; the path
+    /// is valid while the file stays open.
+    pub fn open_in_root(&self, path: &str) -> anyhow::Result<(fs::File, PathBuf)> {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        let root = fs::File::open(self.proc_path("root"))
+            .with_context(|| format!("opening /proc/{}/root", self.pid))?;
+        let cpath = std::ffi::CString::new(path).context("path with a NUL byte")?;
+        // SAFETY: open_how is plain data; zeroed is a valid value before we set the fields.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and a correctly sized open_how.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                cpath.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("opening {path} inside PID {}'s root", self.pid));
+        }
+        // SAFETY: the kernel just gave us this fd; nothing else owns it.
+        let file = unsafe { fs::File::from_raw_fd(fd as i32) };
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        Ok((file, fd_path))
     }
 
     /// Thread ids and their OS names (comm, at most 15 bytes).
@@ -144,15 +198,17 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
             let _perms = f.next()?;
             let offset = u64::from_str_radix(f.next()?, 16).ok()?;
             let _dev = f.next()?;
-            let _inode = f.next()?;
+            let inode = f.next()?.parse().ok()?;
             let path = f.next()?.trim_start();
             if !path.starts_with('/') {
                 return None;
             }
-            let (s, _end) = range.split_once('-')?;
+            let (s, e) = range.split_once('-')?;
             Some(Mapping {
                 start: u64::from_str_radix(s, 16).ok()?,
+                end: u64::from_str_radix(e, 16).ok()?,
                 offset,
+                inode,
                 path: path.trim_end_matches(" (deleted)").to_owned(),
             })
         })
@@ -186,5 +242,6 @@ mod tests {
         assert_eq!(m[1].offset, 0x200000);
         assert_eq!(m[0].path, "/usr/lib/libpython3.12.so.1.0");
         assert_eq!(m[2].path, "/tmp/with space.so");
+        assert_eq!(m[0].inode, 1234);
     }
 }

@@ -27,12 +27,38 @@ pub fn require_root() {
     );
 }
 
-/// A pyenv CPython: its version and interpreter path.
+/// Where the Debian sid root with python3.13/3.14/3.15 lives (made by `cargo xtask test`).
+pub const SID_ROOT: &str = "/var/lib/gilwatch-test/sid";
+
+/// How a case runs its interpreter.
+#[derive(Debug, Clone)]
+pub enum Launcher {
+    /// The interpreter on the host.
+    Host,
+    /// Inside the sid root, in its own mount and PID namespaces (a container): the path does
+    /// not exist on the host and the interpreter is PID 1 of its namespace.
+    Container,
+}
+
+/// One interpreter to test, and how gilwatch should probe it.
 #[derive(Debug, Clone)]
 pub struct Python {
     pub version: (u32, u32),
     pub label: String,
+    /// The interpreter's path (inside the sid root for containers).
     pub exe: PathBuf,
+    pub launcher: Launcher,
+    /// The --strategy gilwatch is given (`auto` lets it choose).
+    pub strategy: &'static str,
+    /// What gilwatch should end up using.
+    pub expect_strategy: &'static str,
+}
+
+impl Python {
+    /// The gilwatch arguments for this case's strategy.
+    pub fn strategy_args(&self) -> [&str; 2] {
+        ["--strategy", self.strategy]
+    }
 }
 
 /// Every pyenv CPython 3.6–3.13 on this machine, oldest first. The tests require at least one:
@@ -58,6 +84,9 @@ pub fn pythons() -> Vec<Python> {
                 version: (major, minor),
                 label,
                 exe,
+                launcher: Launcher::Host,
+                strategy: "auto",
+                expect_strategy: "symtab",
             });
         }
     }
@@ -69,9 +98,67 @@ pub fn pythons() -> Vec<Python> {
     out
 }
 
+/// The pyenv interpreters again, with the symbol-free strategy forced (3.8+: it needs
+/// `_PyRuntime` to find the GIL).
+pub fn pythons_libc() -> Vec<Python> {
+    pythons()
+        .into_iter()
+        .filter(|p| p.version >= (3, 8))
+        .map(|p| Python {
+            label: format!("{} libc", p.label),
+            strategy: "libc",
+            expect_strategy: "libc",
+            ..p
+        })
+        .collect()
+}
+
+/// Interpreters as distributions ship them: stripped, PGO+LTO, statically linked. Debian's own
+/// /usr/bin/python3.11 on the host, and sid's 3.13/3.14/3.15 each in a container. All must be
+/// probed without symbols (`auto` picks libc).
+pub fn distro_pythons() -> Vec<Python> {
+    let mut out = Vec::new();
+    if Path::new("/usr/bin/python3.11").exists() {
+        out.push(Python {
+            version: (3, 11),
+            label: "debian 3.11".into(),
+            exe: "/usr/bin/python3.11".into(),
+            launcher: Launcher::Host,
+            strategy: "auto",
+            expect_strategy: "libc",
+        });
+    }
+    for minor in [13, 14, 15] {
+        let exe = format!("/usr/bin/python3.{minor}");
+        assert!(
+            Path::new(SID_ROOT).join(&exe[1..]).exists(),
+            "{SID_ROOT}{exe} missing: `cargo xtask test` makes the sid root"
+        );
+        out.push(Python {
+            version: (3, minor),
+            label: format!("sid 3.{minor} (container)"),
+            exe: exe.into(),
+            launcher: Launcher::Container,
+            strategy: "auto",
+            expect_strategy: "libc",
+        });
+    }
+    out
+}
+
+/// Every case: pyenv with symbols, pyenv forced to libc, and the distributions' builds.
+pub fn all_cases() -> Vec<Python> {
+    let mut v = pythons();
+    v.extend(pythons_libc());
+    v.extend(distro_pythons());
+    v
+}
+
 /// A process the test started; killed when the test ends, pass or fail.
 pub struct Target {
     pub child: Child,
+    /// The observed PID when it is not the child's (containers: unshare's child).
+    pub pid: Option<u32>,
 }
 
 impl Target {
@@ -83,24 +170,63 @@ impl Target {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", python.display()));
-        let out = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("reading ready line");
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "{} {} did not start",
-            python.display(),
-            script.display()
-        );
-        Target { child }
+        wait_ready(&mut child, &python.display().to_string());
+        Target { child, pid: None }
+    }
+
+    /// Starts a workload (a file of scripts/workloads) the way the case runs interpreters.
+    pub fn launch(py: &Python, workload_name: &str, args: &[&str]) -> Target {
+        match py.launcher {
+            Launcher::Host => Target::start(&py.exe, &workload(workload_name), args),
+            Launcher::Container => {
+                let script = install_in_sid(workload_name);
+                let mut child = Command::new("unshare")
+                    .args(["--mount", "--pid", "--fork", "--kill-child", "--mount-proc"])
+                    .arg(format!("--root={SID_ROOT}"))
+                    .arg(&py.exe)
+                    .arg(&script)
+                    .args(args)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("unshare");
+                wait_ready(&mut child, &py.label);
+                // unshare forks the interpreter: observe that child by its host PID.
+                let children =
+                    std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+                        .expect("children of unshare");
+                let pid = children
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("interpreter PID");
+                Target {
+                    child,
+                    pid: Some(pid),
+                }
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid.unwrap_or_else(|| self.child.id())
     }
+}
+
+fn wait_ready(child: &mut Child, what: &str) {
+    let out = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("reading ready line");
+    assert_eq!(line.trim(), "ready", "{what} did not start");
+}
+
+/// Copies a workload into the sid root; returns its path inside the root.
+fn install_in_sid(name: &str) -> String {
+    let dir = Path::new(SID_ROOT).join("tmp/gilwatch-workloads");
+    std::fs::create_dir_all(&dir).expect("sid workload dir");
+    std::fs::copy(workload(name), dir.join(name)).expect("copying workload into the sid root");
+    format!("/tmp/gilwatch-workloads/{name}")
 }
 
 impl Drop for Target {
@@ -141,7 +267,22 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
 
 /// Observes a running target for `secs` and returns the final JSON report.
 pub fn observe(pid: u32, secs: &str) -> Value {
-    let out = gilwatch(&["-p", &pid.to_string(), "-d", secs, "-q", "--json", "-"]);
+    observe_with(pid, secs, &[])
+}
+
+pub fn observe_with(pid: u32, secs: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "-p".to_owned(),
+        pid.to_string(),
+        "-d".into(),
+        secs.into(),
+        "-q".into(),
+        "--json".into(),
+        "-".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = gilwatch(&args);
     assert!(
         out.status.success(),
         "gilwatch failed ({}): {}",
@@ -197,6 +338,34 @@ pub fn ms(ns_value: &Value) -> f64 {
 /// Python thread names are read from memory from 3.7 on (3.6 reports the OS name).
 pub fn has_python_names(p: &Python) -> bool {
     p.version >= (3, 7)
+}
+
+/// Observes a case's workload and checks the report's header says what the case expects.
+pub fn observe_case(py: &Python, target: &Target, secs: &str) -> Value {
+    let r = observe_with(target.pid(), secs, &py.strategy_args());
+    assert_eq!(
+        r["interpreter"]["strategy"], py.expect_strategy,
+        "{}: strategy",
+        py.label
+    );
+    let version = r["interpreter"]["version"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        version.starts_with(&format!("{}.{}.", py.version.0, py.version.1)),
+        "{}: version {version}",
+        py.label
+    );
+    if matches!(py.launcher, Launcher::Container) {
+        assert_eq!(
+            r["ns_pid"], 1,
+            "{}: the interpreter is PID 1 of its namespace",
+            py.label
+        );
+    }
+    assert_eq!(r["lost_events"], 0, "{}", py.label);
+    r
 }
 
 /// The threads of a report sorted by a field's total, largest first.

@@ -1,0 +1,107 @@
+//! `gilwatch doctor -p PID`: the probe plan for a process, explained, with nothing attached.
+use std::fmt::Write as _;
+
+use object::Object;
+
+use crate::{find_gil, gil::plan::Strategy, prepare};
+
+pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
+    let t = prepare(pid, strategy)?;
+    let mut out = String::new();
+    let p = &t.process;
+    let ns = match p.namespace_pid() {
+        Some(ns) if ns != pid => format!(" (PID {ns} in its own PID namespace)"),
+        _ => String::new(),
+    };
+    let _ = writeln!(out, "target       PID {pid} ({}){ns}", p.comm());
+    let i = &t.interpreter;
+    let elf = i.elf()?;
+    let linkage = if crate::gil::locate::is_libpython(&i.path) {
+        "shared libpython"
+    } else {
+        "interpreter linked into the executable"
+    };
+    let _ = writeln!(out, "interpreter  {} ({linkage})", i.path);
+    // Files are opened through /proc/PID/map_files: the mapped file itself, wherever it lives.
+    let _ = writeln!(
+        out,
+        "  opened as  /proc/{pid}/map_files/… (the file the process mapped)"
+    );
+    let build_id = elf
+        .build_id()
+        .ok()
+        .flatten()
+        .map(hex)
+        .unwrap_or_else(|| "none".into());
+    let _ = writeln!(out, "  build-id   {build_id}");
+    let ft = if i.free_threaded {
+        " (free-threaded build)"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "  version    CPython {}{ft}", i.version);
+    let syms = crate::gil::symbols::find_gil_functions(&elf);
+    let names = |v: &[crate::gil::symbols::FuncSymbol]| {
+        v.iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if syms.take.is_empty() || syms.drop.is_empty() {
+        let _ = writeln!(
+            out,
+            "symbols      .symtab: no take_gil/drop_gil (stripped or inlined)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "symbols      .symtab: {} | {}",
+            names(&syms.take),
+            names(&syms.drop)
+        );
+    }
+    match &t.libc {
+        Some(l) => {
+            let _ = writeln!(out, "libc         {}", l.path);
+        }
+        None => {
+            let _ = writeln!(out, "libc         not found in the target's maps");
+        }
+    }
+    let asked = format!("{strategy:?}").to_lowercase();
+    let _ = writeln!(out, "strategy     {} (asked: {asked})", t.plan.strategy);
+    for point in &t.plan.points {
+        let _ = writeln!(
+            out,
+            "  probe      {:<20} at {}+{:#x} → {}",
+            point.symbol,
+            crate::target::process::file_name(&point.object_name),
+            point.file_offset,
+            point.program
+        );
+    }
+    if t.plan.needs_gil_address() || i.free_threaded {
+        match find_gil(p, i) {
+            Ok(gil) => {
+                let state = match gil.enabled {
+                    Some(true) => ", switched on at run time",
+                    Some(false) => ", DISABLED: nothing to watch",
+                    None => "",
+                };
+                let _ = writeln!(out, "GIL          {:#x} ({}{state})", gil.addr, gil.how);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "GIL          not found: {e}");
+            }
+        }
+    }
+    for blind in &t.plan.blind_spots {
+        let _ = writeln!(out, "cannot see   {blind}");
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
