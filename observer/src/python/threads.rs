@@ -89,7 +89,8 @@ enum LongRepr {
 /// 3.10.13, 3.11.7, 3.12.1, 3.13.0 and Debian's 3.11.2 (libpython3.11-dev headers, which match
 /// 3.11.7 on every field here), then exercised against live processes by the tests below.
 /// 3.13+ prefer the `_Py_DebugOffsets` table at the start of `_PyRuntime` for the runtime,
-/// interpreter and thread-state fields, since those move between patch releases.
+/// interpreter and thread-state fields, since those move between patch releases; that path
+/// is exercised against Debian sid's 3.13.18, 3.14.10 and 3.15.2 (stripped, static, PGO+LTO).
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     /// `_PyRuntime.interpreters.main`.
@@ -1430,6 +1431,51 @@ while True:
         }
         if ran == 0 {
             eprintln!("note: no pyenv or sid Python here, skipping");
+        }
+    }
+
+    /// The sid binaries' own tables (from the ELF, no process needed): each minor's positions
+    /// must pass the checks and give the offsets seen live; any other minor's must fail.
+    #[test]
+    fn debug_tables_of_sid_binaries() {
+        use object::{Object, ObjectSection};
+        // (minor, thread_id, native_thread_id, imports.modules), as ctypes saw them live.
+        let live = [
+            (13, 152, 160, 7656),
+            (14, 152, 160, 7688),
+            (15, 176, 184, 7592),
+        ];
+        for (minor, thread_id, native, modules) in live {
+            let path = format!("{SID}/usr/bin/python3.{minor}");
+            let Ok(data) = std::fs::read(&path) else {
+                eprintln!("note: no {path}, skipping");
+                continue;
+            };
+            let file = object::File::parse(&*data).expect("ELF");
+            let section = file.section_by_name(".PyRuntime").expect(".PyRuntime");
+            let raw = section.data().expect("section data");
+            let raw = &raw[..DEBUG_TABLE_LEN];
+            assert_eq!(&raw[..8], b"xdebugpy");
+            let v = debug_table(minor)
+                .expect("table")
+                .check(raw)
+                .unwrap_or_else(|e| panic!("{path}: {e:#}"));
+            assert_eq!(
+                (
+                    v.tstate_thread_id,
+                    v.tstate_native_thread_id,
+                    v.interp_imports_modules
+                ),
+                (thread_id, native, modules),
+                "{path}"
+            );
+            assert_eq!((v.tstate_interp, v.ascii_size), (16, 40), "{path}");
+            for other in [13u8, 14, 15] {
+                if other != minor {
+                    let r = debug_table(other).expect("table").check(raw);
+                    assert!(r.is_err(), "{path}: 3.{other} positions accepted: {r:?}");
+                }
+            }
         }
     }
 
