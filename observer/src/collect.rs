@@ -54,10 +54,7 @@ pub fn thread_states(attached: &Attached) -> anyhow::Result<HashMap<u32, ThreadG
 pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snapshot> {
     let stats: BpfHashMap<&MapData, StatKey, Histogram> =
         BpfHashMap::try_from(attached.ebpf.map("STATS").context("STATS map missing")?)?;
-    let mut snap = Snapshot {
-        at_ns: monotonic_ns(),
-        ..Default::default()
-    };
+    let mut snap = Snapshot::default();
     for entry in stats.iter() {
         // An entry can vanish between listing keys and reading it; skip it this round.
         let Ok((key, hist)) = entry else { continue };
@@ -70,7 +67,11 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
     }
     // Spans still open now (a thread holding the GIL, or waiting for it) count toward totals, so
     // a thread that holds the GIL for the whole run does not read as idle.
+    // One instant for the whole snapshot, taken after the histograms were read: a span that
+    // ends during the read is then missed (counted neither closed nor open) rather than counted
+    // twice, and open spans never reach past the snapshot's own time.
     let now = monotonic_ns();
+    snap.at_ns = now;
     for (tid, st) in thread_states(attached)? {
         if st.tstate != 0 {
             snap.tstates.insert(tid, st.tstate);

@@ -37,6 +37,10 @@ impl ThreadNames {
         }
     }
 
+    pub fn has_runtime_addr(&self) -> bool {
+        self.runtime_addr.is_some()
+    }
+
     pub fn set_runtime_addr(&mut self, addr: Option<u64>) {
         self.runtime_addr = addr;
     }

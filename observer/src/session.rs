@@ -144,13 +144,15 @@ impl Session<'_> {
     }
 
     fn learn_names(&mut self) {
-        if self.interpreter.load_bias.is_none() {
+        if !self.names.has_runtime_addr() {
             // `-- CMD`: the interpreter gets mapped only after exec.
-            if let Ok(maps) = self.process.maps() {
-                self.interpreter.refresh_load_bias(&maps);
-                self.names
-                    .set_runtime_addr(self.interpreter.runtime_address_of("_PyRuntime"));
+            if self.interpreter.load_bias.is_none() {
+                if let Ok(maps) = self.process.maps() {
+                    self.interpreter.refresh_load_bias(&maps);
+                }
             }
+            self.names
+                .set_runtime_addr(self.interpreter.runtime_address_of("_PyRuntime"));
         }
         if let Ok(states) = collect::thread_states(self.attached) {
             let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
