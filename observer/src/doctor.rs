@@ -40,7 +40,13 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
         ""
     };
     let _ = writeln!(out, "  version    CPython {}{ft}", i.version);
-    let syms = crate::gil::symbols::find_gil_functions(&elf);
+    // .symtab, MiniDebugInfo or a debug file: what the symtab strategy would use.
+    let found = crate::gil::debuginfo::gil_functions(i)?;
+    let syms = &found.symbols;
+    let from = found
+        .source
+        .as_ref()
+        .map_or_else(|| "no symbol table".to_owned(), |s| s.describe());
     let names = |v: &[crate::gil::symbols::FuncSymbol]| {
         v.iter()
             .map(|f| f.name.as_str())
@@ -50,15 +56,18 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     if syms.take.is_empty() || syms.drop.is_empty() {
         let _ = writeln!(
             out,
-            "symbols      .symtab: no take_gil/drop_gil (stripped or inlined)"
+            "symbols      {from}: no take_gil/drop_gil (stripped or inlined)"
         );
     } else {
         let _ = writeln!(
             out,
-            "symbols      .symtab: {} | {}",
+            "symbols      {from}: {} | {}",
             names(&syms.take),
             names(&syms.drop)
         );
+    }
+    for why in &found.rejected {
+        let _ = writeln!(out, "  not used   {why}");
     }
     match &t.libc {
         Some(l) => {

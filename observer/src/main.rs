@@ -191,6 +191,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         symbols: plan.symbols(),
         gil_location,
         free_threaded: interpreter.free_threaded,
+        symbols_from: plan.symbols_from.as_ref().map(|s| s.label()),
+        debug_file: plan
+            .symbols_from
+            .as_ref()
+            .and_then(|s| s.debug_file())
+            .map(|p| p.display().to_string()),
     };
     let names = ThreadNames::new(
         process.clone(),

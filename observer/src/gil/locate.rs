@@ -33,6 +33,9 @@ pub struct Interpreter {
     pub load_bias: Option<u64>,
     /// Keeps `open_path` (/proc/self/fd/N for files opened inside a target's root) valid.
     pub _file: Option<std::fs::File>,
+    /// The target's filesystem root (`/proc/PID/root`, `/` for `gilwatch -- CMD`): where debug
+    /// files for a stripped interpreter are looked for (gil/debuginfo.rs).
+    pub root: PathBuf,
 }
 
 impl Interpreter {
@@ -67,6 +70,7 @@ pub fn locate(process: &Process) -> anyhow::Result<Interpreter> {
     let who = || format!("PID {} ({})", process.pid, process.comm());
     let mut interp = load(&mapping.path, open_path, who)?;
     interp._file = Some(file);
+    interp.root = process.proc_path("root");
     interp.load_bias = load_bias(&interp, &maps);
     Ok(interp)
 }
@@ -139,6 +143,7 @@ pub fn load(
         data,
         load_bias: None,
         _file: None,
+        root: PathBuf::from("/"),
     })
 }
 

@@ -9,7 +9,12 @@ use std::path::PathBuf;
 
 use crate::{
     error::{Exit, user},
-    gil::{libc::Libc, locate::Interpreter, symbols},
+    gil::{
+        debuginfo::{self, GilFunctions, SymbolSource},
+        libc::Libc,
+        locate::Interpreter,
+        symbols,
+    },
 };
 
 /// A kernel program (by its name in observer-ebpf) and where it attaches.
@@ -38,6 +43,8 @@ pub enum Strategy {
 #[derive(Debug, Clone)]
 pub struct ProbePlan {
     pub strategy: &'static str,
+    /// Where the probed symbols were named (None for strategies that use no symbol table).
+    pub symbols_from: Option<SymbolSource>,
     pub points: Vec<ProbePoint>,
     /// What this strategy cannot see, for `gilwatch doctor`.
     pub blind_spots: Vec<&'static str>,
@@ -65,27 +72,44 @@ pub fn plan(
     libc: Option<&Libc>,
     choice: Strategy,
 ) -> anyhow::Result<ProbePlan> {
-    let elf = interp.elf()?;
-    let syms = symbols::find_gil_functions(&elf);
+    // .symtab, else MiniDebugInfo, else a debug file (gil/debuginfo.rs).
+    let found = if choice == Strategy::Libc {
+        GilFunctions::default()
+    } else {
+        debuginfo::gil_functions(interp)?
+    };
+    let syms = &found.symbols;
     let have_symbols = !syms.take.is_empty() && !syms.drop.is_empty();
     match choice {
-        Strategy::Symtab if !have_symbols => Err(stripped(interp)),
-        Strategy::Auto | Strategy::Symtab if have_symbols => Ok(symtab_plan(interp, &syms)),
+        Strategy::Symtab if !have_symbols => Err(stripped(interp, &found.rejected)),
+        Strategy::Auto | Strategy::Symtab if have_symbols => {
+            Ok(symtab_plan(interp, syms, found.source.clone()))
+        }
         _ => libc_plan(interp, libc),
     }
 }
 
-fn stripped(interp: &Interpreter) -> anyhow::Error {
+/// `rejected`: the debug files (and MiniDebugInfo) looked at and why they were not used.
+fn stripped(interp: &Interpreter, rejected: &[String]) -> anyhow::Error {
     user(
         Exit::Unsupported,
         format!(
-            "{} (CPython {}) has no take_gil/drop_gil symbols (stripped): use --strategy libc or auto",
-            interp.path, interp.version
+            "{} (CPython {}) has no take_gil/drop_gil symbols (stripped{}): install its debug symbols, or use --strategy libc or auto",
+            interp.path,
+            interp.version,
+            rejected
+                .iter()
+                .map(|r| format!(", and {r}"))
+                .collect::<String>()
         ),
     )
 }
 
-fn symtab_plan(interp: &Interpreter, syms: &symbols::GilSymbols) -> ProbePlan {
+fn symtab_plan(
+    interp: &Interpreter,
+    syms: &symbols::GilSymbols,
+    symbols_from: Option<SymbolSource>,
+) -> ProbePlan {
     let mut points = Vec::new();
     let object = interp.open_path.clone();
     for f in &syms.take {
@@ -117,6 +141,7 @@ fn symtab_plan(interp: &Interpreter, syms: &symbols::GilSymbols) -> ProbePlan {
     }
     ProbePlan {
         strategy: "symtab",
+        symbols_from,
         points,
         blind_spots: vec!["waits and holds already under way when gilwatch attached"],
     }
@@ -149,6 +174,7 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
     };
     Ok(ProbePlan {
         strategy: "libc",
+        symbols_from: None,
         points: vec![
             point("gil_mutex_lock", "pthread_mutex_lock")?,
             point("gil_cond_signal", "pthread_cond_signal")?,

@@ -11,7 +11,7 @@ pub struct FuncSymbol {
     pub file_offset: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GilSymbols {
     pub take: Vec<FuncSymbol>,
     pub drop: Vec<FuncSymbol>,
@@ -23,9 +23,13 @@ fn is_clone_of(name: &str, base: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
-/// take_gil/drop_gil and every clone of them. Both are static, so only `.symtab` has them;
-/// an empty result means the object is stripped (or its compiler inlined them everywhere).
-pub fn find_gil_functions(elf: &object::File<'_>) -> GilSymbols {
+/// take_gil/drop_gil and every clone of them. Both are static, so only a full symbol table has
+/// them; an empty result means there is none (or the compiler inlined them everywhere).
+/// The names come from `symbols` (the object itself, its MiniDebugInfo or a debug file: same
+/// virtual addresses), the file offsets from the `object` the kernel probes (a debug file has no
+/// code, and its sections sit at other offsets).
+pub fn find_gil_functions(symbols: &object::File<'_>, object: &object::File<'_>) -> GilSymbols {
+    let elf = symbols;
     let mut out = GilSymbols {
         take: Vec::new(),
         drop: Vec::new(),
@@ -42,7 +46,7 @@ pub fn find_gil_functions(elf: &object::File<'_>) -> GilSymbols {
         } else {
             continue;
         };
-        let Some(file_offset) = file_offset(elf, sym.address()) else {
+        let Some(file_offset) = file_offset(object, sym.address()) else {
             continue;
         };
         if list.iter().any(|f: &FuncSymbol| f.address == sym.address()) {

@@ -24,6 +24,11 @@ pub struct InterpreterInfo {
     pub gil_location: Option<String>,
     /// A free-threaded build (3.13t+) whose GIL was switched on at run time.
     pub free_threaded: bool,
+    /// Where the symbol table came from: `symtab` (the object's own), `minidebuginfo`
+    /// (its `.gnu_debugdata`), `debug-file`; null for strategies without symbols.
+    pub symbols_from: Option<&'static str>,
+    /// With `debug-file`: the file, as found under the debug root.
+    pub debug_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]

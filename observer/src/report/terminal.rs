@@ -62,9 +62,15 @@ pub fn header(r: &Report) -> String {
     } else {
         ""
     };
+    // The object's own .symtab is the usual case; other sources are worth a word.
+    let from = match (r.interpreter.symbols_from, &r.interpreter.debug_file) {
+        (Some("minidebuginfo"), _) => " · symbols from MiniDebugInfo (.gnu_debugdata)".to_owned(),
+        (Some("debug-file"), Some(f)) => format!(" · symbols from {f}"),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "probes: {} · strategy: {}{ft}",
+        "probes: {} · strategy: {}{from}{ft}",
         r.interpreter.symbols.join(", "),
         r.interpreter.strategy
     );
