@@ -10,7 +10,8 @@ use anyhow::bail;
 use crate::shell::{self, is_root, output, succeeds};
 
 /// Debian packages: LLVM 22 for bpf-linker, Debian's Rust with its BPF `core`, bpftool (tests
-/// use it to prove no probe outlives gilwatch), gcc (tests compile C programs).
+/// use it to prove no probe outlives gilwatch), gcc (tests compile C programs), binutils and
+/// xz-utils (tests strip interpreters and build debug files and MiniDebugInfo).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -22,6 +23,8 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "gcc",
     "libc6-dev",
+    "binutils",
+    "xz-utils",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

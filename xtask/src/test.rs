@@ -27,19 +27,23 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
         "--ignored",
     ]))?;
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
-    // would measure each other.
-    shell::run(
-        shell::cargo()
-            .args([
-                "test",
-                "--package",
-                "observer",
-                "--test",
-                "privileged",
-                "--",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .args(args),
-    )
+    // would measure each other. `debuginfo`: stripped interpreters with debug files and
+    // MiniDebugInfo made by binutils.
+    for test in ["privileged", "debuginfo"] {
+        shell::run(
+            shell::cargo()
+                .args([
+                    "test",
+                    "--package",
+                    "observer",
+                    "--test",
+                    test,
+                    "--",
+                    "--ignored",
+                    "--test-threads=1",
+                ])
+                .args(args),
+        )?;
+    }
+    Ok(())
 }

@@ -81,7 +81,8 @@ impl SymbolSource {
 /// the candidates it looked at and refused (for the error when nothing was found).
 pub struct SymbolSearch<'a> {
     pub found: Option<(SymbolSource, Cow<'a, [u8]>)>,
-    /// One line per refused candidate: which file and why (wrong build-id, bad CRC, no symbols).
+    /// One line per refused candidate: which file and why (wrong build-id, bad CRC, no symbols);
+    /// when nothing was refused and nothing found, where the debug file was expected.
     pub rejected: Vec<String>,
 }
 
@@ -163,6 +164,9 @@ pub fn symbol_file<'a>(interp: &'a Interpreter, roots: &Roots) -> anyhow::Result
             candidates.push((root.clone(), rel, Expect::Crc(*crc, build_id.clone())));
         }
     }
+    let first = candidates
+        .first()
+        .map(|(_, rel, _)| Path::new("/").join(rel));
     for (root, rel, expect) in candidates {
         let shown = Path::new("/").join(&rel);
         let data = match read_in_root(&root, &rel, MAX_DEBUG_FILE) {
@@ -181,6 +185,11 @@ pub fn symbol_file<'a>(interp: &'a Interpreter, roots: &Roots) -> anyhow::Result
                 });
             }
             Err(why) => rejected.push(format!("{} is not its debug file: {why}", shown.display())),
+        }
+    }
+    if rejected.is_empty() {
+        if let Some(path) = first {
+            rejected.push(format!("no debug file is at {}", path.display()));
         }
     }
     Ok(SymbolSearch {

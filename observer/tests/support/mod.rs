@@ -164,9 +164,20 @@ pub struct Target {
 impl Target {
     /// Starts `python script args…` and waits for its `ready` line.
     pub fn start(python: &Path, script: &Path, args: &[&str]) -> Target {
+        Self::start_with_env(python, script, args, &[])
+    }
+
+    /// The same with extra environment variables (e.g. LD_LIBRARY_PATH to another libpython).
+    pub fn start_with_env(
+        python: &Path,
+        script: &Path,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Target {
         let mut child = Command::new(python)
             .arg(script)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", python.display()));
