@@ -480,11 +480,31 @@ mod tests {
     }
 
     #[test]
-    fn crc_check() {
+    fn crc_and_build_id_checks() {
         // The CRC gdb and objcopy --add-gnu-debuglink use is the common CRC-32 (IEEE).
         assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
-        let not_elf = b"123456789";
-        assert!(check_debug_file(not_elf, &Expect::Crc(0xcbf4_3926, None)).is_err());
+        assert!(check_debug_file(b"123456789", &Expect::Crc(0xcbf4_3926, None)).is_err());
+        // A real stripped ELF with a build-id: every check is reached in turn.
+        let data = std::fs::read("/usr/bin/true").unwrap();
+        let id = object::File::parse(&*data)
+            .unwrap()
+            .build_id()
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        let crc = crc32fast::hash(&data);
+        let err = check_debug_file(&data, &Expect::Crc(crc ^ 1, None)).unwrap_err();
+        assert!(err.starts_with("its CRC32 is"), "{err}");
+        let err = check_debug_file(&data, &Expect::Crc(crc, Some(vec![1, 2]))).unwrap_err();
+        assert_eq!(
+            err,
+            format!("its build-id is {}, the interpreter's 0102", hex(&id))
+        );
+        let err = check_debug_file(&data, &Expect::BuildId(vec![0xab])).unwrap_err();
+        assert!(err.starts_with("its build-id is"), "{err}");
+        // Right file, but stripped: no symbols to give.
+        let err = check_debug_file(&data, &Expect::BuildId(id)).unwrap_err();
+        assert_eq!(err, "it has no function symbols");
     }
 
     #[test]
