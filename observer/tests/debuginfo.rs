@@ -429,3 +429,45 @@ fn a_stripped_interpreter_without_debug_files_says_where_it_looked() {
     );
     eprintln!("{}", stderr.trim_end());
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn a_debuglink_file_next_to_the_object_is_checked_by_crc() {
+    require_root();
+    let py = python(12);
+    let fx = Fixture::new(&py, "crc");
+    let debug = fx.split_debug_file();
+    let name = debug.file_name().expect("name").to_owned();
+    let lib_dir = fx.lib.parent().expect("lib/").to_path_buf();
+    // In the object's .debug/ directory (under the target's root, not the debug root).
+    let placed = lib_dir.join(".debug").join(&name);
+    std::fs::create_dir_all(placed.parent().expect("parent")).expect("mkdir");
+    std::fs::rename(&debug, &placed).expect("placing the debug file");
+    let target = fx.start(
+        &py,
+        Path::new("-c"),
+        &["import time; print('ready', flush=True); time.sleep(60)"],
+    );
+    let pid = target.pid().to_string();
+    let args = ["-p", pid.as_str(), "-d", "1s", "-q", "--json", "-"];
+    let out = gilwatch_with_root(&fx.root, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = last_json(&out.stdout);
+    assert_eq!(r["interpreter"]["symbols_from"], "debug-file");
+    assert_eq!(r["interpreter"]["debug_file"], placed.display().to_string());
+
+    // One byte more and the CRC in .gnu_debuglink no longer matches: refused, by name.
+    let mut data = std::fs::read(&placed).expect("reading the debug file");
+    data.push(0);
+    std::fs::write(&placed, &data).expect("writing the debug file");
+    let out = gilwatch_with_root(&fx.root, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "stderr: {stderr}");
+    let want = format!("{} is not its debug file: its CRC32 is", placed.display());
+    assert!(stderr.contains(&want), "stderr: {stderr}\nwant: {want}");
+    eprintln!("{}", stderr.trim_end());
+}
