@@ -221,7 +221,7 @@ fn build_id_rel(id: &str) -> PathBuf {
 }
 
 /// gilwatch with `GILWATCH_DEBUG_ROOT=root`.
-fn gilwatch_with_root(root: &Path, args: &[&str]) -> Output {
+fn gilwatch_with_root(root: &Path, args: &[impl AsRef<OsStr>]) -> Output {
     let child = Command::new(GILWATCH)
         .args(args)
         .env("GILWATCH_DEBUG_ROOT", root)
@@ -230,6 +230,15 @@ fn gilwatch_with_root(root: &Path, args: &[&str]) -> Output {
         .spawn()
         .expect("starting gilwatch");
     wait_output(child, Duration::from_secs(60))
+}
+
+/// Without symbols `--strategy auto` falls back to the symbol-free `libc` strategy; these
+/// arguments make missing symbols an error, to check what it says.
+fn symtab_only(pid: u32) -> Vec<String> {
+    let pid = pid.to_string();
+    ["-p", pid.as_str(), "-d", "1s", "-q", "--strategy", "symtab"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 fn observe_with_root(pid: u32, root: &Path) -> Value {
@@ -386,10 +395,7 @@ fn a_debug_file_of_another_build_is_refused() {
         Path::new("-c"),
         &["import time; print('ready', flush=True); time.sleep(60)"],
     );
-    let out = gilwatch_with_root(
-        &fx.root,
-        &["-p", &target.pid().to_string(), "-d", "1s", "-q"],
-    );
+    let out = gilwatch_with_root(&fx.root, &symtab_only(target.pid()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "stderr: {stderr}");
     let want = format!(
@@ -399,6 +405,18 @@ fn a_debug_file_of_another_build_is_refused() {
     assert!(stderr.contains(&want), "stderr: {stderr}\nwant: {want}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     eprintln!("{}", stderr.trim_end());
+
+    // `--strategy auto` does without: the symbol-free strategy, and no symbol source to report.
+    let pid = target.pid().to_string();
+    let out = gilwatch_with_root(&fx.root, &["-p", &pid, "-d", "1s", "-q", "--json", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = last_json(&out.stdout);
+    assert_eq!(r["interpreter"]["strategy"], "libc");
+    assert_eq!(r["interpreter"]["symbols_from"], Value::Null);
 }
 
 #[test]
@@ -414,10 +432,7 @@ fn a_stripped_interpreter_without_debug_files_says_where_it_looked() {
         Path::new("-c"),
         &["import time; print('ready', flush=True); time.sleep(60)"],
     );
-    let out = gilwatch_with_root(
-        &fx.root,
-        &["-p", &target.pid().to_string(), "-d", "1s", "-q"],
-    );
+    let out = gilwatch_with_root(&fx.root, &symtab_only(target.pid()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "stderr: {stderr}");
     assert!(
@@ -464,7 +479,7 @@ fn a_debuglink_file_next_to_the_object_is_checked_by_crc() {
     let mut data = std::fs::read(&placed).expect("reading the debug file");
     data.push(0);
     std::fs::write(&placed, &data).expect("writing the debug file");
-    let out = gilwatch_with_root(&fx.root, &args);
+    let out = gilwatch_with_root(&fx.root, &symtab_only(target.pid()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "stderr: {stderr}");
     let want = format!("{} is not its debug file: its CRC32 is", placed.display());
