@@ -442,6 +442,9 @@ pub fn thread_names(
         .active_thread_names(interp)
         .context("reading threading._active")?;
 
+    // TIDs read from the interpreter's memory are the ones the process sees: in a container
+    // (its own PID namespace) they differ from ours.
+    let here = tids_seen_from_here(mem.pid());
     let mut out = HashMap::new();
     for (&tid, &tstate) in tstates {
         let Ok(ident) = mem.read_u64(tstate.wrapping_add(layout.tstate_thread_id)) else {
@@ -455,25 +458,22 @@ pub fn thread_names(
         // A failed walk only loses threads the caller did not already give us.
         if let Ok(pairs) = reader.walk_threads(interp, native_off) {
             for (tid, ident) in pairs {
-                if let Some(name) = by_ident.get(&ident) {
-                    out.entry(tid).or_insert_with(|| name.clone());
-                }
+                let (Some(name), Some(&tid)) = (by_ident.get(&ident), here.get(&tid)) else {
+                    continue;
+                };
+                out.entry(tid).or_insert_with(|| name.clone());
             }
         }
     } else if out.len() < by_ident.len() {
         // 3.7–3.10 keep no kernel TID, and a caller without a take_gil probe (the symbol-free
         // strategy) cannot pair TIDs with thread states. The ident is pthread_self(), the
         // address of glibc's struct pthread, which records the kernel TID.
-        let live = live_tids(mem.pid());
-        for &ident in by_ident.keys() {
+        for (&ident, name) in &by_ident {
             let Ok(raw) = mem.read_u64(ident.wrapping_add(GLIBC_PTHREAD_TID)) else {
                 continue;
             };
-            let tid = raw as u32;
-            if live.contains(&tid) {
-                if let Some(name) = by_ident.get(&ident) {
-                    out.entry(tid).or_insert_with(|| name.clone());
-                }
+            if let Some(&tid) = here.get(&(raw as u32)) {
+                out.entry(tid).or_insert_with(|| name.clone());
             }
         }
     }
@@ -484,13 +484,32 @@ pub fn thread_names(
 /// unchanged for years). Only a value that is a live TID of the process is believed.
 const GLIBC_PTHREAD_TID: u64 = 0x2d0;
 
-fn live_tids(pid: u32) -> HashSet<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+/// The process's live threads: TID as the process itself sees it (the last NSpid entry, its
+/// own PID namespace) → TID as we see it.
+fn tids_seen_from_here(pid: u32) -> HashMap<u32, u32> {
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
+    {
+        let Some(here) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let inside = std::fs::read_to_string(entry.path().join("status"))
+            .ok()
+            .and_then(|st| {
+                let line = st.lines().find(|l| l.starts_with("NSpid:"))?.to_owned();
+                line.split_whitespace().last()?.parse::<u32>().ok()
+            })
+            .unwrap_or(here);
+        out.insert(inside, here);
+    }
+    out
 }
 
 /// The main interpreter's `PyInterpreterState*` (3.7+; 3.13+ through `_Py_DebugOffsets`).
