@@ -8,6 +8,7 @@ mod collect;
 mod error;
 mod gil;
 mod histogram;
+mod lock;
 mod names;
 mod probe;
 mod python;
@@ -69,7 +70,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (process, mut interpreter, mut child) = match cli.pid {
         Some(pid) => {
             let process = Process::open(pid)?;
-            let interp = locate::locate(&process)?;
+            let interp = match locate::locate(&process) {
+                Ok(interp) => interp,
+                // Not a CPython: with lock options, the lock report alone.
+                Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
+                    return lock::run_without_gil(&cli, process);
+                }
+                Err(e) => return Err(e),
+            };
             (process, interp, None)
         }
         None => {
@@ -80,7 +88,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     let plan = plan::plan(&interpreter)?;
-    let attached = attach::attach(
+    let mut locks = lock::requested(&cli)
+        .then(|| lock::prepare(&process, &cli))
+        .transpose()?;
+    let mut attached = attach::attach(
         &plan,
         attach::Target {
             object: &interpreter.open_path,
@@ -97,6 +108,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             e
         }
     })?;
+    if let Some(l) = locks.as_mut() {
+        l.attach(&mut attached.ebpf)?;
+    }
     if let Some(c) = child.as_mut() {
         c.release()?;
     }
@@ -124,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
+    let lock_process = process.clone();
     let session = Session {
         attached: &attached,
         process,
@@ -134,6 +149,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         duration: cli.duration,
     };
     let report = runtime.block_on(session.run(outputs))?;
+    if let Some(l) = &locks {
+        let report = l.report(&attached.ebpf, report.ended, &lock_process.threads())?;
+        lock::write(&cli, &report)?;
+    }
     // Detach before exiting (also what happens on every error path, as `attached` drops).
     drop(attached);
 
