@@ -8,6 +8,8 @@
 //! A futex syscall made while a lock call is in progress marks that acquisition contended.
 //! Each thread only updates its own entries, so no atomics are needed.
 
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
@@ -444,15 +446,29 @@ pub fn cond_wait_enter(ctx: ProbeContext) -> u32 {
 fn custom_addr(ctx: &ProbeContext) -> u64 {
     // SAFETY: the helper only reads the cookie of the current attachment.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    // All six argument registers are read first, each at its constant offset (volatile reads
+    // are neither merged nor moved): the verifier refuses a read at a computed context offset.
+    // SAFETY: `regs` is the probe's register set, valid for the whole program run.
+    let args = unsafe {
+        let r = &*ctx.regs;
+        [
+            read_volatile(&r.rdi),
+            read_volatile(&r.rsi),
+            read_volatile(&r.rdx),
+            read_volatile(&r.rcx),
+            read_volatile(&r.r8),
+            read_volatile(&r.r9),
+        ]
+    };
+    let [a0, a1, a2, a3, a4, a5] = args;
     let a = match cookie & 0xff {
-        0 => ctx.arg::<u64>(0),
-        1 => ctx.arg::<u64>(1),
-        2 => ctx.arg::<u64>(2),
-        3 => ctx.arg::<u64>(3),
-        4 => ctx.arg::<u64>(4),
-        _ => ctx.arg::<u64>(5),
-    }
-    .unwrap_or(0);
+        0 => a0,
+        1 => a1,
+        2 => a2,
+        3 => a3,
+        4 => a4,
+        _ => a5,
+    };
     if a == 0 {
         return 0;
     }

@@ -26,18 +26,21 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     ]))?;
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
     // would measure each other.
-    shell::run(
-        shell::cargo()
-            .args([
-                "test",
-                "--package",
-                "observer",
-                "--test",
-                "privileged",
-                "--",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .args(args),
-    )
+    for suite in ["privileged", "locks"] {
+        shell::run(
+            shell::cargo()
+                .args([
+                    "test",
+                    "--package",
+                    "observer",
+                    "--test",
+                    suite,
+                    "--",
+                    "--ignored",
+                    "--test-threads=1",
+                ])
+                .args(args),
+        )?;
+    }
+    Ok(())
 }

@@ -116,6 +116,14 @@ impl LockWatch {
             at_ns: crate::collect::monotonic_ns(),
             ..Default::default()
         };
+        // The run is silent until its report: say that measuring has begun (scripts and the
+        // tests wait for this line before starting the workload).
+        let what = match (self.discover, self.named.len(), self.custom_labels.len()) {
+            (true, _, _) => "every pthread mutex".to_owned(),
+            (false, n, 0) => format!("{n} lock(s)"),
+            (false, n, c) => format!("{n} lock(s) and {c} lock function pair(s)"),
+        };
+        eprintln!("gilwatch: watching {what} in PID {}", self.pid);
         Ok(())
     }
 

@@ -211,7 +211,11 @@ fn entry(
     let named = ctx.named.iter().find(|n| n.addr == addr);
     let (spec, symbol) = if custom {
         let pair = ((addr & !MUTEX_CUSTOM_TAG) >> MUTEX_CUSTOM_PAIR_SHIFT) as usize;
-        (ctx.custom_labels.get(pair).cloned(), None)
+        let instance = addr & MUTEX_CUSTOM_ADDR_MASK;
+        (
+            ctx.custom_labels.get(pair).cloned(),
+            (ctx.describe)(instance),
+        )
     } else if let Some(n) = named {
         (Some(n.spec.clone()), n.symbol.clone())
     } else {

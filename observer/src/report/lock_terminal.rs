@@ -101,6 +101,7 @@ fn short_probes(probes: &[String]) -> String {
 
 fn label(l: &LockEntry) -> String {
     match (&l.symbol, &l.spec) {
+        (Some(s), Some(spec)) if l.kind == "custom" => format!("{spec} on {s} @ {}", l.addr),
         (Some(s), _) => format!("{s} @ {}", l.addr),
         (None, Some(spec)) if l.kind == "custom" => format!("{spec} instance {}", l.addr),
         _ => l.addr.clone(),
