@@ -170,6 +170,9 @@ pub struct MutexCounts {
     pub failed: u64,
     /// Re-acquisitions of a lock the thread already held (recursive mutexes): no wait, no new hold.
     pub recursive: u64,
+    /// The thread's name (comm) when it first used the lock: threads that exit before the report
+    /// keep their name.
+    pub comm: [u8; 16],
 }
 
 /// A lock call in progress on one thread (between its entry and return probes).

@@ -13,7 +13,8 @@ use core::ptr::read_volatile;
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_probe_read_user,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, StackTrace},
@@ -178,7 +179,11 @@ fn counts(addr: u64, tid: u32) -> Option<*mut MutexCounts> {
     if let Some(c) = MUTEX_COUNTS.get_ptr_mut(&k) {
         return Some(c);
     }
-    if MUTEX_COUNTS.insert(&k, &MutexCounts::default(), 0).is_err() {
+    let fresh = MutexCounts {
+        comm: bpf_get_current_comm().unwrap_or_default(),
+        ..Default::default()
+    };
+    if MUTEX_COUNTS.insert(&k, &fresh, 0).is_err() {
         count_error(MUTEX_ERR_STATS_FULL);
         return None;
     }

@@ -150,7 +150,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let report = runtime.block_on(session.run(outputs))?;
     if let Some(l) = &locks {
-        let report = l.report(&attached.ebpf, report.ended, &lock_process.threads())?;
+        // Python thread names from the GIL report where it has them.
+        let mut names = lock_process.threads();
+        names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
+        let report = l.report(&attached.ebpf, report.ended, &names)?;
         lock::write(&cli, &report)?;
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).

@@ -118,16 +118,26 @@ impl LockWatch {
         };
         // The run is silent until its report: say that measuring has begun (scripts and the
         // tests wait for this line before starting the workload).
-        let what = match (self.discover, self.named.len(), self.custom_labels.len()) {
-            (true, _, _) => "every pthread mutex".to_owned(),
-            (false, n, 0) => format!("{n} lock(s)"),
-            (false, n, c) => format!("{n} lock(s) and {c} lock function pair(s)"),
-        };
+        let mut parts = Vec::new();
+        if self.discover {
+            parts.push("every pthread mutex".to_owned());
+        } else if !self.named.is_empty() {
+            parts.push(format!("{} lock(s)", self.named.len()));
+        }
+        if !self.custom_labels.is_empty() {
+            parts.push(format!(
+                "{} lock function pair(s)",
+                self.custom_labels.len()
+            ));
+        }
+        let what = parts.join(" and ");
         eprintln!("gilwatch: watching {what} in PID {}", self.pid);
         Ok(())
     }
 
-    /// The final report: reads the maps, names threads, symbolizes call sites.
+    /// The final report: reads the maps, names threads, symbolizes call sites. `names`: the best
+    /// names known (Python names from the GIL report, OS names); threads missing there get the
+    /// name the kernel saw.
     pub fn report(
         &self,
         ebpf: &Ebpf,
@@ -135,12 +145,7 @@ impl LockWatch {
         names: &HashMap<u32, String>,
     ) -> anyhow::Result<LockReport> {
         let snap = collect::snapshot(ebpf)?;
-        let thread_name = |tid: u32| {
-            names
-                .get(&tid)
-                .cloned()
-                .unwrap_or_else(|| format!("tid {tid}"))
-        };
+        let thread_name = |tid: u32| names.get(&tid).cloned();
         let describe = |addr: u64| self.space.describe(addr);
         let call_site = |caller: u64, id: u32| {
             let stack = collect::stack(ebpf, id);

@@ -128,11 +128,22 @@ pub struct LockContext<'a> {
     pub named: &'a [Named],
     /// `--lock-fns` labels by pair index.
     pub custom_labels: &'a [String],
-    pub thread_name: &'a dyn Fn(u32) -> String,
+    /// The best name known for a thread (Python name, else OS name), if any; else the name the
+    /// kernel recorded when the thread first used the lock.
+    pub thread_name: &'a dyn Fn(u32) -> Option<String>,
     /// Data symbol of an address (discovery).
     pub describe: &'a dyn Fn(u64) -> Option<String>,
     /// Symbolized frames of a call site: (return address of the lock call, stack id).
     pub call_site: &'a dyn Fn(u64, u32) -> Vec<String>,
+}
+
+/// A kernel comm (NUL-padded, at most 16 bytes), or `tid N` when empty.
+fn comm_name(comm: &[u8; 16], tid: u32) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    if end == 0 {
+        return format!("tid {tid}");
+    }
+    String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
 fn round2(x: f64) -> f64 {
@@ -151,6 +162,7 @@ fn delta(now: &ThreadLockSample, before: Option<&ThreadLockSample>) -> ThreadLoc
             trylock_busy: c(now.counts.trylock_busy, b.counts.trylock_busy),
             failed: c(now.counts.failed, b.counts.failed),
             recursive: c(now.counts.recursive, b.counts.recursive),
+            comm: now.counts.comm,
         },
         wait: now.wait.since(&b.wait),
         hold: now.hold.since(&b.hold),
@@ -189,7 +201,7 @@ fn entry(
         merge(&mut total.failed_wait, &d.failed_wait);
         threads.push(LockThread {
             tid,
-            name: (ctx.thread_name)(tid),
+            name: (ctx.thread_name)(tid).unwrap_or_else(|| comm_name(&s.counts.comm, tid)),
             counts: Counts::from(&d.counts),
             wait_ns: d.wait.summary(),
             hold_ns: d.hold.summary(),
@@ -374,7 +386,7 @@ mod tests {
             probes: vec![],
             named,
             custom_labels: &[],
-            thread_name: &|tid| format!("t{tid}"),
+            thread_name: &|tid| (tid != 2).then(|| format!("t{tid}")),
             describe: &|a| (a == 0x2000).then(|| "prog:hot_lock".to_owned()),
             call_site: &|_, _| vec![],
         }
@@ -399,7 +411,11 @@ mod tests {
             vec![
                 (0x1000, 1, sample(10, &[1_000_000; 10], &[100; 10])),
                 (0x2000, 1, sample(10, &[9_000_000; 10], &[100; 10])),
-                (0x2000, 2, sample(4, &[5_000_000; 4], &[100; 4])),
+                (0x2000, 2, {
+                    let mut s = sample(4, &[5_000_000; 4], &[100; 4]);
+                    s.counts.comm[..6].copy_from_slice(b"worker");
+                    s
+                }),
                 // Never contended: not listed in discovery.
                 (0x3000, 1, sample(0, &[], &[])),
             ],
@@ -410,6 +426,8 @@ mod tests {
         assert_eq!(r.locks[0].symbol.as_deref(), Some("prog:hot_lock"));
         assert_eq!(r.locks[0].counts.acquisitions, 14);
         assert_eq!(r.locks[0].threads[0].tid, 1, "most waiting thread first");
+        assert_eq!(r.locks[0].threads[0].name, "t1");
+        assert_eq!(r.locks[0].threads[1].name, "worker", "the kernel's comm");
         assert_eq!(r.locks[1].addr, "0x1000");
         assert_eq!(r.locks[0].wait_ns.total, 110_000_000);
         assert!((r.locks[0].wait_pct - 11.0).abs() < 0.01);
