@@ -395,8 +395,28 @@ fn trylock_and_timedlock_outcomes_are_counted_exactly() {
     let exe = compile("trylock");
     let rounds = 100;
     let target = Gated::start(Command::new(&exe).arg(rounds.to_string()));
-    let (json, lines) = observe_gated(target, &["--lock", "g_try_lock"]);
+    // By address this time (a PIE's first mapping is its load address; nm gives the offset):
+    // the report names the symbol the address belongs to.
+    let addr = {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", target.pid())).expect("maps");
+        let base = maps
+            .lines()
+            .next()
+            .and_then(|l| l.split('-').next())
+            .and_then(|a| u64::from_str_radix(a, 16).ok())
+            .expect("first mapping");
+        let nm = Command::new("nm").arg(&exe).output().expect("nm");
+        let off = String::from_utf8_lossy(&nm.stdout)
+            .lines()
+            .find(|l| l.ends_with(" g_try_lock"))
+            .and_then(|l| u64::from_str_radix(l.split(' ').next()?, 16).ok())
+            .expect("g_try_lock in nm");
+        format!("{:#x}", base + off)
+    };
+    let (json, lines) = observe_gated(target, &["--lock", &addr]);
     let l = lock(lock_report(&json), "trylock:g_try_lock");
+    assert_eq!(l["addr"], addr.as_str());
+    assert_eq!(l["spec"], addr.as_str());
     let trier = fields(
         lines
             .iter()

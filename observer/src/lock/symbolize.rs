@@ -26,6 +26,12 @@ pub fn call_site(
             .copied()
             .filter(|&ip| ip != caller && ip != 0),
     );
+    // A frame-pointer walk through code built without frame pointers yields junk: stop at the
+    // first address that is not in executable memory.
+    let executable = |ip: u64| space.region_of(ip).is_some_and(|r| r.perms.contains('x'));
+    if let Some(bad) = rets.iter().position(|&ip| !executable(ip)) {
+        rets.truncate(bad);
+    }
     rets.truncate(depth + 2);
     if rets.is_empty() {
         return Vec::new();

@@ -241,7 +241,7 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
                 s.acquisitions,
                 s.contended,
                 if s.frames.is_empty() {
-                    "(no user stack: built without frame pointers?)".to_owned()
+                    "(call site unknown)".to_owned()
                 } else {
                     s.frames.join(" ← ")
                 }
