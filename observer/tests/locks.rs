@@ -680,3 +680,37 @@ fn bpf_program_names() -> Vec<String> {
         .filter_map(|p| p["name"].as_str().map(str::to_owned))
         .collect()
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn a_lock_run_ends_on_ctrl_c_or_sigterm_with_its_report_and_no_probes_left() {
+    require_root();
+    let exe = compile("two_locks");
+    for (signal, ended) in [("-INT", "interrupted"), ("-TERM", "terminated")] {
+        let target = Gated::start(&mut Command::new(&exe));
+        let mut gw = Command::new(GILWATCH)
+            .args(["-p", &target.pid().to_string(), "--lock", "g_hot_lock"])
+            .args(["--json", "-"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting gilwatch");
+        let mut err = BufReader::new(gw.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        err.read_line(&mut line).expect("gilwatch's first line");
+        assert!(line.starts_with("gilwatch: watching"), "{line}");
+        std::thread::sleep(Duration::from_millis(500));
+        let status = Command::new("kill")
+            .args([signal, &gw.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let out = wait_output(gw, Duration::from_secs(30));
+        assert!(out.status.success(), "{signal}: {}", out.status);
+        let r = last_json(&out.stdout);
+        assert_eq!(r["ended"], ended);
+        let l = lock(&r, "two_locks:g_hot_lock");
+        assert!(u(&l["acquisitions"]) > 50, "{signal}: {l}");
+        assert_lock_programs_gone();
+    }
+}
