@@ -443,12 +443,14 @@ fn trylock_and_timedlock_outcomes_are_counted_exactly() {
     let p50 = ms(&t["failed_wait_ns"]["p50"]);
     assert!((0.9..=1.6).contains(&p50), "timedlock timeout p50 {p50} ms");
     // The holder: 100 plain locks held 5 ms each.
+    let (trier_tid, timer_tid) = (num(&trier, "tid"), num(&timer, "tid"));
     let holder = l["threads"]
         .as_array()
         .expect("threads")
         .iter()
-        .find(|t| u(&t["acquisitions"]) == rounds)
-        .unwrap_or_else(|| panic!("no thread with {rounds} acquisitions: {}", l["threads"]));
+        .find(|t| t["tid"] != trier_tid && t["tid"] != timer_tid)
+        .unwrap_or_else(|| panic!("no holder thread: {}", l["threads"]));
+    assert_eq!(u(&holder["acquisitions"]), rounds);
     let p50 = ms(&holder["hold_ns"]["p50"]);
     assert!((4.5..=5.8).contains(&p50), "holder hold p50 {p50} ms");
     assert_eq!(u(&l["trylock_busy"]), num(&trier, "busy"));
