@@ -87,7 +87,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             (Process { pid: child.pid }, interp, Some(child))
         }
     };
-    let plan = plan::plan(&interpreter)?;
+    let plan = match plan::plan(&interpreter) {
+        Ok(plan) => plan,
+        // A CPython whose GIL cannot be probed (stripped): with lock options, the locks alone.
+        Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
+            eprintln!("gilwatch: no GIL report: {e}");
+            return lock::run_without_gil(&cli, process);
+        }
+        Err(e) => return Err(e),
+    };
     let mut locks = lock::requested(&cli)
         .then(|| lock::prepare(&process, &cli))
         .transpose()?;

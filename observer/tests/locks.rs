@@ -716,3 +716,40 @@ fn a_lock_run_ends_on_ctrl_c_or_sigterm_with_its_report_and_no_probes_left() {
         assert_lock_programs_gone();
     }
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn a_stripped_python_gets_the_lock_report_without_the_gil_report() {
+    require_root();
+    // Debian's /usr/bin/python3 is stripped: no take_gil/drop_gil to probe (exit 4 without lock
+    // options), but its mutexes can be watched. The contended one is the GIL's own mutex.
+    let python = Path::new("/usr/bin/python3");
+    assert!(
+        python.exists(),
+        "Debian's python3 is missing: cargo xtask setup installs it"
+    );
+    let target = Target::start(python, &workload("contended.py"), &["60", "2"]);
+    let out = gilwatch(&[
+        "-p",
+        &target.pid().to_string(),
+        "--mutexes",
+        "-d",
+        "2s",
+        "--json",
+        "-",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {err}", out.status);
+    assert!(err.contains("no GIL report"), "{err}");
+    let r = last_json(&out.stdout);
+    assert_eq!(r["kind"], "locks");
+    let top = &r["locks"][0];
+    assert!(
+        top["symbol"]
+            .as_str()
+            .unwrap_or("")
+            .contains(":_PyRuntime+"),
+        "the GIL's mutex lives in _PyRuntime: {top}"
+    );
+    assert!(u(&top["contended"]) > 0, "{top}");
+}

@@ -10,7 +10,8 @@ use anyhow::bail;
 use crate::shell::{self, is_root, output, succeeds};
 
 /// Debian packages: LLVM 22 for bpf-linker, Debian's Rust with its BPF `core`, bpftool (tests
-/// use it to prove no probe outlives gilwatch), gcc (tests compile C programs).
+/// use it to prove no probe outlives gilwatch), gcc (tests compile C programs), python3 (Debian's
+/// stripped CPython: the lock tests watch a process whose GIL cannot be probed).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -22,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "gcc",
     "libc6-dev",
+    "python3",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
