@@ -171,7 +171,8 @@ impl AddressSpace {
     }
 }
 
-fn symbols(data: &[u8]) -> Vec<Sym> {
+/// Defined symbols of an ELF file with a non-zero address, sorted by address (.dynsym first).
+pub fn symbols(data: &[u8]) -> Vec<Sym> {
     let Ok(elf) = object::File::parse(data) else {
         return Vec::new();
     };

@@ -134,3 +134,102 @@ pub fn symbols(probes: &[LockProbe]) -> Vec<String> {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::lock::objects::symbols;
+
+    const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+
+    fn object(path: &str, data: &[u8], with_symbols: bool) -> MappedObject {
+        MappedObject {
+            path: path.to_owned(),
+            open_path: Path::new(path).to_owned(),
+            bias: 0,
+            is_executable: false,
+            data: data.to_vec(),
+            symbols: if with_symbols {
+                symbols(data)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn space(objects: Vec<MappedObject>) -> AddressSpace {
+        AddressSpace {
+            regions: Vec::new(),
+            objects,
+        }
+    }
+
+    #[test]
+    fn every_version_of_the_condition_wait_is_probed() {
+        let data = std::fs::read(LIBC).expect("this machine's glibc");
+        let probes = pthread_probes(&space(vec![object(LIBC, &data, true)]), 1).unwrap();
+        // glibc exports pthread_cond_wait@GLIBC_2.2.5 and @@GLIBC_2.3.2 at two addresses.
+        let enters: Vec<u64> = probes
+            .iter()
+            .filter(|p| p.program == "cond_wait_enter" && p.symbol == "libc.so.6:pthread_cond_wait")
+            .map(|p| p.file_offset)
+            .collect();
+        assert_eq!(enters.len(), 2, "{probes:?}");
+        assert_ne!(enters[0], enters[1]);
+        // Each entry probe of a lock call has its return probe at the same place.
+        for p in probes.iter().filter(|p| p.program == "mutex_lock_enter") {
+            assert!(
+                probes
+                    .iter()
+                    .any(|r| r.program == PTHREAD_RETURN && r.file_offset == p.file_offset)
+            );
+        }
+        assert!(probes.iter().any(|p| p.program == "mutex_unlock_enter"));
+    }
+
+    #[test]
+    fn libpthread_wins_when_it_defines_the_functions_else_libc() {
+        let data = std::fs::read(LIBC).expect("this machine's glibc");
+        // glibc < 2.34: the real functions are in libpthread.so.0 (stand-in: the same file).
+        let old = space(vec![
+            object("/lib/libc.so.6", &data, true),
+            object("/lib/libpthread.so.0", &data, true),
+        ]);
+        let probes = pthread_probes(&old, 1).unwrap();
+        assert!(
+            probes
+                .iter()
+                .all(|p| p.symbol.starts_with("libpthread.so.0:"))
+        );
+        // glibc 2.34+: libpthread.so.0 is an empty stub.
+        let new = space(vec![
+            object("/lib/libc.so.6", &data, true),
+            object("/lib/libpthread.so.0", &data, false),
+        ]);
+        let probes = pthread_probes(&new, 1).unwrap();
+        assert!(probes.iter().all(|p| p.symbol.starts_with("libc.so.6:")));
+    }
+
+    #[test]
+    fn no_pthread_functions_is_a_clear_error() {
+        let err = pthread_probes(&space(Vec::new()), 42).unwrap_err();
+        assert!(
+            err.to_string().contains("PID 42 has no pthread_mutex_lock"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn custom_cookies_carry_argument_and_pair() {
+        let f = Function {
+            symbol: "x:f".into(),
+            open_path: "/x".into(),
+            file_offset: 16,
+        };
+        let p = custom_probes(&f, &f, 2, 3);
+        assert_eq!(p.len(), 3);
+        assert!(p.iter().all(|p| p.cookie == Some(2 | (3 << 8))));
+    }
+}
