@@ -260,8 +260,9 @@ pub const MUTEX_ERR_STATS_FULL: u32 = 0;
 pub const MUTEX_ERR_STATE_FULL: u32 = 1;
 pub const MUTEX_ERR_COUNTERS: u32 = 2;
 
-/// Capacity of the per-(lock, thread, kind) statistics map and of the per-(lock, thread) maps.
-pub const MUTEX_MAX_STATS: u32 = 8192;
+/// Capacity of the per-(lock, thread, kind) statistics map (allocated as used) and of the
+/// per-(lock, thread) maps.
+pub const MUTEX_MAX_STATS: u32 = 32768;
 /// Distinct call stacks kept for `--mutexes`.
 pub const MUTEX_MAX_STACKS: u32 = 4096;
 
