@@ -132,6 +132,146 @@ pub fn bucket_upper(i: usize) -> u64 {
     bucket_lower(i + 1)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Named mutexes (`--lock`, `--lock-fns`, `--mutexes`): see observer-ebpf/src/mutex.rs.
+
+/// What a [`MutexKey`] accumulates in the mutex statistics map.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MutexStatKind {
+    /// From entering a lock call to returning from it with the lock (outermost acquisitions only).
+    Wait = 0,
+    /// From acquiring the lock to releasing it (outermost unlock of a recursive mutex), or to
+    /// entering `pthread_cond_*wait`, which releases it.
+    Hold = 1,
+    /// Inside `pthread_cond_wait`/`timedwait` (mutex released and re-taken inside): neither hold
+    /// nor lock wait.
+    CondWait = 2,
+    /// A lock call that returned without the lock (timedlock timeout, error): how long it tried.
+    FailedWait = 3,
+}
+
+/// Key of the per-(lock, thread) maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MutexKey {
+    /// Address of the lock in the target (the `pthread_mutex_t*`, or the custom lock's argument).
+    pub addr: u64,
+    pub tid: u32,
+    /// A [`MutexStatKind`] as u32 (0 in maps that are not per kind).
+    pub kind: u32,
+}
+
+/// Event counts per (lock, thread) that the histograms do not carry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MutexCounts {
+    /// Outermost acquisitions (lock, successful trylock/timedlock, custom acquire).
+    pub acquisitions: u64,
+    /// Acquisitions whose call slept in the kernel (a futex syscall while acquiring).
+    pub contended: u64,
+    /// `pthread_mutex_trylock` calls that found the lock taken (EBUSY).
+    pub trylock_busy: u64,
+    /// Lock calls that returned an error (timedlock ETIMEDOUT, EDEADLK, …).
+    pub failed: u64,
+    /// Re-acquisitions of a lock the thread already held (recursive mutexes): no wait, no new hold.
+    pub recursive: u64,
+    /// The thread's name (comm) when it first used the lock: threads that exit before the report
+    /// keep their name.
+    pub comm: [u8; 16],
+}
+
+/// A lock call in progress on one thread (between its entry and return probes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MutexPending {
+    pub addr: u64,
+    pub start_ns: u64,
+    /// Call-site stack id (`--mutexes` only), or -1.
+    pub stack_id: i64,
+    /// The lock call's return address (`--mutexes` only): the call site itself, which a stack
+    /// walk from a function's first instruction can miss (the caller's frame is not set up yet).
+    pub caller: u64,
+    /// A `MUTEX_OP_*`.
+    pub op: u32,
+    /// 1 once the call made a futex syscall.
+    pub contended: u32,
+}
+
+/// One thread's hold of one lock.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MutexHeld {
+    pub start_ns: u64,
+    /// Recursion depth: the hold ends when it falls back to 0.
+    pub depth: u64,
+}
+
+/// Key of the call-site map (`--mutexes`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MutexSiteKey {
+    pub addr: u64,
+    /// [`MutexPending::caller`].
+    pub caller: u64,
+    pub stack_id: u32,
+    pub _pad: u32,
+}
+
+/// What one call site did to one lock.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MutexSite {
+    pub acquisitions: u64,
+    pub contended: u64,
+    pub wait_ns: u64,
+}
+
+/// Lock operations, as stored in [`MutexPending::op`].
+pub const MUTEX_OP_LOCK: u32 = 0;
+pub const MUTEX_OP_TRYLOCK: u32 = 1;
+pub const MUTEX_OP_TIMEDLOCK: u32 = 2;
+pub const MUTEX_OP_COND_WAIT: u32 = 3;
+/// A custom acquire function (`--lock-fns`): every return is an acquisition.
+pub const MUTEX_OP_CUSTOM: u32 = 4;
+
+/// Set in the lock address of custom lock instances (`--lock-fns`), which are keyed apart from
+/// pthread mutexes (user addresses are below 2^47 on x86_64, so the bit is free).
+pub const MUTEX_CUSTOM_TAG: u64 = 1 << 63;
+/// Custom instances also carry the index of their `--lock-fns` pair in bits 56..62.
+pub const MUTEX_CUSTOM_PAIR_SHIFT: u32 = 56;
+/// The bits of a custom instance that are the function's argument.
+pub const MUTEX_CUSTOM_ADDR_MASK: u64 = (1 << MUTEX_CUSTOM_PAIR_SHIFT) - 1;
+
+/// Slots of the mutex configuration array.
+/// 1: track every lock address (`--mutexes`); 0: only the addresses in the watch map.
+pub const MUTEX_CFG_ALL: u32 = 0;
+/// The target's process id (tgid): the futex tracepoint ignores every other process.
+pub const MUTEX_CFG_TGID: u32 = 1;
+/// 1: record call-site stacks.
+pub const MUTEX_CFG_STACKS: u32 = 2;
+/// 1 once every probe is attached: no lock call is tracked before, so no acquisition is seen
+/// whose release could still be missed by a probe not yet in place.
+pub const MUTEX_CFG_ARMED: u32 = 3;
+pub const MUTEX_CFG_SLOTS: u32 = 4;
+
+/// Offset of `__data.__kind` in glibc's x86_64 `pthread_mutex_t`, and the mask of its type bits
+/// (`PTHREAD_MUTEX_KIND_MASK_NP`); type 1 is `PTHREAD_MUTEX_RECURSIVE`.
+pub const PTHREAD_MUTEX_KIND_OFFSET: u64 = 16;
+pub const PTHREAD_MUTEX_KIND_MASK: i32 = 3;
+pub const PTHREAD_MUTEX_RECURSIVE: i32 = 1;
+
+/// Indexes of the mutex error counters.
+pub const MUTEX_ERR_STATS_FULL: u32 = 0;
+pub const MUTEX_ERR_STATE_FULL: u32 = 1;
+pub const MUTEX_ERR_COUNTERS: u32 = 2;
+
+/// Capacity of the per-(lock, thread, kind) statistics map (allocated as used) and of the
+/// per-(lock, thread) maps.
+pub const MUTEX_MAX_STATS: u32 = 32768;
+/// Distinct call stacks kept for `--mutexes`.
+pub const MUTEX_MAX_STACKS: u32 = 4096;
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all three are #[repr(C)] structs of integers with no padding and no invalid bit
@@ -139,6 +279,13 @@ mod pod {
     unsafe impl aya::Pod for super::StatKey {}
     unsafe impl aya::Pod for super::Histogram {}
     unsafe impl aya::Pod for super::ThreadGilState {}
+    // SAFETY: the same holds for the mutex types (explicit padding fields, no implicit padding).
+    unsafe impl aya::Pod for super::MutexKey {}
+    unsafe impl aya::Pod for super::MutexCounts {}
+    unsafe impl aya::Pod for super::MutexPending {}
+    unsafe impl aya::Pod for super::MutexHeld {}
+    unsafe impl aya::Pod for super::MutexSiteKey {}
+    unsafe impl aya::Pod for super::MutexSite {}
 }
 
 #[cfg(test)]

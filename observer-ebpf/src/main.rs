@@ -7,6 +7,9 @@
 #![no_std]
 #![no_main]
 
+/// Named mutexes (`--lock`, `--lock-fns`, `--mutexes`): their own programs and maps.
+mod mutex;
+
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, uprobe, uretprobe},

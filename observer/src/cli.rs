@@ -22,6 +22,11 @@ use crate::gil::plan::Strategy;
                                              one JSON line per 5 s, then the final object
   sudo gilwatch -- python3 app.py --port 80  start a program and watch it from its first bytecode
   sudo gilwatch doctor -p 4242               show the probe plan (interpreter, symbols, GIL, strategy)
+  sudo gilwatch -p 4242 --mutexes -d 10s     which pthread mutexes do its threads wait for?
+  sudo gilwatch -p 4242 --lock libfoo.so:g_cache_lock --lock 0x7f3a2c001040
+                                             wait/hold per thread of named mutexes (any process)
+  sudo gilwatch -p 4242 --lock-fns my_lock:my_unlock
+                                             locks behind your own acquire/release functions
 
 READING THE REPORT:
   WAIT  time from asking for the GIL (take_gil) to getting it; HOLD  time from getting it to
@@ -29,7 +34,8 @@ READING THE REPORT:
   add up to at most 100%; waits can add up to more (three threads always waiting = 300%).
 
 EXIT CODES:
-  0 ok · 1 internal error · 2 bad usage · 3 no such process · 4 not a supported CPython
+  0 ok · 1 internal error · 2 bad usage (also: unknown lock symbol, not a mutex, unmapped address)
+  3 no such process · 4 not a supported CPython (without --lock/--lock-fns/--mutexes)
   5 missing privileges (run as root) · 6 kernel lacks uprobe support
   With -- CMD: the command's own exit code (128+N if it was killed by signal N)."
 )]
@@ -70,6 +76,23 @@ pub struct Cli {
     /// No live tables, only the final report.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Watch a pthread mutex: a global's data symbol (g_cache_lock, or libfoo.so:g_cache_lock to
+    /// pick the object) or a raw address (0x7f…). Repeat for several locks; each is reported
+    /// separately. Works on any process (C, C++, Rust, Python with its GIL report).
+    #[arg(long = "lock", value_name = "SYMBOL|OBJ:SYMBOL|0xADDR", value_parser = crate::lock::spec::parse_lock, requires = "pid")]
+    pub locks: Vec<crate::lock::spec::LockSpec>,
+
+    /// Watch locks taken through your own functions: every call of ACQUIRE to its return is a
+    /// wait, from there to RELEASE a hold; argument ARG (0 = first, the default) identifies the
+    /// lock instance. OBJ@FUNCTION picks the object. Repeatable.
+    #[arg(long = "lock-fns", value_name = "ACQUIRE:RELEASE[:ARG]", value_parser = crate::lock::spec::parse_lock_fns, requires = "pid")]
+    pub lock_fns: Vec<crate::lock::spec::LockFnSpec>,
+
+    /// Discover every pthread mutex the process contends on, ranked by total wait, with its data
+    /// symbol and the call sites that waited most.
+    #[arg(long, requires = "pid")]
+    pub mutexes: bool,
 
     /// Command to start and observe from its first bytecode (after `--`).
     #[arg(last = true, value_name = "CMD")]

@@ -9,6 +9,7 @@ mod doctor;
 mod error;
 mod gil;
 mod histogram;
+mod lock;
 mod names;
 mod probe;
 mod python;
@@ -123,7 +124,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     // Locate and plan; for `-- CMD`, start the command held at its gate.
     let (target, mut child) = match cli.pid {
-        Some(pid) => (prepare(pid, cli.strategy)?, None),
+        Some(pid) => {
+            let process = Process::open(pid)?;
+            let interpreter = match locate::locate(&process) {
+                Ok(interp) => interp,
+                // Not a CPython: with lock options, the lock report alone.
+                Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
+                    return lock::run_without_gil(&cli, process);
+                }
+                Err(e) => return Err(e),
+            };
+            let libc = libc::locate(&process, &process.maps()?).ok();
+            let plan = match plan::plan(&interpreter, libc.as_ref(), cli.strategy) {
+                Ok(plan) => plan,
+                // A CPython whose GIL cannot be probed: with lock options, the locks alone.
+                Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
+                    eprintln!("gilwatch: no GIL report: {e}");
+                    return lock::run_without_gil(&cli, process);
+                }
+                Err(e) => return Err(e),
+            };
+            (
+                Target {
+                    process,
+                    interpreter,
+                    libc,
+                    plan,
+                },
+                None,
+            )
+        }
         None => {
             let resolved = launch::resolve(&cli.command)?;
             let path = resolved.interpreter;
@@ -152,6 +182,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         plan,
         ..
     } = target;
+    let mut locks = lock::requested(&cli)
+        .then(|| lock::prepare(&process, &cli))
+        .transpose()?;
     let mut attached = attach::attach(&plan, process.pid).map_err(|e| {
         if child.is_none() && !process.is_alive() {
             user(
@@ -179,6 +212,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             attached.set_gil_address(&gil)?;
         }
         gil_location = Some(gil.how);
+    }
+    if let Some(l) = locks.as_mut() {
+        l.attach(&mut attached.ebpf)?;
     }
     if let Some(c) = child.as_mut() {
         c.release()?;
@@ -216,6 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the event loop")?;
     let gil_pending = plan.needs_gil_address() && child.is_some();
+    let lock_process = process.clone();
     let session = Session {
         attached: &mut attached,
         process,
@@ -227,6 +264,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         gil_pending,
     };
     let report = runtime.block_on(session.run(outputs))?;
+    if let Some(l) = &locks {
+        // Python thread names from the GIL report where it has them.
+        let mut names = lock_process.threads();
+        names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
+        let report = l.report(&attached.ebpf, report.ended, &names)?;
+        lock::write(&cli, &report)?;
+    }
     // Detach before exiting (also what happens on every error path, as `attached` drops).
     drop(attached);
 

@@ -1,5 +1,7 @@
 //! Step 6: what a run found, as one model that both renderers (terminal, JSON) read.
 pub mod json;
+pub mod lock;
+pub mod lock_terminal;
 pub mod terminal;
 
 use serde::Serialize;

@@ -100,6 +100,12 @@ impl Process {
         Ok(parse_maps(&text))
     }
 
+    /// A path inside the process's mount namespace, reachable from ours through /proc/PID/root
+    /// (the process may run in a container whose files are not at the same path on the host).
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        self.proc_path("root").join(path.trim_start_matches('/'))
+    }
+
     /// The mapping of the executable (the maps line with the inode of /proc/PID/exe).
     pub fn exe_mapping<'m>(&self, maps: &'m [Mapping]) -> anyhow::Result<&'m Mapping> {
         use std::os::unix::fs::MetadataExt as _;

@@ -1,0 +1,106 @@
+//! Step 4 for locks: configure the mutex maps and attach the mutex programs, on the same loaded
+//! BPF object as the GIL probes (dropping it detaches everything).
+use std::num::NonZeroU32;
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap},
+    programs::{
+        RawTracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
+};
+use observer_common::{MUTEX_CFG_ALL, MUTEX_CFG_ARMED, MUTEX_CFG_STACKS, MUTEX_CFG_TGID};
+
+use crate::{
+    error::{Exit, user},
+    lock::plan::LockProbe,
+};
+
+/// What the kernel side tracks.
+pub struct LockConfig<'a> {
+    pub pid: u32,
+    /// Every pthread mutex (`--mutexes`); else only `watch`. Custom lock instances are always all tracked.
+    pub all: bool,
+    /// Record call-site stacks (`--mutexes`).
+    pub stacks: bool,
+    /// The `--lock` addresses.
+    pub watch: &'a [u64],
+}
+
+pub fn attach(
+    ebpf: &mut Ebpf,
+    config: &LockConfig<'_>,
+    probes: &[LockProbe],
+) -> anyhow::Result<()> {
+    {
+        let mut cfg: Array<_, u64> = Array::try_from(
+            ebpf.map_mut("MUTEX_CONFIG")
+                .context("MUTEX_CONFIG map missing")?,
+        )?;
+        cfg.set(MUTEX_CFG_ALL, u64::from(config.all), 0)?;
+        cfg.set(MUTEX_CFG_STACKS, u64::from(config.stacks), 0)?;
+        cfg.set(MUTEX_CFG_TGID, u64::from(config.pid), 0)?;
+    }
+    {
+        let mut watch: HashMap<_, u64, u32> = HashMap::try_from(
+            ebpf.map_mut("MUTEX_WATCH")
+                .context("MUTEX_WATCH map missing")?,
+        )?;
+        for &addr in config.watch {
+            watch.insert(addr, 1, 0)?;
+        }
+    }
+    let pid = NonZeroU32::new(config.pid).ok_or_else(|| anyhow!("PID 0 cannot be observed"))?;
+    let mut loaded: Vec<&'static str> = Vec::new();
+    for p in probes {
+        let prog: &mut UProbe = ebpf
+            .program_mut(p.program)
+            .ok_or_else(|| anyhow!("BPF object has no program {}", p.program))?
+            .try_into()
+            .with_context(|| format!("{} is not a uprobe program", p.program))?;
+        if !loaded.contains(&p.program) {
+            prog.load()
+                .with_context(|| format!("loading BPF program {} (verifier)", p.program))?;
+            loaded.push(p.program);
+        }
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
+            cookie: p.cookie,
+        };
+        prog.attach(point, &p.open_path, UProbeScope::OneProcess(pid))
+            .map_err(|e| refused(e).context(format!("attaching {} to {}", p.program, p.symbol)))?;
+    }
+    // Contention: a futex syscall during a lock call. A raw tracepoint needs no tracefs.
+    let futex: &mut RawTracePoint = ebpf
+        .program_mut("mutex_futex")
+        .ok_or_else(|| anyhow!("BPF object has no program mutex_futex"))?
+        .try_into()
+        .context("mutex_futex is not a raw tracepoint program")?;
+    futex
+        .load()
+        .context("loading BPF program mutex_futex (verifier)")?;
+    futex
+        .attach("sys_enter")
+        .map_err(|e| refused(e).context("attaching mutex_futex to the sys_enter tracepoint"))?;
+    // Everything is in place: start tracking lock calls.
+    let mut cfg: Array<_, u64> = Array::try_from(
+        ebpf.map_mut("MUTEX_CONFIG")
+            .context("MUTEX_CONFIG map missing")?,
+    )?;
+    cfg.set(MUTEX_CFG_ARMED, 1, 0)?;
+    Ok(())
+}
+
+fn refused(e: aya::programs::ProgramError) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("Permission denied") || text.contains("Operation not permitted") {
+        user(
+            Exit::Privileges,
+            format!("attaching a probe was refused ({text}): run gilwatch as root"),
+        )
+    } else {
+        anyhow!(text)
+    }
+}

@@ -1,0 +1,164 @@
+//! Step 5 for locks: read what the kernel aggregated per (lock, thread).
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap},
+};
+use observer_common::{
+    HIST_BUCKETS, Histogram, MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL, MutexCounts, MutexKey,
+    MutexSite, MutexSiteKey, MutexStatKind,
+};
+
+use crate::{collect::monotonic_ns, histogram::Distribution};
+
+/// One thread's cumulative numbers for one lock.
+#[derive(Clone, Default)]
+pub struct ThreadLockSample {
+    pub counts: MutexCounts,
+    pub wait: Distribution,
+    pub hold: Distribution,
+    pub cond_wait: Distribution,
+    pub failed_wait: Distribution,
+}
+
+/// What one call stack did to one lock.
+#[derive(Clone, Copy)]
+pub struct Site {
+    pub addr: u64,
+    /// Return address of the lock call.
+    pub caller: u64,
+    pub stack_id: u32,
+    pub numbers: MutexSite,
+}
+
+/// Everything the mutex maps had at one moment (cumulative since attach).
+#[derive(Clone, Default)]
+pub struct LockSnapshot {
+    pub at_ns: u64,
+    /// lock address (custom instances tagged) → tid → numbers.
+    pub locks: BTreeMap<u64, BTreeMap<u32, ThreadLockSample>>,
+    /// Call sites (`--mutexes`).
+    pub sites: Vec<Site>,
+    pub lost_events: u64,
+}
+
+pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
+    let mut snap = LockSnapshot {
+        at_ns: monotonic_ns(),
+        ..Default::default()
+    };
+    let stats: BpfHashMap<&MapData, MutexKey, Histogram> =
+        BpfHashMap::try_from(ebpf.map("MUTEX_STATS").context("MUTEX_STATS map missing")?)?;
+    for entry in stats.iter() {
+        // An entry can vanish between listing keys and reading it; skip it this round.
+        let Ok((key, hist)) = entry else { continue };
+        let t = snap
+            .locks
+            .entry(key.addr)
+            .or_default()
+            .entry(key.tid)
+            .or_default();
+        let d = Distribution::from(&hist);
+        match key.kind {
+            k if k == MutexStatKind::Wait as u32 => t.wait = d,
+            k if k == MutexStatKind::Hold as u32 => t.hold = d,
+            k if k == MutexStatKind::CondWait as u32 => t.cond_wait = d,
+            k if k == MutexStatKind::FailedWait as u32 => t.failed_wait = d,
+            _ => {}
+        }
+    }
+    let counts: BpfHashMap<&MapData, MutexKey, MutexCounts> = BpfHashMap::try_from(
+        ebpf.map("MUTEX_COUNTS")
+            .context("MUTEX_COUNTS map missing")?,
+    )?;
+    for entry in counts.iter() {
+        let Ok((key, c)) = entry else { continue };
+        snap.locks
+            .entry(key.addr)
+            .or_default()
+            .entry(key.tid)
+            .or_default()
+            .counts = c;
+    }
+    let sites: BpfHashMap<&MapData, MutexSiteKey, MutexSite> =
+        BpfHashMap::try_from(ebpf.map("MUTEX_SITES").context("MUTEX_SITES map missing")?)?;
+    snap.sites = sites
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, s)| Site {
+            addr: k.addr,
+            caller: k.caller,
+            stack_id: k.stack_id,
+            numbers: s,
+        })
+        .collect();
+    let errors: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+        ebpf.map("MUTEX_ERRORS")
+            .context("MUTEX_ERRORS map missing")?,
+    )?;
+    for idx in [MUTEX_ERR_STATS_FULL, MUTEX_ERR_STATE_FULL] {
+        if let Ok(per_cpu) = errors.get(&idx, 0) {
+            snap.lost_events += per_cpu.iter().sum::<u64>();
+        }
+    }
+    Ok(snap)
+}
+
+/// The instruction pointers of a recorded user stack, innermost first.
+pub fn stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
+    let Some(map) = ebpf.map("MUTEX_STACKS") else {
+        return Vec::new();
+    };
+    let Ok(stacks) = StackTraceMap::<&MapData>::try_from(map) else {
+        return Vec::new();
+    };
+    stacks
+        .get(&stack_id, 0)
+        .map(|s| s.frames().iter().map(|f| f.ip).collect())
+        .unwrap_or_default()
+}
+
+/// Sum of distributions (a lock's numbers over all its threads).
+pub fn merge(into: &mut Distribution, d: &Distribution) {
+    into.count += d.count;
+    into.total_ns += d.total_ns;
+    into.max_ns = into.max_ns.max(d.max_ns);
+    for i in 0..HIST_BUCKETS {
+        into.buckets[i] += d.buckets[i];
+    }
+}
+
+/// Sum of counters.
+pub fn add_counts(into: &mut MutexCounts, c: &MutexCounts) {
+    into.acquisitions += c.acquisitions;
+    into.contended += c.contended;
+    into.trylock_busy += c.trylock_busy;
+    into.failed += c.failed;
+    into.recursive += c.recursive;
+}
+
+#[cfg(test)]
+mod tests {
+    use observer_common::bucket_index;
+
+    use super::*;
+
+    #[test]
+    fn merging_adds_counts_and_keeps_the_max() {
+        let mut a = Distribution::default();
+        let mut b = Distribution::default();
+        for (d, v) in [(&mut a, 1000u64), (&mut b, 2_000_000)] {
+            d.count = 1;
+            d.total_ns = v;
+            d.max_ns = v;
+            d.buckets[bucket_index(v)] = 1;
+        }
+        merge(&mut a, &b);
+        assert_eq!(a.count, 2);
+        assert_eq!(a.total_ns, 2_001_000);
+        assert_eq!(a.max_ns, 2_000_000);
+        assert_eq!(a.buckets.iter().sum::<u64>(), 2);
+    }
+}

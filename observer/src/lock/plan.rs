@@ -1,0 +1,235 @@
+//! Step 3 for locks: which kernel program goes on which function of which object.
+//!
+//! The pthread functions live in libc.so.6 on glibc 2.34+ and in libpthread.so.0 before (where
+//! libc.so.6 only has forwarders that call libpthread's): libpthread first, then libc, then the
+//! executable (static builds). A function can have several versions at different addresses
+//! (`pthread_cond_wait@GLIBC_2.2.5` and `@@GLIBC_2.3.2`): every version is probed, so the one the
+//! program binds is covered whichever it is.
+use std::path::PathBuf;
+
+use object::SymbolKind;
+
+use crate::{
+    error::{Exit, user},
+    lock::{
+        locate::Function,
+        objects::{AddressSpace, MappedObject, file_offset},
+    },
+};
+
+/// A kernel program (by its name in observer-ebpf/src/mutex.rs) and where it attaches.
+#[derive(Debug, Clone)]
+pub struct LockProbe {
+    pub program: &'static str,
+    /// `object:function`, for messages and the report.
+    pub symbol: String,
+    pub open_path: PathBuf,
+    pub file_offset: u64,
+    /// For custom lock functions: which argument identifies the lock.
+    pub cookie: Option<u64>,
+}
+
+/// The pthread functions, what probes their entry, and whether their return is probed.
+const PTHREAD_FUNCTIONS: &[(&str, &str, bool)] = &[
+    ("pthread_mutex_lock", "mutex_lock_enter", true),
+    ("pthread_mutex_trylock", "mutex_trylock_enter", true),
+    ("pthread_mutex_timedlock", "mutex_timedlock_enter", true),
+    ("pthread_mutex_clocklock", "mutex_timedlock_enter", true),
+    ("pthread_mutex_unlock", "mutex_unlock_enter", false),
+    ("pthread_cond_wait", "cond_wait_enter", true),
+    ("pthread_cond_timedwait", "cond_wait_enter", true),
+    ("pthread_cond_clockwait", "cond_wait_enter", true),
+];
+const PTHREAD_RETURN: &str = "mutex_lock_return";
+
+/// Where the pthread functions are: the objects searched, in order.
+fn pthread_objects(space: &AddressSpace) -> Vec<&MappedObject> {
+    let mut v: Vec<&MappedObject> = space.objects_named("libpthread.so").collect();
+    v.extend(space.objects_named("libc.so"));
+    v.extend(space.objects.iter().filter(|o| o.is_executable));
+    v
+}
+
+/// Probes for every pthread mutex and condition-wait function.
+pub fn pthread_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<LockProbe>> {
+    let objects = pthread_objects(space);
+    let mut probes = Vec::new();
+    for &(name, program, ret) in PTHREAD_FUNCTIONS {
+        // The first object that defines the function; every version of it there.
+        let Some((obj, addrs)) = objects.iter().find_map(|o| {
+            let mut addrs: Vec<u64> = o
+                .symbols
+                .iter()
+                .filter(|s| s.name == name && s.kind == SymbolKind::Text)
+                .map(|s| s.address)
+                .collect();
+            addrs.sort_unstable();
+            addrs.dedup();
+            (!addrs.is_empty()).then_some((o, addrs))
+        }) else {
+            continue; // e.g. pthread_mutex_clocklock before glibc 2.30
+        };
+        let Some(elf) = obj.elf() else { continue };
+        for addr in addrs {
+            let Some(off) = file_offset(&elf, addr) else {
+                continue;
+            };
+            let symbol = format!("{}:{name}", obj.file_name());
+            probes.push(LockProbe {
+                program,
+                symbol: symbol.clone(),
+                open_path: obj.open_path.clone(),
+                file_offset: off,
+                cookie: None,
+            });
+            if ret {
+                probes.push(LockProbe {
+                    program: PTHREAD_RETURN,
+                    symbol,
+                    open_path: obj.open_path.clone(),
+                    file_offset: off,
+                    cookie: None,
+                });
+            }
+        }
+    }
+    if !probes
+        .iter()
+        .any(|p| p.symbol.ends_with(":pthread_mutex_lock"))
+    {
+        return Err(user(
+            Exit::Unsupported,
+            format!(
+                "PID {pid} has no pthread_mutex_lock in libc.so.6, libpthread.so.0 or its executable \
+                 (a stripped static binary, or not glibc): use --lock-fns with your program's own lock functions"
+            ),
+        ));
+    }
+    Ok(probes)
+}
+
+/// Probes for the `pair`-th `--lock-fns ACQUIRE:RELEASE:ARG` (the cookie carries both numbers).
+pub fn custom_probes(acquire: &Function, release: &Function, arg: u8, pair: u8) -> Vec<LockProbe> {
+    let at = |program, f: &Function| LockProbe {
+        program,
+        symbol: f.symbol.clone(),
+        open_path: f.open_path.clone(),
+        file_offset: f.file_offset,
+        cookie: Some(u64::from(arg) | (u64::from(pair & 0x7f) << 8)),
+    };
+    vec![
+        at("lockfn_acquire_enter", acquire),
+        at("lockfn_acquire_return", acquire),
+        at("lockfn_release_enter", release),
+    ]
+}
+
+/// The probed functions, deduplicated, for the report header.
+pub fn symbols(probes: &[LockProbe]) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for p in probes {
+        if !v.contains(&p.symbol) {
+            v.push(p.symbol.clone());
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::lock::objects::symbols;
+
+    const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+
+    fn object(path: &str, data: &[u8], with_symbols: bool) -> MappedObject {
+        MappedObject {
+            path: path.to_owned(),
+            open_path: Path::new(path).to_owned(),
+            bias: 0,
+            is_executable: false,
+            data: data.to_vec(),
+            symbols: if with_symbols {
+                symbols(data)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn space(objects: Vec<MappedObject>) -> AddressSpace {
+        AddressSpace {
+            regions: Vec::new(),
+            objects,
+        }
+    }
+
+    #[test]
+    fn every_version_of_the_condition_wait_is_probed() {
+        let data = std::fs::read(LIBC).expect("this machine's glibc");
+        let probes = pthread_probes(&space(vec![object(LIBC, &data, true)]), 1).unwrap();
+        // glibc exports pthread_cond_wait@GLIBC_2.2.5 and @@GLIBC_2.3.2 at two addresses.
+        let enters: Vec<u64> = probes
+            .iter()
+            .filter(|p| p.program == "cond_wait_enter" && p.symbol == "libc.so.6:pthread_cond_wait")
+            .map(|p| p.file_offset)
+            .collect();
+        assert_eq!(enters.len(), 2, "{probes:?}");
+        assert_ne!(enters[0], enters[1]);
+        // Each entry probe of a lock call has its return probe at the same place.
+        for p in probes.iter().filter(|p| p.program == "mutex_lock_enter") {
+            assert!(
+                probes
+                    .iter()
+                    .any(|r| r.program == PTHREAD_RETURN && r.file_offset == p.file_offset)
+            );
+        }
+        assert!(probes.iter().any(|p| p.program == "mutex_unlock_enter"));
+    }
+
+    #[test]
+    fn libpthread_wins_when_it_defines_the_functions_else_libc() {
+        let data = std::fs::read(LIBC).expect("this machine's glibc");
+        // glibc < 2.34: the real functions are in libpthread.so.0 (stand-in: the same file).
+        let old = space(vec![
+            object("/lib/libc.so.6", &data, true),
+            object("/lib/libpthread.so.0", &data, true),
+        ]);
+        let probes = pthread_probes(&old, 1).unwrap();
+        assert!(
+            probes
+                .iter()
+                .all(|p| p.symbol.starts_with("libpthread.so.0:"))
+        );
+        // glibc 2.34+: libpthread.so.0 is an empty stub.
+        let new = space(vec![
+            object("/lib/libc.so.6", &data, true),
+            object("/lib/libpthread.so.0", &data, false),
+        ]);
+        let probes = pthread_probes(&new, 1).unwrap();
+        assert!(probes.iter().all(|p| p.symbol.starts_with("libc.so.6:")));
+    }
+
+    #[test]
+    fn no_pthread_functions_is_a_clear_error() {
+        let err = pthread_probes(&space(Vec::new()), 42).unwrap_err();
+        assert!(
+            err.to_string().contains("PID 42 has no pthread_mutex_lock"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn custom_cookies_carry_argument_and_pair() {
+        let f = Function {
+            symbol: "x:f".into(),
+            open_path: "/x".into(),
+            file_offset: 16,
+        };
+        let p = custom_probes(&f, &f, 2, 3);
+        assert_eq!(p.len(), 3);
+        assert!(p.iter().all(|p| p.cookie == Some(2 | (3 << 8))));
+    }
+}

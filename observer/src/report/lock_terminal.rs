@@ -1,0 +1,252 @@
+//! The human lock report: per lock a summary line, a per-thread table, hold and wait histograms
+//! and (discovery) the call sites that waited most.
+use std::fmt::Write as _;
+
+use super::{
+    EndReason,
+    lock::{LockEntry, LockReport},
+    terminal::{bars, fmt_ns},
+};
+
+fn pct(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}%")
+    } else {
+        format!("{x:.1}%")
+    }
+}
+
+/// Locks shown in full in discovery; the rest get one line each.
+const DISCOVER_FULL: usize = 5;
+
+pub fn final_report(r: &LockReport) -> String {
+    let mut out = String::new();
+    let ended = match r.ended {
+        EndReason::Running | EndReason::Duration => "duration reached",
+        EndReason::Interrupted => "interrupted (Ctrl-C)",
+        EndReason::Terminated => "terminated (SIGTERM)",
+        EndReason::TargetExited => "target exited",
+    };
+    let what = if r.mode == "discover" {
+        "contended pthread mutexes (--mutexes)"
+    } else {
+        "locks"
+    };
+    let _ = writeln!(out, "gilwatch · PID {} · {what}", r.pid);
+    let _ = writeln!(out, "probes: {}", short_probes(&r.probes));
+    let _ = writeln!(out, "observed {} · ended: {ended}", fmt_ns(r.duration_ns));
+    if r.lost_events > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} lock events were lost (kernel map full): numbers are incomplete",
+            r.lost_events
+        );
+    }
+    if r.locks.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNo contended pthread mutex: no thread had to wait for a mutex while gilwatch watched."
+        );
+        return out;
+    }
+    if r.mode == "discover" {
+        let _ = writeln!(
+            out,
+            "\n  RANK  {:<40} {:>8} {:>8} {:>9} {:>6} {:>6}",
+            "MUTEX", "ACQ", "CONTENDED", "WAIT", "%wall", "HELD"
+        );
+        for (i, l) in r.locks.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {:>4}  {:<40} {:>8} {:>8} {:>9} {:>6} {:>6}",
+                i + 1,
+                label(l),
+                l.counts.acquisitions,
+                l.counts.contended,
+                fmt_ns(l.wait_ns.total),
+                pct(l.wait_pct),
+                pct(l.held_pct)
+            );
+        }
+    }
+    let full = if r.mode == "discover" {
+        DISCOVER_FULL
+    } else {
+        usize::MAX
+    };
+    for l in r.locks.iter().take(full) {
+        out.push('\n');
+        out.push_str(&lock_block(l, r.duration_ns));
+    }
+    out
+}
+
+/// `libc.so.6:pthread_mutex_lock, …` → `pthread_mutex_lock, … (libc.so.6)` when one object.
+fn short_probes(probes: &[String]) -> String {
+    let objects: Vec<&str> = probes
+        .iter()
+        .filter_map(|p| p.split_once(':').map(|x| x.0))
+        .collect();
+    match objects.first() {
+        Some(first) if objects.iter().all(|o| o == first) => {
+            let names: Vec<&str> = probes
+                .iter()
+                .filter_map(|p| p.split_once(':').map(|x| x.1))
+                .collect();
+            format!("{} in {first}", names.join(", "))
+        }
+        _ => probes.join(", "),
+    }
+}
+
+fn label(l: &LockEntry) -> String {
+    match (&l.symbol, &l.spec) {
+        (Some(s), Some(spec)) if l.kind == "custom" => format!("{spec} on {s} @ {}", l.addr),
+        (Some(s), _) => format!("{s} @ {}", l.addr),
+        (None, Some(spec)) if l.kind == "custom" => format!("{spec} instance {}", l.addr),
+        _ => l.addr.clone(),
+    }
+}
+
+fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
+    let mut out = String::new();
+    let c = &l.counts;
+    let contended_pct = if c.acquisitions > 0 {
+        format!(
+            " ({:.0}%)",
+            c.contended as f64 * 100.0 / c.acquisitions as f64
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "{} {} · held {} of wall time · threads waited {} (summed) · {} acquisitions, {} contended{contended_pct}",
+        if l.kind == "custom" {
+            "custom lock"
+        } else {
+            "mutex"
+        },
+        label(l),
+        pct(l.held_pct),
+        pct(l.wait_pct),
+        c.acquisitions,
+        c.contended
+    );
+    let mut extra = Vec::new();
+    if c.trylock_busy > 0 {
+        extra.push(format!("{} trylock busy", c.trylock_busy));
+    }
+    if c.failed > 0 {
+        extra.push(format!(
+            "{} failed (timed out or error) after {} total",
+            c.failed,
+            fmt_ns(l.failed_wait_ns.total)
+        ));
+    }
+    if c.recursive > 0 {
+        extra.push(format!("{} recursive re-locks", c.recursive));
+    }
+    if l.cond_wait_ns.count > 0 {
+        extra.push(format!(
+            "condition waits n={} total {} p50 {} max {} (neither hold nor wait)",
+            l.cond_wait_ns.count,
+            fmt_ns(l.cond_wait_ns.total),
+            fmt_ns(l.cond_wait_ns.p50),
+            fmt_ns(l.cond_wait_ns.max)
+        ));
+    }
+    if !extra.is_empty() {
+        let _ = writeln!(out, "  {}", extra.join(" · "));
+    }
+    if l.threads.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no thread took or released it while gilwatch watched"
+        );
+        return out;
+    }
+    let name_w = l
+        .threads
+        .iter()
+        .map(|t| t.name.chars().count())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, 20);
+    let dur = duration_ns.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "{:>7}  {:<name_w$}  {:>6} {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
+        "TID",
+        "THREAD",
+        "ACQ",
+        "CONT",
+        "WAIT",
+        "%wall",
+        "p50",
+        "p99",
+        "max",
+        "HOLD",
+        "%wall",
+        "p50",
+        "p99",
+        "max"
+    );
+    for t in l.threads.iter().take(40) {
+        let name: String = t.name.chars().take(name_w).collect();
+        let _ = writeln!(
+            out,
+            "{:>7}  {:<name_w$}  {:>6} {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
+            t.tid,
+            name,
+            t.counts.acquisitions,
+            t.counts.contended,
+            fmt_ns(t.wait_ns.total),
+            pct(t.wait_ns.total as f64 * 100.0 / dur),
+            fmt_ns(t.wait_ns.p50),
+            fmt_ns(t.wait_ns.p99),
+            fmt_ns(t.wait_ns.max),
+            fmt_ns(t.hold_ns.total),
+            pct(t.hold_ns.total as f64 * 100.0 / dur),
+            fmt_ns(t.hold_ns.p50),
+            fmt_ns(t.hold_ns.p99),
+            fmt_ns(t.hold_ns.max),
+        );
+    }
+    for (title, s, hist) in [
+        ("hold", &l.hold_ns, &l.hold_hist),
+        ("wait", &l.wait_ns, &l.wait_hist),
+    ] {
+        if s.count == 0 {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  {title} · all threads · n={} p50 {} p90 {} p99 {} max {}",
+            s.count,
+            fmt_ns(s.p50),
+            fmt_ns(s.p90),
+            fmt_ns(s.p99),
+            fmt_ns(s.max)
+        );
+        out.push_str(&bars(hist, 30));
+    }
+    if !l.call_sites.is_empty() {
+        let _ = writeln!(out, "  call sites (most waiting first):");
+        for s in &l.call_sites {
+            let _ = writeln!(
+                out,
+                "    wait {:>7} · {:>6} acq · {:>6} contended · {}",
+                fmt_ns(s.wait_ns),
+                s.acquisitions,
+                s.contended,
+                if s.frames.is_empty() {
+                    "(call site unknown)".to_owned()
+                } else {
+                    s.frames.join(" ← ")
+                }
+            );
+        }
+    }
+    out
+}
