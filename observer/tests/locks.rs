@@ -264,11 +264,13 @@ fn four_threads_hold_two_ms_and_wait_for_the_other_three() {
         // 0.2 ms pause: ≈ 3 holds per wait when turns rotate. glibc mutexes are not fair (a
         // thread back from its pause can barge in, more so on a loaded machine), so per turn
         // allow 0.75 (it arrived during a hold and barged in next) to 3.5 holds (all three
-        // others went first, plus wake-ups).
+        // others went first, plus wake-ups). Under load a thread can barge in repeatedly: 0.5
+        // still tells "waits for others' holds" from "never waits". The totals above are the
+        // exact check (against the program's own clock).
         let mean_wait = ns(&t["wait_ns"]["total"]) / iters as f64;
         let holds = mean_wait / mean_hold;
         assert!(
-            (0.75..=3.5).contains(&holds),
+            (0.5..=3.5).contains(&holds),
             "tid {tid}: mean wait {:.2} ms = {holds:.2} holds of {:.2} ms",
             mean_wait / 1e6,
             mean_hold / 1e6
@@ -719,10 +721,11 @@ fn a_lock_run_ends_on_ctrl_c_or_sigterm_with_its_report_and_no_probes_left() {
 
 #[test]
 #[ignore = "needs root: cargo xtask test"]
-fn a_stripped_python_gets_the_lock_report_without_the_gil_report() {
+fn a_stripped_python_gets_the_gil_report_and_the_lock_report() {
     require_root();
-    // Debian's /usr/bin/python3 is stripped: no take_gil/drop_gil to probe (exit 4 without lock
-    // options), but its mutexes can be watched. The contended one is the GIL's own mutex.
+    // Debian's /usr/bin/python3 is stripped: its GIL is probed through libc (the `libc`
+    // strategy) while `--mutexes` probes the same pthread functions for every mutex. Both reports
+    // come, and the most contended mutex is the GIL's own.
     let python = Path::new("/usr/bin/python3");
     assert!(
         python.exists(),
@@ -740,7 +743,18 @@ fn a_stripped_python_gets_the_lock_report_without_the_gil_report() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{}: {err}", out.status);
-    assert!(err.contains("no GIL report"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let gil: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "final")
+        .unwrap_or_else(|| panic!("no GIL report in: {stdout}"));
+    assert_eq!(gil["interpreter"]["strategy"], "libc");
+    assert!(
+        gil["gil"]["wait_pct"].as_f64().unwrap_or(0.0) > 100.0,
+        "{}",
+        gil["gil"]
+    );
     let r = last_json(&out.stdout);
     assert_eq!(r["kind"], "locks");
     let top = &r["locks"][0];
