@@ -51,10 +51,10 @@ impl Session<'_> {
         let mut sigterm =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let start = Instant::now();
-        let first = Snapshot {
-            at_ns: collect::monotonic_ns(),
-            ..Default::default()
-        };
+        // The baseline is the kernel's own counts now, not zero: the probes have been recording
+        // since attach (finding the GIL and naming threads came in between), and everything
+        // before the window's start must stay out of it.
+        let first = collect::snapshot(self.attached, true)?;
         let deadline = self.duration.map(|d| start + d);
         let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
         // Poll fast while the GIL's address is still unknown: every millisecond before it is

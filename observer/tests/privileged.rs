@@ -311,26 +311,33 @@ fn probes_are_removed_on_every_exit_path() {
     let py = pythons().pop().expect("a python");
     let target = Target::launch(&py, "contended.py", &["60", "2"]);
     for (signal, ended) in [(libc::SIGINT, "interrupted"), (libc::SIGTERM, "terminated")] {
-        let child = Command::new(GILWATCH)
-            .args(["-p", &target.pid().to_string(), "-q", "--json", "-"])
+        let mut child = Command::new(GILWATCH)
+            .args([
+                "-p",
+                &target.pid().to_string(),
+                "-i",
+                "300ms",
+                "--json",
+                "-",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("gilwatch");
-        // Attached means our programs are loaded; poll for them rather than sleep blindly.
-        let mut seen = Vec::new();
-        for _ in 0..100 {
-            seen = loaded_gilwatch_programs();
-            if seen.len() >= 3 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        // Its first live table (on stderr, as JSON goes to stdout) means it is attached and
+        // counting; then its programs must be in the kernel.
+        let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        while !line.starts_with("──") {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut err, &mut line).expect("gilwatch stderr");
+            assert!(n > 0, "gilwatch ended before its first live table");
         }
+        let seen = loaded_gilwatch_programs();
         assert!(
             seen.len() >= 3,
-            "gilwatch's programs never showed up in bpftool: {seen:?}"
+            "gilwatch's programs are not in the kernel: {seen:?}"
         );
-        std::thread::sleep(Duration::from_millis(500));
         // SAFETY: sending a signal to our own child.
         unsafe { libc::kill(child.id() as i32, signal) };
         let out = wait_output(child, Duration::from_secs(10));
