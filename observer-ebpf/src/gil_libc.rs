@@ -29,7 +29,7 @@ use crate::{THREADS, current_tid, now_ns, record, track_thread};
 static GIL_ADDRS: Array<u64> = Array::with_max_entries(GIL_ADDR_SLOTS, 0);
 
 #[inline(always)]
-fn gil_addr(slot: u32) -> u64 {
+pub(crate) fn gil_addr(slot: u32) -> u64 {
     GIL_ADDRS.get(slot).copied().unwrap_or(0)
 }
 

@@ -1,9 +1,16 @@
 //! Kernel programs: per-thread GIL wait and hold, aggregated into histograms in a map.
 //!
-//! Three probe points per interpreter: take_gil entry (a thread starts waiting), take_gil return
-//! (it has the GIL: the wait ends, the hold starts) and drop_gil entry (the hold ends). Each
-//! thread only ever updates its own entries, so no atomics are needed: one thread never runs on
-//! two CPUs at once.
+//! Two designs for interpreters with symbols (see gil/plan.rs for which runs where):
+//! - two traps per GIL cycle (`gil_cond_wait`): take_gil entry starts the wait *and* tentatively
+//!   the hold, because an uncontended take has the GIL at once; only a contended take blocks in
+//!   `pthread_cond_timedwait(&gil->cond)`, whose return moves the hold start to when the waiter
+//!   woke up (the last wake-up before drop_gil is the acquisition). drop_gil entry then records
+//!   both the wait and the hold. No uretprobe on the hot path.
+//! - three traps (3.6/3.7, whose GIL gilwatch cannot locate in memory): take_gil entry, take_gil
+//!   return (a uretprobe) and drop_gil entry.
+//!
+//! Each thread only ever updates its own entries, so no atomics are needed: one thread never runs
+//! on two CPUs at once.
 #![no_std]
 #![no_main]
 
@@ -13,6 +20,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
+mod gil_cond_wait;
 mod gil_libc;
 
 use observer_common::{
@@ -91,13 +99,16 @@ pub(crate) fn record(tid: u32, kind: StatKind, ns: u64) {
 }
 
 #[inline(always)]
-fn take_enter(tstate: u64) {
+fn take_enter(tstate: u64, tentative_hold: bool) {
     let tid = current_tid();
+    let now = now_ns();
     track_thread(
         tid,
         ThreadGilState {
-            take_start_ns: now_ns(),
-            hold_start_ns: 0,
+            take_start_ns: now,
+            // With the two-trap design nothing marks the acquisition of an uncontended take:
+            // it is now, give or take the GIL mutex (nanoseconds). A contended take moves it.
+            hold_start_ns: if tentative_hold { now } else { 0 },
             tstate,
         },
     );
@@ -114,14 +125,28 @@ pub(crate) fn track_thread(tid: u32, st: ThreadGilState) {
 /// take_gil(tstate): 3.6–3.7, 3.9+, and 3.8's `take_gil.constprop.*` clone.
 #[uprobe]
 pub fn take_gil_enter_arg0(ctx: ProbeContext) -> u32 {
-    take_enter(ctx.arg::<u64>(0).unwrap_or(0));
+    take_enter(ctx.arg::<u64>(0).unwrap_or(0), false);
     0
 }
 
 /// take_gil(ceval, tstate): 3.8's out-of-line original.
 #[uprobe]
 pub fn take_gil_enter_arg1(ctx: ProbeContext) -> u32 {
-    take_enter(ctx.arg::<u64>(1).unwrap_or(0));
+    take_enter(ctx.arg::<u64>(1).unwrap_or(0), false);
+    0
+}
+
+/// Two-trap design, take_gil(tstate): the wait starts, and the hold tentatively too.
+#[uprobe]
+pub fn take_gil_tentative_arg0(ctx: ProbeContext) -> u32 {
+    take_enter(ctx.arg::<u64>(0).unwrap_or(0), true);
+    0
+}
+
+/// Two-trap design, 3.8's take_gil(ceval, tstate).
+#[uprobe]
+pub fn take_gil_tentative_arg1(ctx: ProbeContext) -> u32 {
+    take_enter(ctx.arg::<u64>(1).unwrap_or(0), true);
     0
 }
 
@@ -147,6 +172,8 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// Ends a hold. With the two-trap design the wait that preceded it is recorded here too: its
+/// end (the hold's start) was only final once the thread stopped waking up in take_gil.
 #[uprobe]
 pub fn drop_gil_enter(_ctx: ProbeContext) -> u32 {
     let tid = current_tid();
@@ -154,16 +181,22 @@ pub fn drop_gil_enter(_ctx: ProbeContext) -> u32 {
         return 0;
     };
     // SAFETY: this thread's own entry.
-    let start = unsafe { (*st).hold_start_ns };
-    if start == 0 {
+    let (take, hold) = unsafe { ((*st).take_start_ns, (*st).hold_start_ns) };
+    if hold == 0 {
         // Not a hold we saw begin: the GIL was taken before we attached, or take_gil is dropping
         // it on a thread's way out during finalization.
         return 0;
     }
     let now = now_ns();
     // SAFETY: as above.
-    unsafe { (*st).hold_start_ns = 0 };
-    record(tid, StatKind::Hold, now - start);
+    unsafe {
+        (*st).take_start_ns = 0;
+        (*st).hold_start_ns = 0;
+    }
+    if take != 0 {
+        record(tid, StatKind::Wait, hold.saturating_sub(take));
+    }
+    record(tid, StatKind::Hold, now.saturating_sub(hold));
     0
 }
 

@@ -49,6 +49,24 @@ pub fn thread_states(attached: &Attached) -> anyhow::Result<HashMap<u32, ThreadG
     Ok(map.iter().filter_map(Result::ok).collect())
 }
 
+/// A thread's spans still under way at `now`: (wait, hold).
+///
+/// Three states are possible: waiting (take started, no hold), holding (hold started, the take
+/// already recorded or never seen), and — two-trap design only — holding after a wait that is
+/// recorded only when the hold ends (take and hold both set): that wait is over, its length known.
+fn open_spans(st: &ThreadGilState, now: u64) -> (Option<u64>, Option<u64>) {
+    let (take, hold) = (st.take_start_ns, st.hold_start_ns);
+    match (take != 0, hold != 0) {
+        (true, false) => (Some(now.saturating_sub(take)), None),
+        (false, true) => (None, Some(now.saturating_sub(hold))),
+        (true, true) => (
+            Some(hold.saturating_sub(take)),
+            Some(now.saturating_sub(hold)),
+        ),
+        (false, false) => (None, None),
+    }
+}
+
 /// `include_open`: count spans still open now (false once the target has exited: its last spans
 /// ended at an unknown moment, and must not keep growing until we read them).
 pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snapshot> {
@@ -75,8 +93,7 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
         if st.tstate != 0 {
             snap.tstates.insert(tid, st.tstate);
         }
-        let open_hold = (st.hold_start_ns != 0).then(|| now.saturating_sub(st.hold_start_ns));
-        let open_wait = (st.take_start_ns != 0).then(|| now.saturating_sub(st.take_start_ns));
+        let (open_wait, open_hold) = open_spans(&st, now);
         if include_open && (open_hold.is_some() || open_wait.is_some()) {
             let t = snap.threads.entry(tid).or_default();
             if let Some(ns) = open_hold {
@@ -95,4 +112,26 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
         }
     }
     Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(take: u64, hold: u64) -> ThreadGilState {
+        ThreadGilState {
+            take_start_ns: take,
+            hold_start_ns: hold,
+            tstate: 0,
+        }
+    }
+
+    #[test]
+    fn open_spans_cover_every_state() {
+        assert_eq!(open_spans(&st(0, 0), 100), (None, None));
+        assert_eq!(open_spans(&st(40, 0), 100), (Some(60), None));
+        assert_eq!(open_spans(&st(0, 70), 100), (None, Some(30)));
+        // Two-trap design: waited 40→70 (recorded at drop_gil), holding since 70.
+        assert_eq!(open_spans(&st(40, 70), 100), (Some(30), Some(30)));
+    }
 }

@@ -122,7 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     preflight::check_privileges()?;
 
     // Locate and plan; for `-- CMD`, start the command held at its gate.
-    let (target, mut child) = match cli.pid {
+    let (target, child) = match cli.pid {
         Some(pid) => (prepare(pid, cli.strategy)?, None),
         None => {
             let resolved = launch::resolve(&cli.command)?;
@@ -148,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let Target {
         process,
-        mut interpreter,
+        interpreter,
         plan,
         ..
     } = target;
@@ -163,8 +163,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     })?;
     let mut gil_location = None;
-    if (plan.needs_gil_address() || interpreter.free_threaded) && child.is_none() {
-        let gil = find_gil(&process, &interpreter)?;
+    let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();
+    if (wants_gil || interpreter.free_threaded) && child.is_none() {
+        let gil = match find_gil(&process, &interpreter) {
+            Ok(gil) => gil,
+            // Two-trap symtab works without it (any timed wait inside take_gil is the GIL's).
+            Err(_) if !plan.needs_gil_address() && !interpreter.free_threaded => {
+                return run_attached(cli, process, interpreter, plan, attached, child, None);
+            }
+            Err(e) => return Err(e),
+        };
         if gil.enabled == Some(false) {
             return Err(user(
                 Exit::Unsupported,
@@ -175,11 +183,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
             ));
         }
-        if plan.needs_gil_address() {
+        if wants_gil {
             attached.set_gil_address(&gil)?;
         }
         gil_location = Some(gil.how);
     }
+    run_attached(cli, process, interpreter, plan, attached, child, gil_location)
+}
+
+/// The run once probes are in place: release a gated command, watch, report.
+fn run_attached(
+    cli: Cli,
+    process: Process,
+    mut interpreter: locate::Interpreter,
+    plan: plan::ProbePlan,
+    mut attached: attach::Attached,
+    mut child: Option<launch::GatedChild>,
+    gil_location: Option<String>,
+) -> anyhow::Result<ExitCode> {
     if let Some(c) = child.as_mut() {
         c.release()?;
     }
@@ -209,7 +230,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let gil_pending = plan.needs_gil_address() && child.is_some();
+    let gil_pending =
+        (plan.needs_gil_address() || plan.wants_gil_address()) && child.is_some();
     let session = Session {
         attached: &mut attached,
         process,
