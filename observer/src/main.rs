@@ -188,7 +188,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         gil_location = Some(gil.how);
     }
-    run_attached(cli, process, interpreter, plan, attached, child, gil_location)
+    run_attached(
+        cli,
+        process,
+        interpreter,
+        plan,
+        attached,
+        child,
+        gil_location,
+    )
 }
 
 /// The run once probes are in place: release a gated command, watch, report.
@@ -230,8 +238,7 @@ fn run_attached(
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let gil_pending =
-        (plan.needs_gil_address() || plan.wants_gil_address()) && child.is_some();
+    let gil_pending = (plan.needs_gil_address() || plan.wants_gil_address()) && child.is_some();
     let session = Session {
         attached: &mut attached,
         process,

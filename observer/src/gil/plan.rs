@@ -76,7 +76,9 @@ impl ProbePlan {
     /// The kernel programs filter better with the GIL's address (two-trap symtab: timed waits
     /// on the GIL's condition variable only), and work without it.
     pub fn wants_gil_address(&self) -> bool {
-        self.points.iter().any(|p| p.program == "gil_cond_wait_enter")
+        self.points
+            .iter()
+            .any(|p| p.program == "gil_cond_wait_enter")
     }
 }
 
@@ -105,11 +107,7 @@ fn stripped(interp: &Interpreter) -> anyhow::Error {
     )
 }
 
-fn symtab_plan(
-    interp: &Interpreter,
-    syms: &symbols::GilSymbols,
-    libc: Option<&Libc>,
-) -> ProbePlan {
+fn symtab_plan(interp: &Interpreter, syms: &symbols::GilSymbols, libc: Option<&Libc>) -> ProbePlan {
     let mut points = Vec::new();
     let object = interp.open_path.clone();
     // Two traps per cycle needs the timed wait's entry and return (to see contended takes) and,

@@ -392,7 +392,7 @@ pub fn loaded_gilwatch_programs() -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|p| p["name"].as_str())
-        .filter(|n| n.starts_with("take_gil") || n.starts_with("drop_gil"))
+        .filter(|n| n.starts_with("take_gil") || n.starts_with("drop_gil") || n.starts_with("gil_"))
         .map(str::to_owned)
         .collect()
 }
