@@ -24,8 +24,9 @@ mod gil_cond_wait;
 mod gil_libc;
 
 use observer_common::{
-    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, HIST_BUCKETS, Histogram, MAX_STATS,
-    MAX_THREADS, StatKey, StatKind, ThreadGilState, bucket_index,
+    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, HIST_BUCKETS, HIT_KINDS, HIT_UPROBE,
+    HIT_URETPROBE, Histogram, MAX_STATS, MAX_THREADS, StatKey, StatKind, ThreadGilState,
+    bucket_index,
 };
 
 /// (tid, kind) → distribution. Read (never cleared) by userspace.
@@ -45,6 +46,19 @@ static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
 /// Events we could not record, by cause (ERR_*): reported so a full map is never silent.
 #[map]
 static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ERR_COUNTERS, 0);
+
+/// Probe traps taken, by kind (HIT_UPROBE, HIT_URETPROBE), counted before any filtering: every
+/// trap costs the target the same. The overhead budget (probe/budget.rs) reads them.
+#[map]
+static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIT_KINDS, 0);
+
+#[inline(always)]
+pub(crate) fn count_hit(kind: u32) {
+    if let Some(c) = HITS.get_ptr_mut(kind) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *c += 1 };
+    }
+}
 
 #[inline(always)]
 pub(crate) fn current_tid() -> u32 {
@@ -100,6 +114,7 @@ pub(crate) fn record(tid: u32, kind: StatKind, ns: u64) {
 
 #[inline(always)]
 fn take_enter(tstate: u64, tentative_hold: bool) {
+    count_hit(HIT_UPROBE);
     let tid = current_tid();
     let now = now_ns();
     track_thread(
@@ -152,6 +167,7 @@ pub fn take_gil_tentative_arg1(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
+    count_hit(HIT_URETPROBE);
     let tid = current_tid();
     let Some(st) = THREADS.get_ptr_mut(&tid) else {
         return 0;
@@ -176,6 +192,7 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
 /// end (the hold's start) was only final once the thread stopped waking up in take_gil.
 #[uprobe]
 pub fn drop_gil_enter(_ctx: ProbeContext) -> u32 {
+    count_hit(HIT_UPROBE);
     let tid = current_tid();
     let Some(st) = THREADS.get_ptr_mut(&tid) else {
         return 0;

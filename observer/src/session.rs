@@ -131,6 +131,9 @@ impl Session<'_> {
                 return;
             };
             self.interpreter.refresh_load_bias(&maps);
+            // learn_names sets this when it sees the load bias first; here we did.
+            self.names
+                .set_runtime_addr(self.interpreter.runtime_address_of("_PyRuntime"));
         }
         if self.interpreter.load_bias.is_none() {
             return;
