@@ -26,6 +26,12 @@ pub struct Snapshot {
     pub tstates: HashMap<u32, u64>,
     /// Events dropped because a kernel map was full.
     pub lost_events: u64,
+    /// Probe traps taken since attach: (uprobes, uretprobes).
+    pub hits: (u64, u64),
+    /// Time the probes were attached since attach (less than the wall time when duty cycling).
+    pub probed_ns: u64,
+    /// Whether duty cycling has had the probes off at some point up to now.
+    pub sampled: bool,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -111,6 +117,7 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
             snap.lost_events += per_cpu.iter().sum::<u64>();
         }
     }
+    snap.hits = attached.hits()?;
     Ok(snap)
 }
 

@@ -233,6 +233,7 @@ fn run_attached(
         command: (!cli.command.is_empty()).then_some(cli.command.as_slice()),
         exit_code: None,
         interpreter: info_interp,
+        max_overhead_pct: cli.max_overhead.0,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -248,6 +249,7 @@ fn run_attached(
         info,
         duration: cli.duration,
         gil_pending,
+        max_overhead: cli.max_overhead.0,
     };
     let report = runtime.block_on(session.run(outputs))?;
     // Detach before exiting (also what happens on every error path, as `attached` drops).

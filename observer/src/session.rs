@@ -12,7 +12,10 @@ use crate::{
     collect::{self, Snapshot},
     gil::locate::Interpreter,
     names::ThreadNames,
-    probe::attach::Attached,
+    probe::{
+        attach::Attached,
+        budget::{DutyCycle, Switch},
+    },
     report::{self, EndReason, Report, RunInfo, json, terminal},
     target::{launch::GatedChild, process::Process},
 };
@@ -42,6 +45,8 @@ pub struct Session<'a> {
     /// `-- CMD` with the libc strategy: the GIL's address is written to the kernel once the
     /// interpreter has created it.
     pub gil_pending: bool,
+    /// `--max-overhead`: duty-cycle the probes past this cost (% of one CPU).
+    pub max_overhead: Option<f64>,
 }
 
 impl Session<'_> {
@@ -51,10 +56,15 @@ impl Session<'_> {
         let mut sigterm =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let start = Instant::now();
+        let start_ns = collect::monotonic_ns();
         let first = Snapshot {
-            at_ns: collect::monotonic_ns(),
+            at_ns: start_ns,
+            hits: self.attached.hits()?,
             ..Default::default()
         };
+        let mut duty = self
+            .max_overhead
+            .map(|max| DutyCycle::new(max, start_ns, first.hits));
         let deadline = self.duration.map(|d| start + d);
         let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
         // Poll fast while the GIL's address is still unknown: every millisecond before it is
@@ -86,8 +96,18 @@ impl Session<'_> {
                     }
                     self.learn_names();
                 }
+                _ = sleep_until(phase_end(duty.as_ref(), far)), if duty.is_some() => {
+                    if let Some(d) = duty.as_mut() {
+                        let now = collect::monotonic_ns();
+                        match d.next(now, self.attached.hits()?) {
+                            Switch::Attach => self.attached.attach_all()?,
+                            Switch::Detach => self.attached.detach_all()?,
+                            Switch::Stay => {}
+                        }
+                    }
+                }
                 _ = tick.tick(), if every.is_some() => {
-                    let snap = collect::snapshot(self.attached, true)?;
+                    let snap = self.snapshot(duty.as_ref(), start_ns, true)?;
                     let r = self.report("interval", EndReason::Running, &previous, &snap);
                     if out.live {
                         write!(out.human, "{}", terminal::live(&r, snap.at_ns - first.at_ns)).context("writing the live table")?;
@@ -104,7 +124,7 @@ impl Session<'_> {
         if !target_gone {
             self.learn_names();
         }
-        let last = collect::snapshot(self.attached, !target_gone)?;
+        let last = self.snapshot(duty.as_ref(), start_ns, !target_gone)?;
         if matches!(ended, EndReason::Interrupted | EndReason::Terminated) {
             self.grace_for_child().await;
         }
@@ -116,6 +136,23 @@ impl Session<'_> {
             json::write_line(j.as_mut(), &report)?;
         }
         Ok(report)
+    }
+
+    /// The kernel's numbers now, with how long the probes were attached.
+    fn snapshot(
+        &self,
+        duty: Option<&DutyCycle>,
+        start_ns: u64,
+        include_open: bool,
+    ) -> anyhow::Result<Snapshot> {
+        let mut snap =
+            collect::snapshot(self.attached, include_open && self.attached.is_attached())?;
+        snap.probed_ns = match duty {
+            Some(d) => d.probed_ns(snap.at_ns),
+            None => snap.at_ns.saturating_sub(start_ns),
+        };
+        snap.sampled = duty.is_some_and(|d| d.sampled);
+        Ok(snap)
     }
 
     fn target_exited(&mut self) -> bool {
@@ -185,4 +222,11 @@ impl Session<'_> {
         let names = |tid| self.names.get(tid);
         report::build(&self.info, kind, ended, from, to, &names)
     }
+}
+
+/// When the duty cycle's current phase ends, as a timer deadline.
+fn phase_end(duty: Option<&DutyCycle>, far: Instant) -> Instant {
+    let Some(d) = duty else { return far };
+    let now = collect::monotonic_ns();
+    Instant::now() + Duration::from_nanos(d.phase_end_ns().saturating_sub(now))
 }

@@ -567,3 +567,47 @@ fn doctor_explains_each_kind_of_target() {
         assert_eq!(loaded_gilwatch_programs(), Vec::<String>::new(), "{label}");
     }
 }
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn over_budget_it_samples_and_says_so() {
+    require_root();
+    let py = pythons()
+        .into_iter()
+        .find(|p| p.version == (3, 12))
+        .expect("pyenv 3.12");
+    // One thread cycling the GIL ~900 times a second: two traps each ≈ 0.2% of a CPU.
+    let target = Target::launch(&py, "single.py", &["60"]);
+    let full = observe(target.pid(), "2s");
+    assert_eq!(full["sampling"]["sampled"], false, "{}", full["sampling"]);
+    assert!(ns(&full["sampling"]["coverage"]) > 0.95);
+    let cost = ns(&full["sampling"]["probe_cost_pct"]);
+    assert!((0.05..2.0).contains(&cost), "probe cost {cost}%");
+    let full_rate = ns(&full["gil"]["acquisitions_per_sec"]);
+
+    // A budget a quarter of that: probes attached about a quarter of the time.
+    let budget = format!("{}", cost / 4.0);
+    let r = observe_with(target.pid(), "4s", &["--max-overhead", &budget]);
+    let s = &r["sampling"];
+    assert_eq!(s["sampled"], true, "{s}");
+    let coverage = ns(&s["coverage"]);
+    assert!((0.1..0.6).contains(&coverage), "coverage {coverage}: {s}");
+    // Nothing is scaled: acquisitions are those seen, and their rate is per probed second,
+    // which matches the fully observed rate.
+    let rate = ns(&r["gil"]["acquisitions_per_sec"]);
+    assert!(
+        (0.6..1.5).contains(&(rate / full_rate)),
+        "rate {rate}/s sampled vs {full_rate}/s observed fully"
+    );
+    let seen = r["gil"]["acquisitions"].as_u64().unwrap_or(0) as f64;
+    assert!(
+        seen < full_rate * 4.0 * 0.7,
+        "{seen} acquisitions in 4 s at {coverage} coverage"
+    );
+    // The estimated average overhead respects the budget (within the first full phase's excess).
+    assert!(
+        ns(&s["overhead_pct"]) < cost / 4.0 * 1.8,
+        "overhead {} vs budget {budget}",
+        s["overhead_pct"]
+    );
+}
