@@ -4,6 +4,7 @@
 //! observing everything, and the bpftrace script a user would write) run interleaved, A B C D A B
 //! C D, so a machine that gets busier during the run hurts them all alike. Medians and min–max
 //! over the repetitions go to bench/results/latest.md and latest.json.
+mod attached;
 mod deps;
 mod run;
 mod table;

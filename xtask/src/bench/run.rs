@@ -132,7 +132,8 @@ impl Observer {
     /// them): that moment is what "attach time" measures.
     pub fn start(env: &Env, config: Config, pid: u32) -> anyhow::Result<Option<Observer>> {
         let tmp = std::env::temp_dir().join(format!("gilwatch-bench-{}.json", std::process::id()));
-        let (mut cmd, expected, json) = match config {
+        let all = super::attached::gilwatch_points(&env.gilwatch, pid)?;
+        let (mut cmd, points, json) = match config {
             Config::None => return Ok(None),
             Config::Gilwatch | Config::GilwatchFull => {
                 let mut c = Command::new(&env.gilwatch);
@@ -140,7 +141,7 @@ impl Observer {
                 if config == Config::GilwatchFull {
                     c.args(["--max-overhead", "none"]);
                 }
-                (c, gilwatch_probe_count(env, pid)?, Some(tmp))
+                (c, all, Some(tmp))
             }
             Config::Bpftrace => {
                 let script = std::fs::read_to_string(env.scripts.join("gil_wait_hold.bt"))
@@ -150,7 +151,15 @@ impl Observer {
                 std::fs::write(&path, script).context("writing the bpftrace script")?;
                 let mut c = Command::new("bpftrace");
                 c.args(["-p", &pid.to_string()]).arg(path);
-                (c, 3, None)
+                // The same functions in libpython (bpftrace's uretprobe shares take_gil's
+                // breakpoint with its uprobe).
+                let lib = env
+                    .libpython
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let points: Vec<_> = all.into_iter().filter(|p| p.object == lib).collect();
+                (c, points, None)
             }
         };
         let started = Instant::now();
@@ -160,9 +169,8 @@ impl Observer {
             .spawn()
             .with_context(|| format!("starting {}", config.name()))?;
         let guard = Guard(child);
-        let opid = guard.0.id();
         loop {
-            if uprobes_of(opid) >= expected {
+            if super::attached::all_armed(pid, &points) {
                 break;
             }
             if started.elapsed() > Duration::from_secs(30) {
@@ -206,48 +214,6 @@ impl Observer {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// How many probe points gilwatch's plan has for this process (`gilwatch doctor`).
-fn gilwatch_probe_count(env: &Env, pid: u32) -> anyhow::Result<usize> {
-    let out = Command::new(&env.gilwatch)
-        .args(["doctor", "-p", &pid.to_string()])
-        .output()
-        .context("running gilwatch doctor")?;
-    let n = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.trim_start().starts_with("probe "))
-        .count();
-    if n == 0 {
-        bail!(
-            "gilwatch doctor lists no probes: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(n)
-}
-
-/// Uprobes (and uretprobes) owned by a process, as the kernel lists them.
-fn uprobes_of(pid: u32) -> usize {
-    let Ok(out) = Command::new("bpftool")
-        .args(["perf", "show", "-j"])
-        .output()
-    else {
-        return 0;
-    };
-    let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
-        return 0;
-    };
-    v.as_array().map_or(0, |a| {
-        a.iter()
-            .filter(|e| e["pid"].as_u64() == Some(pid.into()))
-            .filter(|e| {
-                e["fd_type"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("uprobe") || t.starts_with("uretprobe"))
-            })
-            .count()
-    })
 }
 
 /// Coverage gilwatch reported (1.0 when it observed all the time).
