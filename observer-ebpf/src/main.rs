@@ -5,7 +5,8 @@
 //!   the hold, because an uncontended take has the GIL at once; only a contended take blocks in
 //!   `pthread_cond_timedwait(&gil->cond)`, whose return moves the hold start to when the waiter
 //!   woke up (the last wake-up before drop_gil is the acquisition). drop_gil entry then records
-//!   both the wait and the hold. No uretprobe on the hot path.
+//!   both the wait and the hold, the acquisition being the latest of: take_gil entry, the last
+//!   wake-up, and the previous holder's drop (LAST_DROP). No uretprobe on the hot path.
 //! - three traps (3.6/3.7, whose GIL gilwatch cannot locate in memory): take_gil entry, take_gil
 //!   return (a uretprobe) and drop_gil entry.
 //!
@@ -37,6 +38,13 @@ static STATS: HashMap<StatKey, Histogram> = HashMap::with_max_entries(MAX_STATS,
 #[map]
 pub(crate) static THREADS: LruHashMap<u32, ThreadGilState> =
     LruHashMap::with_max_entries(MAX_THREADS, 0);
+
+/// When the GIL was last released (drop_gil entry, any thread): a thread that found the GIL free
+/// without waiting on its condition variable took it no earlier than this. This matters when the
+/// thread was preempted between entering take_gil and looking at the GIL: the time until the
+/// holder let go was a wait, not part of its hold.
+#[map]
+static LAST_DROP: Array<u64> = Array::with_max_entries(1, 0);
 
 /// One all-zero histogram: the initial value for new STATS entries, which are too big for the
 /// 512-byte BPF stack.
@@ -210,10 +218,21 @@ pub fn drop_gil_enter(_ctx: ProbeContext) -> u32 {
         (*st).take_start_ns = 0;
         (*st).hold_start_ns = 0;
     }
-    if take != 0 {
-        record(tid, StatKind::Wait, hold.saturating_sub(take));
+    let mut acquired = hold;
+    if let Some(last) = LAST_DROP.get_ptr_mut(0) {
+        // SAFETY: a valid slot of a one-element array; a racing drop by another thread (another
+        // interpreter's GIL) can only make this later, which the max below tolerates.
+        unsafe {
+            if take != 0 && *last > acquired && *last < now {
+                acquired = *last;
+            }
+            *last = now;
+        }
     }
-    record(tid, StatKind::Hold, now.saturating_sub(hold));
+    if take != 0 {
+        record(tid, StatKind::Wait, acquired.saturating_sub(take));
+    }
+    record(tid, StatKind::Hold, now.saturating_sub(acquired));
     0
 }
 

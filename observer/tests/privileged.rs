@@ -318,16 +318,18 @@ fn probes_are_removed_on_every_exit_path() {
             .spawn()
             .expect("gilwatch");
         // Attached means our programs are loaded; poll for them rather than sleep blindly.
+        // This gilwatch's own programs (by ID, from its file descriptors): other gilwatch runs
+        // on the same machine have programs of the same names.
         let mut seen = Vec::new();
         for _ in 0..100 {
-            seen = loaded_gilwatch_programs();
+            seen = bpf_prog_ids_of(child.id());
             if seen.len() >= 3 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(
-            seen.len() >= 3,
+            seen.len() >= 3 && still_loaded(&seen).len() == seen.len(),
             "gilwatch's programs never showed up in bpftool: {seen:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -347,8 +349,8 @@ fn probes_are_removed_on_every_exit_path() {
             "report after signal {signal} is empty"
         );
         assert_eq!(
-            loaded_gilwatch_programs(),
-            Vec::<String>::new(),
+            still_loaded(&seen),
+            Vec::<u64>::new(),
             "probes left after signal {signal}"
         );
     }
