@@ -9,8 +9,9 @@ use crate::gil::plan::Strategy;
 ///
 /// gilwatch attaches to a running interpreter (or starts one), probes the GIL's take and drop
 /// functions from the kernel, and reports for every thread how long it waited for the GIL and how
-/// long it held it: totals, percentiles and histograms. Every acquisition is measured; nothing is
-/// sampled. The target is not restarted or modified, and the probes go away when gilwatch exits.
+/// long it held it: totals, percentiles and histograms. Every acquisition is measured, unless that
+/// would cost more than --max-overhead: then the probes are attached in windows and the report says
+/// SAMPLED. The target is not restarted or modified, and the probes go away when gilwatch exits.
 #[derive(Debug, Parser)]
 #[command(
     name = "gilwatch",

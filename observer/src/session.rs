@@ -23,6 +23,11 @@ use crate::{
 /// How often the target's liveness and new threads' names are checked.
 const POLL: Duration = Duration::from_millis(100);
 const FAST_POLL: Duration = Duration::from_millis(1);
+/// How often new threads are looked for to name them once there are many: reading the kernel's
+/// thread table is one syscall per thread, which at every POLL and 1000 threads cost gilwatch 7%
+/// of a CPU (bench). Few threads are looked at every POLL, so short-lived ones get their names.
+const NAMES_EVERY: Duration = Duration::from_secs(1);
+const MANY_THREADS: usize = 64;
 
 pub struct Outputs {
     pub human: Box<dyn Write>,
@@ -78,6 +83,8 @@ impl Session<'_> {
         );
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut previous = first.clone();
+        let mut last_names = start;
+        let mut known_threads = 0;
 
         let ended = loop {
             tokio::select! {
@@ -94,7 +101,10 @@ impl Session<'_> {
                             poll = tokio::time::interval(POLL);
                         }
                     }
-                    self.learn_names();
+                    if known_threads < MANY_THREADS || last_names.elapsed() >= NAMES_EVERY {
+                        known_threads = self.learn_names();
+                        last_names = Instant::now();
+                    }
                 }
                 _ = sleep_until(phase_end(duty.as_ref(), far)), if duty.is_some() => {
                     if let Some(d) = duty.as_mut() {
@@ -183,7 +193,8 @@ impl Session<'_> {
         }
     }
 
-    fn learn_names(&mut self) {
+    /// Names threads not named yet; returns how many threads the kernel tracks.
+    fn learn_names(&mut self) -> usize {
         if self.interpreter.load_bias.is_none() {
             // `-- CMD`: the interpreter gets mapped only after exec.
             if let Ok(maps) = self.process.maps() {
@@ -192,10 +203,13 @@ impl Session<'_> {
                     .set_runtime_addr(self.interpreter.runtime_address_of("_PyRuntime"));
             }
         }
-        if let Ok(states) = collect::thread_states(self.attached) {
-            let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
-            self.names.refresh(&tstates);
-        }
+        let Ok(states) = collect::thread_states(self.attached) else {
+            return 0;
+        };
+        let n = states.len();
+        let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
+        self.names.refresh(&tstates);
+        n
     }
 
     /// After Ctrl-C in a terminal the command got the signal too: give it a moment to exit, so
