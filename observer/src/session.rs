@@ -110,7 +110,10 @@ impl Session<'_> {
                     if let Some(d) = duty.as_mut() {
                         let now = collect::monotonic_ns();
                         match d.next(now, self.attached.hits()?) {
-                            Switch::Attach => self.attached.attach_all()?,
+                            Switch::Attach => {
+                                self.attached.attach_all()?;
+                                d.attached_at(collect::monotonic_ns());
+                            }
                             Switch::Detach => self.attached.detach_all()?,
                             Switch::Stay => {}
                         }

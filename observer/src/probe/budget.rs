@@ -17,7 +17,7 @@ pub const URETPROBE_HIT_NS: f64 = 1780.0;
 /// GIL cycles to measure the rate it is judged by.
 pub const MIN_WINDOW: Duration = Duration::from_millis(100);
 /// How long a fully probed phase lasts before the rate is judged again.
-pub const FULL_PHASE: Duration = Duration::from_millis(500);
+pub const FULL_PHASE: Duration = Duration::from_millis(200);
 /// Never probe less than this share of the time (the report would say too little).
 pub const MIN_COVERAGE: f64 = 0.01;
 
@@ -61,6 +61,11 @@ pub struct DutyCycle {
     pub target_coverage: f64,
     /// Whether any phase ran with the probes off.
     pub sampled: bool,
+    /// Where the run started, and the trap counters then: the long-run average is what the
+    /// budget bounds, so the controller corrects for every trap taken, including those while
+    /// probes were being attached or detached.
+    start_ns: u64,
+    hits_at_run_start: (u64, u64),
 }
 
 impl DutyCycle {
@@ -76,6 +81,16 @@ impl DutyCycle {
             estimated_full_pct: 0.0,
             target_coverage: 1.0,
             sampled: false,
+            start_ns: now_ns,
+            hits_at_run_start: hits,
+        }
+    }
+
+    /// Attaching took until `now_ns`: the window measures from here (a probe attached before
+    /// the others sees half cycles, which count as cost but not as measured time).
+    pub fn attached_at(&mut self, now_ns: u64) {
+        if self.on {
+            self.phase_start_ns = self.phase_start_ns.max(now_ns);
         }
     }
 
@@ -124,13 +139,21 @@ impl DutyCycle {
             return Switch::Stay;
         }
         // Off for as long as keeps on/(on+off) at the target, given the window just probed
-        // (counted as no longer than a regular window, so the first off window stays short).
+        // (counted as no longer than a regular window, so the first off window stays short)...
         let on = elapsed.min(window_ns(self.target_coverage)) as f64;
         let off = on * (1.0 / self.target_coverage - 1.0);
+        // ...and at least until the run's average cost is back within the budget.
+        let spent_ns = cost_pct(
+            hits.0.saturating_sub(self.hits_at_run_start.0) as f64,
+            hits.1.saturating_sub(self.hits_at_run_start.1) as f64,
+        ) / 100.0
+            * 1e9;
+        let even_at = self.start_ns as f64 + spent_ns / (self.max_pct / 100.0);
+        let catch_up = even_at - now_ns as f64;
         self.on = false;
         self.sampled = true;
         self.phase_start_ns = now_ns;
-        self.phase_len_ns = off as u64;
+        self.phase_len_ns = off.max(catch_up) as u64;
         Switch::Detach
     }
 }
