@@ -241,21 +241,13 @@ pub fn once(
             let mut m: Metrics = Vec::new();
             for key in ["ns_per_cycle", "cpu_kloops_per_s", "io_per_s"] {
                 if let Some(v) = result[key].as_f64() {
-                    m.push((static_key(key), v));
+                    m.push((key, v));
                 }
             }
             finish(observer, &mut m)?;
             Ok(m)
         }
         Workload::Web => web(env, config, seconds),
-    }
-}
-
-fn static_key(k: &str) -> &'static str {
-    match k {
-        "ns_per_cycle" => "ns_per_cycle",
-        "cpu_kloops_per_s" => "cpu_kloops_per_s",
-        _ => "io_per_s",
     }
 }
 
@@ -422,7 +414,8 @@ pub fn observer_cost(env: &Env, seconds: f64) -> anyhow::Result<Value> {
         let threads = report
             .as_ref()
             .and_then(|r| r["threads"].as_array().map(Vec::len));
-        drop(target.guard.0.kill());
+        // The workload ends when its Guard drops; kill it now so it stops loading the machine.
+        let _ = target.guard.0.kill();
         out.push(json!({
             "case": label,
             "gil_cycles_per_s": rate,
