@@ -1,9 +1,17 @@
 //! Kernel programs: per-thread GIL wait and hold, aggregated into histograms in a map.
 //!
-//! Three probe points per interpreter: take_gil entry (a thread starts waiting), take_gil return
-//! (it has the GIL: the wait ends, the hold starts) and drop_gil entry (the hold ends). Each
-//! thread only ever updates its own entries, so no atomics are needed: one thread never runs on
-//! two CPUs at once.
+//! Two designs for interpreters with symbols (see gil/plan.rs for which runs where):
+//! - two traps per GIL cycle (`gil_cond_wait`): take_gil entry starts the wait *and* tentatively
+//!   the hold, because an uncontended take has the GIL at once; only a contended take blocks in
+//!   `pthread_cond_timedwait(&gil->cond)`, whose return moves the hold start to when the waiter
+//!   woke up (the last wake-up before drop_gil is the acquisition). drop_gil entry then records
+//!   both the wait and the hold, the acquisition being the latest of: take_gil entry, the last
+//!   wake-up, and the previous holder's drop (LAST_DROP). No uretprobe on the hot path.
+//! - three traps (3.6/3.7, whose GIL gilwatch cannot locate in memory): take_gil entry, take_gil
+//!   return (a uretprobe) and drop_gil entry.
+//!
+//! Each thread only ever updates its own entries, so no atomics are needed: one thread never runs
+//! on two CPUs at once.
 #![no_std]
 #![no_main]
 
@@ -16,11 +24,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
+mod gil_cond_wait;
 mod gil_libc;
 
 use observer_common::{
-    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, HIST_BUCKETS, Histogram, MAX_STATS,
-    MAX_THREADS, StatKey, StatKind, ThreadGilState, bucket_index,
+    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, HIST_BUCKETS, HIT_KINDS, HIT_UPROBE,
+    HIT_URETPROBE, Histogram, MAX_STATS, MAX_THREADS, StatKey, StatKind, ThreadGilState,
+    bucket_index,
 };
 
 /// (tid, kind) → distribution. Read (never cleared) by userspace.
@@ -32,6 +42,13 @@ static STATS: HashMap<StatKey, Histogram> = HashMap::with_max_entries(MAX_STATS,
 pub(crate) static THREADS: LruHashMap<u32, ThreadGilState> =
     LruHashMap::with_max_entries(MAX_THREADS, 0);
 
+/// When the GIL was last released (drop_gil entry, any thread): a thread that found the GIL free
+/// without waiting on its condition variable took it no earlier than this. This matters when the
+/// thread was preempted between entering take_gil and looking at the GIL: the time until the
+/// holder let go was a wait, not part of its hold.
+#[map]
+static LAST_DROP: Array<u64> = Array::with_max_entries(1, 0);
+
 /// One all-zero histogram: the initial value for new STATS entries, which are too big for the
 /// 512-byte BPF stack.
 #[map]
@@ -40,6 +57,19 @@ static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
 /// Events we could not record, by cause (ERR_*): reported so a full map is never silent.
 #[map]
 static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ERR_COUNTERS, 0);
+
+/// Probe traps taken, by kind (HIT_UPROBE, HIT_URETPROBE), counted before any filtering: every
+/// trap costs the target the same. The overhead budget (probe/budget.rs) reads them.
+#[map]
+static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIT_KINDS, 0);
+
+#[inline(always)]
+pub(crate) fn count_hit(kind: u32) {
+    if let Some(c) = HITS.get_ptr_mut(kind) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *c += 1 };
+    }
+}
 
 #[inline(always)]
 pub(crate) fn current_tid() -> u32 {
@@ -94,13 +124,17 @@ pub(crate) fn record(tid: u32, kind: StatKind, ns: u64) {
 }
 
 #[inline(always)]
-fn take_enter(tstate: u64) {
+fn take_enter(tstate: u64, tentative_hold: bool) {
+    count_hit(HIT_UPROBE);
     let tid = current_tid();
+    let now = now_ns();
     track_thread(
         tid,
         ThreadGilState {
-            take_start_ns: now_ns(),
-            hold_start_ns: 0,
+            take_start_ns: now,
+            // With the two-trap design nothing marks the acquisition of an uncontended take:
+            // it is now, give or take the GIL mutex (nanoseconds). A contended take moves it.
+            hold_start_ns: if tentative_hold { now } else { 0 },
             tstate,
         },
     );
@@ -117,19 +151,34 @@ pub(crate) fn track_thread(tid: u32, st: ThreadGilState) {
 /// take_gil(tstate): 3.6–3.7, 3.9+, and 3.8's `take_gil.constprop.*` clone.
 #[uprobe]
 pub fn take_gil_enter_arg0(ctx: ProbeContext) -> u32 {
-    take_enter(ctx.arg::<u64>(0).unwrap_or(0));
+    take_enter(ctx.arg::<u64>(0).unwrap_or(0), false);
     0
 }
 
 /// take_gil(ceval, tstate): 3.8's out-of-line original.
 #[uprobe]
 pub fn take_gil_enter_arg1(ctx: ProbeContext) -> u32 {
-    take_enter(ctx.arg::<u64>(1).unwrap_or(0));
+    take_enter(ctx.arg::<u64>(1).unwrap_or(0), false);
+    0
+}
+
+/// Two-trap design, take_gil(tstate): the wait starts, and the hold tentatively too.
+#[uprobe]
+pub fn take_gil_tentative_arg0(ctx: ProbeContext) -> u32 {
+    take_enter(ctx.arg::<u64>(0).unwrap_or(0), true);
+    0
+}
+
+/// Two-trap design, 3.8's take_gil(ceval, tstate).
+#[uprobe]
+pub fn take_gil_tentative_arg1(ctx: ProbeContext) -> u32 {
+    take_enter(ctx.arg::<u64>(1).unwrap_or(0), true);
     0
 }
 
 #[uretprobe]
 pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
+    count_hit(HIT_URETPROBE);
     let tid = current_tid();
     let Some(st) = THREADS.get_ptr_mut(&tid) else {
         return 0;
@@ -150,23 +199,43 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// Ends a hold. With the two-trap design the wait that preceded it is recorded here too: its
+/// end (the hold's start) was only final once the thread stopped waking up in take_gil.
 #[uprobe]
 pub fn drop_gil_enter(_ctx: ProbeContext) -> u32 {
+    count_hit(HIT_UPROBE);
     let tid = current_tid();
     let Some(st) = THREADS.get_ptr_mut(&tid) else {
         return 0;
     };
     // SAFETY: this thread's own entry.
-    let start = unsafe { (*st).hold_start_ns };
-    if start == 0 {
+    let (take, hold) = unsafe { ((*st).take_start_ns, (*st).hold_start_ns) };
+    if hold == 0 {
         // Not a hold we saw begin: the GIL was taken before we attached, or take_gil is dropping
         // it on a thread's way out during finalization.
         return 0;
     }
     let now = now_ns();
     // SAFETY: as above.
-    unsafe { (*st).hold_start_ns = 0 };
-    record(tid, StatKind::Hold, now - start);
+    unsafe {
+        (*st).take_start_ns = 0;
+        (*st).hold_start_ns = 0;
+    }
+    let mut acquired = hold;
+    if let Some(last) = LAST_DROP.get_ptr_mut(0) {
+        // SAFETY: a valid slot of a one-element array; a racing drop by another thread (another
+        // interpreter's GIL) can only make this later, which the max below tolerates.
+        unsafe {
+            if take != 0 && *last > acquired && *last < now {
+                acquired = *last;
+            }
+            *last = now;
+        }
+    }
+    if take != 0 {
+        record(tid, StatKind::Wait, acquired.saturating_sub(take));
+    }
+    record(tid, StatKind::Hold, now.saturating_sub(acquired));
     0
 }
 

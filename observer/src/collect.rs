@@ -26,6 +26,12 @@ pub struct Snapshot {
     pub tstates: HashMap<u32, u64>,
     /// Events dropped because a kernel map was full.
     pub lost_events: u64,
+    /// Probe traps taken since attach: (uprobes, uretprobes).
+    pub hits: (u64, u64),
+    /// Time the probes were attached since attach (less than the wall time when duty cycling).
+    pub probed_ns: u64,
+    /// Whether duty cycling has had the probes off at some point up to now.
+    pub sampled: bool,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -47,6 +53,24 @@ pub fn thread_states(attached: &Attached) -> anyhow::Result<HashMap<u32, ThreadG
             .context("THREADS map missing")?,
     )?;
     Ok(map.iter().filter_map(Result::ok).collect())
+}
+
+/// A thread's spans still under way at `now`: (wait, hold).
+///
+/// Three states are possible: waiting (take started, no hold), holding (hold started, the take
+/// already recorded or never seen), and — two-trap design only — holding after a wait that is
+/// recorded only when the hold ends (take and hold both set): that wait is over, its length known.
+fn open_spans(st: &ThreadGilState, now: u64) -> (Option<u64>, Option<u64>) {
+    let (take, hold) = (st.take_start_ns, st.hold_start_ns);
+    match (take != 0, hold != 0) {
+        (true, false) => (Some(now.saturating_sub(take)), None),
+        (false, true) => (None, Some(now.saturating_sub(hold))),
+        (true, true) => (
+            Some(hold.saturating_sub(take)),
+            Some(now.saturating_sub(hold)),
+        ),
+        (false, false) => (None, None),
+    }
 }
 
 /// `include_open`: count spans still open now (false once the target has exited: its last spans
@@ -76,8 +100,7 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
         if st.tstate != 0 {
             snap.tstates.insert(tid, st.tstate);
         }
-        let open_hold = (st.hold_start_ns != 0).then(|| now.saturating_sub(st.hold_start_ns));
-        let open_wait = (st.take_start_ns != 0).then(|| now.saturating_sub(st.take_start_ns));
+        let (open_wait, open_hold) = open_spans(&st, now);
         if include_open && (open_hold.is_some() || open_wait.is_some()) {
             let t = snap.threads.entry(tid).or_default();
             if let Some(ns) = open_hold {
@@ -95,5 +118,28 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
             snap.lost_events += per_cpu.iter().sum::<u64>();
         }
     }
+    snap.hits = attached.hits()?;
     Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(take: u64, hold: u64) -> ThreadGilState {
+        ThreadGilState {
+            take_start_ns: take,
+            hold_start_ns: hold,
+            tstate: 0,
+        }
+    }
+
+    #[test]
+    fn open_spans_cover_every_state() {
+        assert_eq!(open_spans(&st(0, 0), 100), (None, None));
+        assert_eq!(open_spans(&st(40, 0), 100), (Some(60), None));
+        assert_eq!(open_spans(&st(0, 70), 100), (None, Some(30)));
+        // Two-trap design: waited 40→70 (recorded at drop_gil), holding since 70.
+        assert_eq!(open_spans(&st(40, 70), 100), (Some(30), Some(30)));
+    }
 }

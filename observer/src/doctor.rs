@@ -89,7 +89,7 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
             point.program
         );
     }
-    if t.plan.needs_gil_address() || i.free_threaded {
+    if t.plan.needs_gil_address() || t.plan.wants_gil_address() || i.free_threaded {
         match find_gil(p, i) {
             Ok(gil) => {
                 let state = match gil.enabled {
@@ -99,8 +99,15 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
                 };
                 let _ = writeln!(out, "GIL          {:#x} ({}{state})", gil.addr, gil.how);
             }
-            Err(e) => {
+            Err(e) if t.plan.needs_gil_address() || i.free_threaded => {
                 let _ = writeln!(out, "GIL          not found: {e}");
+            }
+            Err(e) => {
+                // Two-trap symtab: only the timed-wait filter needs it.
+                let _ = writeln!(
+                    out,
+                    "GIL          not found ({e}): any timed wait inside take_gil counts as the GIL's"
+                );
             }
         }
     }

@@ -123,7 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     preflight::check_privileges()?;
 
     // Locate and plan; for `-- CMD`, start the command held at its gate.
-    let (target, mut child) = match cli.pid {
+    let (target, child) = match cli.pid {
         Some(pid) => {
             let process = Process::open(pid)?;
             let interpreter = match locate::locate(&process) {
@@ -178,7 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let Target {
         process,
-        mut interpreter,
+        interpreter,
         plan,
         ..
     } = target;
@@ -195,9 +195,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             e
         }
     })?;
+    if let Some(l) = locks.as_mut() {
+        l.attach(&mut attached.ebpf)?;
+    }
+    let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();
+    let gil = if (wants_gil || interpreter.free_threaded) && child.is_none() {
+        match find_gil(&process, &interpreter) {
+            Ok(gil) => Some(gil),
+            // Two-trap symtab works without it (any timed wait inside take_gil is the GIL's).
+            Err(_) if !plan.needs_gil_address() && !interpreter.free_threaded => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
     let mut gil_location = None;
-    if (plan.needs_gil_address() || interpreter.free_threaded) && child.is_none() {
-        let gil = find_gil(&process, &interpreter)?;
+    if let Some(gil) = gil {
         if gil.enabled == Some(false) {
             return Err(user(
                 Exit::Unsupported,
@@ -208,14 +221,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
             ));
         }
-        if plan.needs_gil_address() {
+        if wants_gil {
             attached.set_gil_address(&gil)?;
         }
         gil_location = Some(gil.how);
     }
-    if let Some(l) = locks.as_mut() {
-        l.attach(&mut attached.ebpf)?;
-    }
+    run_attached(
+        cli,
+        Attachment {
+            process,
+            interpreter,
+            plan,
+            attached,
+            child,
+            gil_location,
+            locks,
+        },
+    )
+}
+
+/// Everything in place once the probes are attached.
+struct Attachment {
+    process: Process,
+    interpreter: locate::Interpreter,
+    plan: plan::ProbePlan,
+    attached: attach::Attached,
+    child: Option<launch::GatedChild>,
+    gil_location: Option<String>,
+    locks: Option<lock::LockWatch>,
+}
+
+/// The run once probes are in place: release a gated command, watch, report.
+fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
+    let Attachment {
+        process,
+        mut interpreter,
+        plan,
+        mut attached,
+        mut child,
+        gil_location,
+        locks,
+    } = a;
     if let Some(c) = child.as_mut() {
         c.release()?;
     }
@@ -246,12 +292,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         command: (!cli.command.is_empty()).then_some(cli.command.as_slice()),
         exit_code: None,
         interpreter: info_interp,
+        max_overhead_pct: cli.max_overhead.0,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let gil_pending = plan.needs_gil_address() && child.is_some();
+    let gil_pending = (plan.needs_gil_address() || plan.wants_gil_address()) && child.is_some();
     let lock_process = process.clone();
     let session = Session {
         attached: &mut attached,
@@ -262,6 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         info,
         duration: cli.duration,
         gil_pending,
+        max_overhead: cli.max_overhead.0,
     };
     let report = runtime.block_on(session.run(outputs))?;
     if let Some(l) = &locks {

@@ -12,7 +12,10 @@ use crate::{
     collect::{self, Snapshot},
     gil::locate::Interpreter,
     names::ThreadNames,
-    probe::attach::Attached,
+    probe::{
+        attach::Attached,
+        budget::{DutyCycle, Switch},
+    },
     report::{self, EndReason, Report, RunInfo, json, terminal},
     target::{launch::GatedChild, process::Process},
 };
@@ -20,6 +23,11 @@ use crate::{
 /// How often the target's liveness and new threads' names are checked.
 const POLL: Duration = Duration::from_millis(100);
 const FAST_POLL: Duration = Duration::from_millis(1);
+/// How often new threads are looked for to name them once there are many: reading the kernel's
+/// thread table is one syscall per thread, which at every POLL and 1000 threads cost gilwatch 7%
+/// of a CPU (bench). Few threads are looked at every POLL, so short-lived ones get their names.
+const NAMES_EVERY: Duration = Duration::from_secs(1);
+const MANY_THREADS: usize = 64;
 
 pub struct Outputs {
     pub human: Box<dyn Write>,
@@ -42,6 +50,8 @@ pub struct Session<'a> {
     /// `-- CMD` with the libc strategy: the GIL's address is written to the kernel once the
     /// interpreter has created it.
     pub gil_pending: bool,
+    /// `--max-overhead`: duty-cycle the probes past this cost (% of one CPU).
+    pub max_overhead: Option<f64>,
 }
 
 impl Session<'_> {
@@ -55,6 +65,10 @@ impl Session<'_> {
         // since attach (finding the GIL and naming threads came in between), and everything
         // before the window's start must stay out of it.
         let first = collect::snapshot(self.attached, true)?;
+        let start_ns = first.at_ns;
+        let mut duty = self
+            .max_overhead
+            .map(|max| DutyCycle::new(max, start_ns, first.hits));
         let deadline = self.duration.map(|d| start + d);
         let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
         // Poll fast while the GIL's address is still unknown: every millisecond before it is
@@ -68,6 +82,8 @@ impl Session<'_> {
         );
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut previous = first.clone();
+        let mut last_names = start;
+        let mut known_threads = 0;
 
         let ended = loop {
             tokio::select! {
@@ -84,10 +100,26 @@ impl Session<'_> {
                             poll = tokio::time::interval(POLL);
                         }
                     }
-                    self.learn_names();
+                    if known_threads < MANY_THREADS || last_names.elapsed() >= NAMES_EVERY {
+                        known_threads = self.learn_names();
+                        last_names = Instant::now();
+                    }
+                }
+                _ = sleep_until(phase_end(duty.as_ref(), far)), if duty.is_some() => {
+                    if let Some(d) = duty.as_mut() {
+                        let now = collect::monotonic_ns();
+                        match d.next(now, self.attached.hits()?) {
+                            Switch::Attach => {
+                                self.attached.attach_all()?;
+                                d.attached_at(collect::monotonic_ns());
+                            }
+                            Switch::Detach => self.attached.detach_all()?,
+                            Switch::Stay => {}
+                        }
+                    }
                 }
                 _ = tick.tick(), if every.is_some() => {
-                    let snap = collect::snapshot(self.attached, true)?;
+                    let snap = self.snapshot(duty.as_ref(), start_ns, true)?;
                     let r = self.report("interval", EndReason::Running, &previous, &snap);
                     if out.live {
                         write!(out.human, "{}", terminal::live(&r, snap.at_ns - first.at_ns)).context("writing the live table")?;
@@ -104,7 +136,7 @@ impl Session<'_> {
         if !target_gone {
             self.learn_names();
         }
-        let last = collect::snapshot(self.attached, !target_gone)?;
+        let last = self.snapshot(duty.as_ref(), start_ns, !target_gone)?;
         if matches!(ended, EndReason::Interrupted | EndReason::Terminated) {
             self.grace_for_child().await;
         }
@@ -116,6 +148,23 @@ impl Session<'_> {
             json::write_line(j.as_mut(), &report)?;
         }
         Ok(report)
+    }
+
+    /// The kernel's numbers now, with how long the probes were attached.
+    fn snapshot(
+        &self,
+        duty: Option<&DutyCycle>,
+        start_ns: u64,
+        include_open: bool,
+    ) -> anyhow::Result<Snapshot> {
+        let mut snap =
+            collect::snapshot(self.attached, include_open && self.attached.is_attached())?;
+        snap.probed_ns = match duty {
+            Some(d) => d.probed_ns(snap.at_ns),
+            None => snap.at_ns.saturating_sub(start_ns),
+        };
+        snap.sampled = duty.is_some_and(|d| d.sampled);
+        Ok(snap)
     }
 
     fn target_exited(&mut self) -> bool {
@@ -131,6 +180,9 @@ impl Session<'_> {
                 return;
             };
             self.interpreter.refresh_load_bias(&maps);
+            // learn_names sets this when it sees the load bias first; here we did.
+            self.names
+                .set_runtime_addr(self.interpreter.runtime_address_of("_PyRuntime"));
         }
         if self.interpreter.load_bias.is_none() {
             return;
@@ -143,7 +195,8 @@ impl Session<'_> {
         }
     }
 
-    fn learn_names(&mut self) {
+    /// Names threads not named yet; returns how many threads the kernel tracks.
+    fn learn_names(&mut self) -> usize {
         if !self.names.has_runtime_addr() {
             // `-- CMD`: the interpreter gets mapped only after exec.
             if self.interpreter.load_bias.is_none() {
@@ -154,10 +207,13 @@ impl Session<'_> {
             self.names
                 .set_runtime_addr(self.interpreter.runtime_address_of("_PyRuntime"));
         }
-        if let Ok(states) = collect::thread_states(self.attached) {
-            let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
-            self.names.refresh(&tstates);
-        }
+        let Ok(states) = collect::thread_states(self.attached) else {
+            return 0;
+        };
+        let n = states.len();
+        let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
+        self.names.refresh(&tstates);
+        n
     }
 
     /// After Ctrl-C in a terminal the command got the signal too: give it a moment to exit, so
@@ -184,4 +240,11 @@ impl Session<'_> {
         let names = |tid| self.names.get(tid);
         report::build(&self.info, kind, ended, from, to, &names)
     }
+}
+
+/// When the duty cycle's current phase ends, as a timer deadline.
+fn phase_end(duty: Option<&DutyCycle>, far: Instant) -> Instant {
+    let Some(d) = duty else { return far };
+    let now = collect::monotonic_ns();
+    Instant::now() + Duration::from_nanos(d.phase_end_ns().saturating_sub(now))
 }

@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask setup | build | demo | test`.
+//! Project tasks: `cargo xtask setup | build | demo | test | bench`.
 //!
 //! `demo` and `test` are the README's two commands: each sets up whatever this machine lacks first,
 //! so a fresh clone needs nothing else.
+mod bench;
 mod demo;
 mod setup;
 mod shell;
@@ -43,6 +44,20 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Setup, build, then measure what observing costs the observed process: gilwatch, its
+    /// default overhead budget, and an equivalent bpftrace script, side by side (root; writes
+    /// bench/results/latest.md and latest.json; about 10 minutes).
+    Bench {
+        /// Repetitions of each configuration (interleaved).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Seconds per measured run.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// The CPython the workloads run on (needs its symbol table and a shared libpython).
+        #[arg(long, default_value = "/root/.pyenv/versions/3.11.7/bin/python3")]
+        python: std::path::PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +71,18 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             build()?;
             demo::demo(&duration)
+        }
+        Task::Bench {
+            reps,
+            seconds,
+            python,
+        } => {
+            setup::setup()?;
+            bench::bench(&bench::Options {
+                reps,
+                seconds,
+                python,
+            })
         }
         Task::Test { unit, args } => {
             setup::setup()?;

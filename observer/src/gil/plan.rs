@@ -1,8 +1,11 @@
 //! Step 2: the probe plan — which kernel program goes on which instruction of which file.
 //!
 //! Two strategies:
-//! - `symtab`: take_gil/drop_gil (and their clones) from the interpreter's symbol table: entry
-//!   and return of take_gil, entry of drop_gil. Sees every acquisition from the first.
+//! - `symtab`: take_gil/drop_gil (and their clones) from the interpreter's symbol table. Sees every
+//!   acquisition from the first. Two designs (observer-ebpf/src/main.rs): on 3.8+ two traps per
+//!   uncontended GIL cycle (entry of take_gil and drop_gil; contended takes add libc's
+//!   pthread_cond_timedwait entry and return); on 3.6/3.7, whose GIL we cannot locate in memory to
+//!   filter the timed waits, three (entry and return of take_gil, entry of drop_gil).
 //! - `libc`: no interpreter symbols needed (stripped, LTO builds): pthread_mutex_lock and
 //!   pthread_cond_signal in libc, filtered in the kernel by the GIL's addresses.
 use std::path::PathBuf;
@@ -48,6 +51,16 @@ pub struct ProbePlan {
     pub points: Vec<ProbePoint>,
     /// What this strategy cannot see, for `gilwatch doctor`.
     pub blind_spots: Vec<&'static str>,
+    /// Probe traps per uncontended GIL release/acquire cycle, and how many of them are
+    /// uretprobes (costlier): what the overhead budget multiplies the cycle rate by.
+    pub traps_per_cycle: Traps,
+}
+
+/// Probe traps per GIL cycle, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traps {
+    pub uprobes: u32,
+    pub uretprobes: u32,
 }
 
 impl ProbePlan {
@@ -62,8 +75,17 @@ impl ProbePlan {
         v
     }
 
+    /// The kernel programs cannot work without the GIL's address (libc strategy).
     pub fn needs_gil_address(&self) -> bool {
         self.strategy == "libc"
+    }
+
+    /// The kernel programs filter better with the GIL's address (two-trap symtab: timed waits
+    /// on the GIL's condition variable only), and work without it.
+    pub fn wants_gil_address(&self) -> bool {
+        self.points
+            .iter()
+            .any(|p| p.program == "gil_cond_wait_enter")
     }
 }
 
@@ -83,7 +105,7 @@ pub fn plan(
     match choice {
         Strategy::Symtab if !have_symbols => Err(stripped(interp, &found.rejected)),
         Strategy::Auto | Strategy::Symtab if have_symbols => {
-            Ok(symtab_plan(interp, syms, found.source.clone()))
+            Ok(symtab_plan(interp, syms, found.source.clone(), libc))
         }
         _ => libc_plan(interp, libc),
     }
@@ -109,16 +131,24 @@ fn symtab_plan(
     interp: &Interpreter,
     syms: &symbols::GilSymbols,
     symbols_from: Option<SymbolSource>,
+    libc: Option<&Libc>,
 ) -> ProbePlan {
     let mut points = Vec::new();
     let object = interp.open_path.clone();
+    // Two traps per cycle needs the timed wait's entry and return (to see contended takes) and,
+    // to filter them, the GIL's address, which gil/address.rs finds on 3.8+.
+    let cond_wait = (interp.version.minor_version() >= (3, 8))
+        .then(|| libc.and_then(|l| Some((l, l.function("pthread_cond_timedwait").ok()?))))
+        .flatten();
     for f in &syms.take {
         // 3.8's out-of-line take_gil(ceval, tstate) has tstate second; its .constprop clone,
         // and every other version, have it first.
-        let program = if interp.version.minor_version() == (3, 8) && f.name == "take_gil" {
-            "take_gil_enter_arg1"
-        } else {
-            "take_gil_enter_arg0"
+        let arg1 = interp.version.minor_version() == (3, 8) && f.name == "take_gil";
+        let program = match (cond_wait.is_some(), arg1) {
+            (true, false) => "take_gil_tentative_arg0",
+            (true, true) => "take_gil_tentative_arg1",
+            (false, false) => "take_gil_enter_arg0",
+            (false, true) => "take_gil_enter_arg1",
         };
         let at = |program| ProbePoint {
             program,
@@ -128,7 +158,9 @@ fn symtab_plan(
             file_offset: f.file_offset,
         };
         points.push(at(program));
-        points.push(at("take_gil_return"));
+        if cond_wait.is_none() {
+            points.push(at("take_gil_return"));
+        }
     }
     for f in &syms.drop {
         points.push(ProbePoint {
@@ -139,11 +171,34 @@ fn symtab_plan(
             file_offset: f.file_offset,
         });
     }
+    if let Some((libc, offset)) = cond_wait {
+        for program in ["gil_cond_wait_enter", "gil_cond_wait_return"] {
+            points.push(ProbePoint {
+                program,
+                symbol: "pthread_cond_timedwait".to_owned(),
+                object: libc.open_path.clone(),
+                object_name: libc.path.clone(),
+                file_offset: offset,
+            });
+        }
+    }
+    let traps_per_cycle = if cond_wait.is_some() {
+        Traps {
+            uprobes: 2,
+            uretprobes: 0,
+        }
+    } else {
+        Traps {
+            uprobes: 2,
+            uretprobes: 1,
+        }
+    };
     ProbePlan {
         strategy: "symtab",
         symbols_from,
         points,
         blind_spots: vec!["waits and holds already under way when gilwatch attached"],
+        traps_per_cycle,
     }
 }
 
@@ -185,5 +240,10 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
             "the first GIL traffic of `-- CMD` before the interpreter has created its GIL",
             "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
         ],
+        // pthread_mutex_lock on take and on drop, pthread_cond_signal on drop: all uprobes.
+        traps_per_cycle: Traps {
+            uprobes: 3,
+            uretprobes: 0,
+        },
     })
 }

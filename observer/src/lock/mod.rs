@@ -203,6 +203,10 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
         symbols_from: None,
         points: Vec::new(),
         blind_spots: Vec::new(),
+        traps_per_cycle: crate::gil::plan::Traps {
+            uprobes: 0,
+            uretprobes: 0,
+        },
     };
     let mut attached = gil_attach::attach(&empty, process.pid)?;
     watch.attach(&mut attached.ebpf).map_err(|e| {

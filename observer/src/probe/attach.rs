@@ -7,11 +7,16 @@ use std::{num::NonZeroU32, path::Path};
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    programs::{UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeScope},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    },
 };
 
-use aya::maps::{Array, MapData};
-use observer_common::{GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use observer_common::{
+    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, HIT_UPROBE, HIT_URETPROBE, ThreadGilState,
+};
 
 use crate::{
     error::{Exit, user},
@@ -24,10 +29,14 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// Loaded and attached probes. Dropping this detaches and unloads everything.
 pub struct Attached {
     pub ebpf: Ebpf,
+    /// What is attached now (empty while duty cycling has the probes off), to detach it again.
+    links: Vec<(&'static str, UProbeLinkId)>,
+    plan: ProbePlan,
+    pid: NonZeroU32,
 }
 
 pub fn attach(plan: &ProbePlan, pid: u32) -> anyhow::Result<Attached> {
-    let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| {
+    let ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| {
         if matches!(&e, aya::EbpfError::MapError(_))
             || e.to_string().contains("Operation not permitted")
         {
@@ -40,29 +49,88 @@ pub fn attach(plan: &ProbePlan, pid: u32) -> anyhow::Result<Attached> {
         }
     })?;
     let pid = NonZeroU32::new(pid).ok_or_else(|| anyhow!("PID 0 cannot be observed"))?;
+    let mut attached = Attached {
+        ebpf,
+        links: Vec::new(),
+        plan: plan.clone(),
+        pid,
+    };
     let mut loaded: Vec<&'static str> = Vec::new();
     for point in &plan.points {
-        let prog: &mut UProbe = ebpf
-            .program_mut(point.program)
-            .ok_or_else(|| anyhow!("BPF object has no program {}", point.program))?
-            .try_into()
-            .with_context(|| format!("{} is not a uprobe program", point.program))?;
+        let prog = program(&mut attached.ebpf, point.program)?;
         if !loaded.contains(&point.program) {
             prog.load()
                 .with_context(|| format!("loading BPF program {} (verifier)", point.program))?;
             loaded.push(point.program);
         }
-        prog.attach(
-            UProbeAttachLocation::AbsoluteOffset(point.file_offset),
-            &point.object,
-            UProbeScope::OneProcess(pid),
-        )
-        .map_err(|e| attach_error(e, point.program, &point.symbol, &point.object))?;
     }
-    Ok(Attached { ebpf })
+    attached.attach_all()?;
+    Ok(attached)
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
+        .try_into()
+        .with_context(|| format!("{name} is not a uprobe program"))
 }
 
 impl Attached {
+    /// Attaches every point of the plan (the programs are loaded already).
+    pub fn attach_all(&mut self) -> anyhow::Result<()> {
+        for point in &self.plan.points {
+            let prog = program(&mut self.ebpf, point.program)?;
+            let link = prog
+                .attach(
+                    UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                    &point.object,
+                    UProbeScope::OneProcess(self.pid),
+                )
+                .map_err(|e| attach_error(e, point.program, &point.symbol, &point.object))?;
+            self.links.push((point.program, link));
+        }
+        Ok(())
+    }
+
+    /// Removes every probe, keeping the maps (duty cycling's off window). Per-thread state is
+    /// forgotten: a span that began before the window must not be measured across it.
+    pub fn detach_all(&mut self) -> anyhow::Result<()> {
+        for (name, link) in std::mem::take(&mut self.links) {
+            program(&mut self.ebpf, name)?
+                .detach(link)
+                .with_context(|| format!("detaching {name}"))?;
+        }
+        let mut threads: BpfHashMap<&mut MapData, u32, ThreadGilState> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("THREADS")
+                .context("THREADS map missing")?,
+        )?;
+        let tids: Vec<u32> = threads.keys().filter_map(Result::ok).collect();
+        for tid in tids {
+            // Gone already (LRU) is fine.
+            let _ = threads.remove(&tid);
+        }
+        Ok(())
+    }
+
+    pub fn is_attached(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    /// Probe traps taken so far: (uprobes, uretprobes), summed over CPUs.
+    pub fn hits(&self) -> anyhow::Result<(u64, u64)> {
+        let hits: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("HITS").context("HITS map missing")?)?;
+        let sum = |i| -> anyhow::Result<u64> {
+            Ok(hits
+                .get(&i, 0)
+                .context("reading the HITS map")?
+                .iter()
+                .sum())
+        };
+        Ok((sum(HIT_UPROBE)?, sum(HIT_URETPROBE)?))
+    }
+
     /// Tells the symbol-free strategy's kernel programs where the GIL is.
     pub fn set_gil_address(&mut self, gil: &GilAddress) -> anyhow::Result<()> {
         let map = self

@@ -88,6 +88,26 @@ pub struct Report {
     pub threads: Vec<ThreadReport>,
     /// Probe events the kernel could not record (a map was full). 0 means the numbers are complete.
     pub lost_events: u64,
+    pub sampling: Sampling,
+}
+
+/// What observing cost, and whether the overhead budget made it a sample.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sampling {
+    /// Probes were off part of the time (duty cycling): counts and totals cover the probed
+    /// windows only, and %wall figures are over the probed time.
+    pub sampled: bool,
+    /// Share of the wall time the probes were attached (1 when not sampled).
+    pub coverage: f64,
+    /// Probed wall time, ns.
+    pub observed_ns: u64,
+    /// `--max-overhead` (% of one CPU), null for `none`.
+    pub max_overhead_pct: Option<f64>,
+    /// Estimated cost of the probes to the target while attached, % of one CPU (probe traps
+    /// per second × the measured cost per trap).
+    pub probe_cost_pct: f64,
+    /// The same averaged over the wall time: probe_cost_pct × coverage.
+    pub overhead_pct: f64,
 }
 
 /// Names for a thread: (os_name, python_name).
@@ -100,6 +120,7 @@ pub struct RunInfo<'a> {
     pub command: Option<&'a [String]>,
     pub exit_code: Option<i32>,
     pub interpreter: InterpreterInfo,
+    pub max_overhead_pct: Option<f64>,
 }
 
 /// Builds a report from two snapshots (`from` may be the empty snapshot taken at attach).
@@ -112,6 +133,9 @@ pub fn build(
     names: Names<'_>,
 ) -> Report {
     let duration_ns = to.at_ns.saturating_sub(from.at_ns).max(1);
+    let sampling = sampling(info, from, to, duration_ns);
+    // Shares of time are over the time we looked: unprobed windows are unknown, not idle.
+    let base_ns = sampling.observed_ns.max(1);
     let empty = Distribution::default();
     let mut threads: Vec<ThreadReport> = to
         .threads
@@ -145,7 +169,7 @@ pub fn build(
     let held: u64 = threads.iter().map(|t| t.hold_ns.total).sum();
     let waited: u64 = threads.iter().map(|t| t.wait_ns.total).sum();
     let acquisitions: u64 = threads.iter().map(|t| t.acquisitions).sum();
-    let secs = duration_ns as f64 / 1e9;
+    let secs = base_ns as f64 / 1e9;
     Report {
         schema: SCHEMA,
         kind,
@@ -157,13 +181,32 @@ pub fn build(
         duration_ns,
         ended,
         gil: GilSummary {
-            held_pct: round2(held as f64 * 100.0 / duration_ns as f64),
-            wait_pct: round2(waited as f64 * 100.0 / duration_ns as f64),
+            held_pct: round2(held as f64 * 100.0 / base_ns as f64),
+            wait_pct: round2(waited as f64 * 100.0 / base_ns as f64),
             acquisitions,
             acquisitions_per_sec: round2(acquisitions as f64 / secs),
         },
         threads,
         lost_events: to.lost_events.saturating_sub(from.lost_events),
+        sampling,
+    }
+}
+
+fn sampling(info: &RunInfo<'_>, from: &Snapshot, to: &Snapshot, duration_ns: u64) -> Sampling {
+    let observed_ns = to.probed_ns.saturating_sub(from.probed_ns).min(duration_ns);
+    let probed_s = observed_ns.max(1) as f64 / 1e9;
+    let probe_cost_pct = crate::probe::budget::cost_pct(
+        to.hits.0.saturating_sub(from.hits.0) as f64 / probed_s,
+        to.hits.1.saturating_sub(from.hits.1) as f64 / probed_s,
+    );
+    let coverage = observed_ns as f64 / duration_ns as f64;
+    Sampling {
+        sampled: to.sampled,
+        coverage: (coverage * 1000.0).round() / 1000.0,
+        observed_ns,
+        max_overhead_pct: info.max_overhead_pct,
+        probe_cost_pct: round2(probe_cost_pct),
+        overhead_pct: round2(probe_cost_pct * coverage),
     }
 }
 

@@ -96,7 +96,7 @@ pub fn table(r: &Report, limit: usize) -> String {
         .max()
         .unwrap_or(6)
         .clamp(6, 24);
-    let dur = r.duration_ns.max(1) as f64;
+    let dur = r.sampling.observed_ns.max(1) as f64;
     let _ = writeln!(
         out,
         "{:>7}  {:<name_w$}  {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
@@ -218,7 +218,7 @@ const SUFFERING_PCT: f64 = 10.0;
 
 /// The answer in one or two lines: is it the GIL, and who holds it while others wait.
 pub fn verdict(r: &Report) -> String {
-    let dur = r.duration_ns.max(1) as f64;
+    let dur = r.sampling.observed_ns.max(1) as f64;
     let share = |ns: u64| ns as f64 * 100.0 / dur;
     let suffering: Vec<&ThreadReport> = r
         .threads
@@ -258,12 +258,38 @@ pub fn verdict(r: &Report) -> String {
     text
 }
 
+/// What observing cost, and whether the budget made the run a sample.
+fn cost_line(r: &Report) -> String {
+    let s = &r.sampling;
+    let budget = s
+        .max_overhead_pct
+        .map_or("no budget".to_owned(), |m| format!("budget {m}%"));
+    if s.sampled {
+        format!(
+            "SAMPLED: probes attached {:.1}% of the time (they cost ≈{}% of a CPU while attached, over the {budget}): \
+             counts and totals are of the probed windows only, %wall is over the probed time",
+            s.coverage * 100.0,
+            s.probe_cost_pct
+        )
+    } else {
+        format!(
+            "probe cost ≈{}% of a CPU ({budget}) · every GIL cycle observed",
+            s.probe_cost_pct
+        )
+    }
+}
+
 /// One interval's line block for the live view.
 pub fn live(r: &Report, elapsed_ns: u64) -> String {
     let mut out = String::new();
+    let sampled = if r.sampling.sampled {
+        format!(" · sampled, {:.0}% observed", r.sampling.coverage * 100.0)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "── {:>6.1}s ── {}",
+        "── {:>6.1}s ── {}{sampled}",
         elapsed_ns as f64 / 1e9,
         summary_line(r)
     );
@@ -283,6 +309,7 @@ pub fn final_report(r: &Report) -> String {
         },
     };
     let _ = writeln!(out, "observed {} · ended: {ended}", fmt_ns(r.duration_ns));
+    let _ = writeln!(out, "{}", cost_line(r));
     if r.lost_events > 0 {
         let _ = writeln!(
             out,

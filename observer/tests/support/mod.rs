@@ -403,7 +403,44 @@ pub fn loaded_gilwatch_programs() -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|p| p["name"].as_str())
-        .filter(|n| n.starts_with("take_gil") || n.starts_with("drop_gil"))
+        .filter(|n| {
+            n.starts_with("take_gil") || n.starts_with("drop_gil") || n.starts_with("gil_cond_wait")
+        })
         .map(str::to_owned)
+        .collect()
+}
+
+/// IDs of the BPF programs a process holds open (its /proc fdinfo), while it runs.
+pub fn bpf_prog_ids_of(pid: u32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u64> = fds
+        .filter_map(Result::ok)
+        .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Which of these BPF program IDs are still loaded in the kernel.
+pub fn still_loaded(ids: &[u64]) -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_u64())
+        .filter(|id| ids.contains(id))
         .collect()
 }

@@ -1,0 +1,131 @@
+//! `cargo xtask bench`: what observing costs the observed process, side by side.
+//!
+//! Configurations (the target unobserved, gilwatch with its default overhead budget, gilwatch
+//! observing everything, and the bpftrace script a user would write) run interleaved, A B C D A B
+//! C D, so a machine that gets busier during the run hurts them all alike. Medians and min–max
+//! over the repetitions go to bench/results/latest.md and latest.json.
+mod attached;
+mod deps;
+mod run;
+mod table;
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use crate::shell::{self, workspace_root};
+
+pub use run::Config;
+
+pub struct Options {
+    pub reps: usize,
+    pub seconds: f64,
+    pub python: PathBuf,
+}
+
+/// What one measured run produced: named numbers (ns_per_cycle, rps, …).
+pub type Metrics = Vec<(&'static str, f64)>;
+
+pub fn bench(opts: &Options) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        shell::is_root(),
+        "the benchmark attaches uprobes: run it as root"
+    );
+    let started = Instant::now();
+    let env = deps::ensure(&opts.python)?;
+    let root = workspace_root();
+    let load_before = loadavg();
+    eprintln!("bench: load average at start: {load_before}");
+
+    let configs = [
+        Config::None,
+        Config::Gilwatch,
+        Config::GilwatchFull,
+        Config::Bpftrace,
+    ];
+    let mut results: Vec<Value> = Vec::new();
+    for workload in run::Workload::ALL {
+        let mut runs: Vec<(Config, Metrics)> = Vec::new();
+        for rep in 0..opts.reps {
+            for &config in &configs {
+                eprintln!(
+                    "bench: {} · {} · repetition {}/{}",
+                    workload.name(),
+                    config.name(),
+                    rep + 1,
+                    opts.reps
+                );
+                let m = run::once(&env, workload, config, opts.seconds)
+                    .with_context(|| format!("{} under {}", workload.name(), config.name()))?;
+                runs.push((config, m));
+            }
+        }
+        results.push(json!({
+            "workload": workload.name(),
+            "configs": configs.iter().map(|c| json!({
+                "config": c.name(),
+                "runs": runs.iter().filter(|(rc, _)| rc == c).map(|(_, m)| {
+                    m.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>()
+                }).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    eprintln!("bench: observer-side cost");
+    let observer = run::observer_cost(&env, opts.seconds.max(5.0))?;
+    let load_after = loadavg();
+    let doc = json!({
+        "machine": machine(),
+        "python": env.python_version,
+        "gilwatch_commit": shell::output(std::process::Command::new("git").args(["-C"]).arg(&root).args(["rev-parse", "--short", "HEAD"])).map(|s| s.trim().to_owned()),
+        "load_average": {"start": load_before, "end": load_after},
+        "repetitions": opts.reps,
+        "seconds_per_run": opts.seconds,
+        "per_event_streaming_mode": "none (gilwatch aggregates in the kernel; no per-event output exists)",
+        "workloads": results,
+        "observer": observer,
+        "wall_seconds": started.elapsed().as_secs_f64(),
+    });
+    let dir = root.join("bench/results");
+    std::fs::create_dir_all(&dir).context("creating bench/results")?;
+    let json_path = dir.join("latest.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let md = table::markdown(&doc);
+    let md_path = dir.join("latest.md");
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    println!("{md}");
+    eprintln!(
+        "bench: wrote {} and {} in {:.0} s",
+        md_path.display(),
+        json_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The 1-, 5- and 15-minute load averages: numbers taken under load are noise, so every result
+/// says what the load was.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned());
+    let uname = |flag: &str| {
+        shell::output(std::process::Command::new("uname").arg(flag)).map(|s| s.trim().to_owned())
+    };
+    json!({
+        "cpu": model,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": uname("-r"),
+        "virtualized": shell::output(&mut std::process::Command::new("systemd-detect-virt")).map(|s| s.trim().to_owned()),
+    })
+}

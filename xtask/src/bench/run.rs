@@ -1,0 +1,431 @@
+//! One measured run: start a workload, attach an observer (or none), measure, tear down.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::{Value, json};
+
+use super::{Metrics, deps::Env};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Config {
+    /// The target alone.
+    None,
+    /// gilwatch as a user runs it: default overhead budget, live table every 2 s.
+    Gilwatch,
+    /// gilwatch with no budget: every GIL cycle probed, whatever it costs.
+    GilwatchFull,
+    /// scripts/bench/gil_wait_hold.bt: uprobe+uretprobe on take_gil, uprobe on drop_gil.
+    Bpftrace,
+}
+
+impl Config {
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::None => "unobserved",
+            Config::Gilwatch => "gilwatch (default)",
+            Config::GilwatchFull => "gilwatch --max-overhead none",
+            Config::Bpftrace => "bpftrace script",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Workload {
+    /// One GIL release/acquire per iteration, flat out: ns per cycle.
+    Cycle,
+    /// One CPU thread and two I/O threads: each one's throughput.
+    Mix,
+    /// Flask under gunicorn (1 worker, 8 threads), driven by wrk over loopback.
+    Web,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 3] = [Workload::Cycle, Workload::Mix, Workload::Web];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Cycle => "gil-cycle",
+            Workload::Mix => "contended-mix",
+            Workload::Web => "flask-gunicorn",
+        }
+    }
+}
+
+/// Kills the process on drop, so no error path leaves a workload spinning.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Python workload that prints "ready", waits for a line on stdin, then prints one JSON line.
+struct Gated {
+    guard: Guard,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Gated {
+    fn start(env: &Env, script: &str, args: &[String]) -> anyhow::Result<Gated> {
+        let mut child = Command::new(&env.python)
+            .arg(env.scripts.join(script))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {script}"))?;
+        let stdin = child.stdin.take().context("workload stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("workload stdout")?);
+        let mut g = Gated {
+            guard: Guard(child),
+            stdin,
+            stdout,
+        };
+        let line = g.line()?;
+        if line.trim() != "ready" {
+            bail!("{script} said {line:?} instead of ready");
+        }
+        Ok(g)
+    }
+
+    fn pid(&self) -> u32 {
+        self.guard.0.id()
+    }
+
+    fn line(&mut self) -> anyhow::Result<String> {
+        let mut s = String::new();
+        self.stdout
+            .read_line(&mut s)
+            .context("reading the workload")?;
+        Ok(s)
+    }
+
+    fn go(&mut self) -> anyhow::Result<Value> {
+        self.stdin
+            .write_all(b"go\n")
+            .context("starting the workload")?;
+        self.stdin.flush().ok();
+        let line = self.line()?;
+        serde_json::from_str(&line).with_context(|| format!("workload printed {line:?}"))
+    }
+}
+
+/// A running observer: gilwatch or bpftrace, attached to one PID.
+pub struct Observer {
+    guard: Guard,
+    json: Option<PathBuf>,
+    pub attach_ms: f64,
+}
+
+impl Observer {
+    /// Starts the observer and returns once all its uprobes are in place (as bpftool lists
+    /// them): that moment is what "attach time" measures.
+    pub fn start(env: &Env, config: Config, pid: u32) -> anyhow::Result<Option<Observer>> {
+        let tmp = std::env::temp_dir().join(format!("gilwatch-bench-{}.json", std::process::id()));
+        let all = super::attached::gilwatch_points(&env.gilwatch, pid)?;
+        let (mut cmd, points, json) = match config {
+            Config::None => return Ok(None),
+            Config::Gilwatch | Config::GilwatchFull => {
+                let mut c = Command::new(&env.gilwatch);
+                c.args(["-p", &pid.to_string(), "--json"]).arg(&tmp);
+                if config == Config::GilwatchFull {
+                    c.args(["--max-overhead", "none"]);
+                }
+                (c, all, Some(tmp))
+            }
+            Config::Bpftrace => {
+                let script = std::fs::read_to_string(env.scripts.join("gil_wait_hold.bt"))
+                    .context("reading gil_wait_hold.bt")?;
+                let script = script.replace("LIBPYTHON", &env.libpython.to_string_lossy());
+                let path = std::env::temp_dir().join("gilwatch-bench.bt");
+                std::fs::write(&path, script).context("writing the bpftrace script")?;
+                let mut c = Command::new("bpftrace");
+                c.args(["-p", &pid.to_string()]).arg(path);
+                // The same functions in libpython (bpftrace's uretprobe shares take_gil's
+                // breakpoint with its uprobe).
+                let lib = env
+                    .libpython
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let points: Vec<_> = all.into_iter().filter(|p| p.object == lib).collect();
+                (c, points, None)
+            }
+        };
+        let started = Instant::now();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", config.name()))?;
+        let guard = Guard(child);
+        loop {
+            if super::attached::all_armed(pid, &points) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("{} did not attach within 30 s", config.name());
+            }
+            sleep(Duration::from_millis(2));
+        }
+        Ok(Some(Observer {
+            guard,
+            json,
+            attach_ms: started.elapsed().as_secs_f64() * 1e3,
+        }))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.0.id()
+    }
+
+    /// SIGINT, then what gilwatch reported (its final JSON object), if it writes one.
+    pub fn stop(mut self) -> anyhow::Result<Option<Value>> {
+        // SAFETY: kill(2) on our own child's PID, which we have not waited for, so it is ours.
+        unsafe { libc_kill(self.pid() as i32, 2) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.guard.0.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("observer did not exit within 20 s of SIGINT");
+            }
+            sleep(Duration::from_millis(10));
+        }
+        let Some(path) = self.json.take() else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).context("reading gilwatch's JSON")?;
+        let last = text.lines().last().unwrap_or_default();
+        Ok(Some(
+            serde_json::from_str(last).context("parsing gilwatch's JSON")?,
+        ))
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Coverage gilwatch reported (1.0 when it observed all the time).
+fn coverage(report: &Option<Value>) -> Option<f64> {
+    report
+        .as_ref()
+        .map(|r| r["sampling"]["coverage"].as_f64().unwrap_or(1.0))
+}
+
+pub fn once(
+    env: &Env,
+    workload: Workload,
+    config: Config,
+    seconds: f64,
+) -> anyhow::Result<Metrics> {
+    match workload {
+        Workload::Cycle | Workload::Mix => {
+            let (script, args) = match workload {
+                Workload::Cycle => ("gil_cycle.py", vec![seconds.to_string()]),
+                _ => ("mix.py", vec![seconds.to_string(), "2".to_owned()]),
+            };
+            let mut target = Gated::start(env, script, &args)?;
+            let observer = Observer::start(env, config, target.pid())?;
+            let result = target.go()?;
+            let mut m: Metrics = Vec::new();
+            for key in ["ns_per_cycle", "cpu_kloops_per_s", "io_per_s"] {
+                if let Some(v) = result[key].as_f64() {
+                    m.push((key, v));
+                }
+            }
+            finish(observer, &mut m)?;
+            Ok(m)
+        }
+        Workload::Web => web(env, config, seconds),
+    }
+}
+
+fn finish(observer: Option<Observer>, m: &mut Metrics) -> anyhow::Result<()> {
+    if let Some(o) = observer {
+        m.push(("attach_ms", o.attach_ms));
+        let report = o.stop()?;
+        if let Some(c) = coverage(&report) {
+            m.push(("coverage", c));
+        }
+    }
+    Ok(())
+}
+
+const PORT: u16 = 18_731;
+
+fn web(env: &Env, config: Config, seconds: f64) -> anyhow::Result<Metrics> {
+    let master = Guard(
+        Command::new(env.venv.join("bin/gunicorn"))
+            .args(["-w", "1", "--threads", "8", "-b"])
+            .arg(format!("127.0.0.1:{PORT}"))
+            .arg("--chdir")
+            .arg(&env.scripts)
+            .args(["--log-level", "warning", "app:app"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting gunicorn")?,
+    );
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", PORT)).is_err() {
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("gunicorn did not listen within 20 s");
+        }
+        sleep(Duration::from_millis(50));
+    }
+    let worker = worker_of(master.0.id())?;
+    // Warm up unobserved (imports, first requests), then observe a measured run.
+    wrk(1.0)?;
+    let observer = Observer::start(env, config, worker)?;
+    let (rps, p99_ms) = wrk(seconds)?;
+    let mut m: Metrics = vec![("requests_per_s", rps), ("p99_ms", p99_ms)];
+    finish(observer, &mut m)?;
+    drop(master);
+    Ok(m)
+}
+
+fn worker_of(master: u32) -> anyhow::Result<u32> {
+    let path = format!("/proc/{master}/task/{master}/children");
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        if let Some(pid) = text.split_whitespace().next().and_then(|s| s.parse().ok()) {
+            return Ok(pid);
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("gunicorn started no worker");
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs wrk; returns requests/s and the p99 latency in ms.
+fn wrk(seconds: f64) -> anyhow::Result<(f64, f64)> {
+    let out = Command::new("wrk")
+        .args(["-t2", "-c16", "--latency", "--timeout", "5s"])
+        .arg(format!("-d{}s", seconds.ceil() as u64))
+        .arg(format!("http://127.0.0.1:{PORT}/"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .ok_or_else(|| anyhow!("no Requests/sec in wrk's output: {text}"))?;
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(|v| duration_ms(v.trim()))
+        .ok_or_else(|| anyhow!("no 99% latency in wrk's output: {text}"))?;
+    Ok((rps, p99))
+}
+
+/// wrk's durations: 850.00us, 12.34ms, 1.20s.
+fn duration_ms(s: &str) -> Option<f64> {
+    for (unit, scale) in [("us", 1e-3), ("ms", 1.0), ("s", 1e3)] {
+        if let Some(n) = s.strip_suffix(unit) {
+            return n.parse::<f64>().ok().map(|v| v * scale);
+        }
+    }
+    None
+}
+
+/// Nanoseconds on CPU of all of a process's threads (from the scheduler, not tick-sampled).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A /proc/PID/status field in kB (VmHWM: peak RSS; VmRSS: now).
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| {
+            v.trim_start_matches(':')
+                .trim()
+                .trim_end_matches(" kB")
+                .parse()
+                .ok()
+        })
+}
+
+/// gilwatch's own CPU and memory while it observes (all events, live table every 2 s): at about
+/// 10^5 GIL cycles/s, and with 1000 threads.
+pub fn observer_cost(env: &Env, seconds: f64) -> anyhow::Result<Value> {
+    let mut out = Vec::new();
+    for (label, script, args) in [
+        (
+            "1e5 GIL cycles/s",
+            "gil_cycle.py",
+            vec![format!("{}", seconds + 3.0), "100000".to_owned()],
+        ),
+        (
+            "1000 threads",
+            "many_threads.py",
+            vec![format!("{}", seconds + 3.0), "1000".to_owned()],
+        ),
+    ] {
+        let mut target = if script == "gil_cycle.py" {
+            let mut g = Gated::start(env, script, &args)?;
+            g.stdin
+                .write_all(b"go\n")
+                .context("starting the workload")?;
+            g.stdin.flush().ok();
+            g
+        } else {
+            Gated::start(env, script, &args)?
+        };
+        let obs = Observer::start(env, Config::GilwatchFull, target.pid())?
+            .ok_or_else(|| anyhow!("no observer"))?;
+        // Let the first interval pass (thread names, maps filling), then measure a window.
+        sleep(Duration::from_secs(1));
+        let (c0, t0) = (cpu_ns(obs.pid()), Instant::now());
+        sleep(Duration::from_secs_f64(seconds / 2.0));
+        let rss_mid = status_kb(obs.pid(), "VmRSS");
+        sleep(Duration::from_secs_f64(seconds / 2.0));
+        let cpu_pct = (cpu_ns(obs.pid()) - c0) as f64 * 100.0 / t0.elapsed().as_nanos() as f64;
+        let rss_end = status_kb(obs.pid(), "VmRSS");
+        let hwm = status_kb(obs.pid(), "VmHWM");
+        let attach_ms = obs.attach_ms;
+        let report = obs.stop()?;
+        let rate = report
+            .as_ref()
+            .and_then(|r| r["gil"]["acquisitions_per_sec"].as_f64());
+        let threads = report
+            .as_ref()
+            .and_then(|r| r["threads"].as_array().map(Vec::len));
+        // The workload ends when its Guard drops; kill it now so it stops loading the machine.
+        let _ = target.guard.0.kill();
+        out.push(json!({
+            "case": label,
+            "gil_cycles_per_s": rate,
+            "threads_seen": threads,
+            "cpu_pct_of_one_core": cpu_pct,
+            "rss_kb_mid": rss_mid,
+            "rss_kb_end": rss_end,
+            "peak_rss_kb": hwm,
+            "attach_ms": attach_ms,
+        }));
+    }
+    Ok(Value::Array(out))
+}
