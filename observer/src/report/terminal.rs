@@ -149,16 +149,36 @@ const MAX_BAR_ROWS: usize = 12;
 
 /// A histogram as horizontal bars: quarter-octave rows, coarser when the range is wide.
 pub fn bars(hist: &[(u64, u64)], width: usize) -> String {
+    // Zero-length spans (an uncontended take: the GIL was free) get a line of their own: drawn on
+    // the log scale they would stretch it over many empty octaves down to 0 ns.
+    let (zero, hist): (Vec<(u64, u64)>, Vec<(u64, u64)>) =
+        hist.iter().partition(|&&(upper, _)| upper <= 1);
+    let at_once: u64 = zero.iter().map(|z| z.1).sum();
     let mut group = 2; // kernel buckets per row: 2 of the 8 per octave = quarter octaves
     let rows = loop {
-        let rows = regroup(hist, group);
+        let rows = regroup(&hist, group);
         if rows.len() <= MAX_BAR_ROWS || group >= 64 {
             break rows;
         }
         group *= 2;
     };
-    let peak = rows.iter().map(|r| r.2).max().unwrap_or(0).max(1);
+    let peak = rows
+        .iter()
+        .map(|r| r.2)
+        .max()
+        .unwrap_or(0)
+        .max(at_once)
+        .max(1);
     let mut out = String::new();
+    if at_once > 0 {
+        let n = ((at_once as f64 / peak as f64) * width as f64).ceil() as usize;
+        let _ = writeln!(
+            out,
+            "    {:>17} │{:<width$} {at_once}",
+            "0 (at once)",
+            "█".repeat(n)
+        );
+    }
     for (lo, hi, count) in rows {
         let n = ((count as f64 / peak as f64) * width as f64).ceil() as usize;
         let _ = writeln!(
@@ -378,6 +398,15 @@ mod tests {
         let text = bars(&hist, 10);
         assert!(text.contains("██████████ 30"), "{text}");
         assert_eq!(text.lines().count(), 2, "{text}");
+        // Zero-length spans do not stretch the scale down to 0 ns.
+        let with_zero = vec![
+            (1, 500),
+            (4_194_304 + 524_288, 10),
+            (5_242_880 + 524_288, 30),
+        ];
+        let text = bars(&with_zero, 10);
+        assert!(text.starts_with("          0 (at once) │"), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
         // A range from 1µs to 1s still fits on a screen.
         let wide: Vec<(u64, u64)> = (10..30).map(|p| (1u64 << p, 1)).collect();
         assert!(
