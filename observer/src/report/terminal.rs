@@ -151,9 +151,8 @@ const MAX_BAR_ROWS: usize = 12;
 pub fn bars(hist: &[(u64, u64)], width: usize) -> String {
     // Zero-length spans (an uncontended take: the GIL was free) get a line of their own: drawn on
     // the log scale they would stretch it over many empty octaves down to 0 ns.
-    let (zero, hist): (Vec<(u64, u64)>, Vec<(u64, u64)>) =
-        hist.iter().partition(|&&(upper, _)| upper <= 1);
-    let at_once: u64 = zero.iter().map(|z| z.1).sum();
+    let at_once: u64 = hist.iter().filter(|b| b.0 <= 1).map(|b| b.1).sum();
+    let hist: Vec<(u64, u64)> = hist.iter().copied().filter(|b| b.0 > 1).collect();
     let mut group = 2; // kernel buckets per row: 2 of the 8 per octave = quarter octaves
     let rows = loop {
         let rows = regroup(&hist, group);
