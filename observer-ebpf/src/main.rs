@@ -26,11 +26,11 @@ use aya_ebpf::{
 };
 mod gil_cond_wait;
 mod gil_libc;
+mod histogram;
 
 use observer_common::{
-    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, HIST_BUCKETS, HIT_KINDS, HIT_UPROBE,
-    HIT_URETPROBE, Histogram, MAX_STATS, MAX_THREADS, StatKey, StatKind, ThreadGilState,
-    bucket_index,
+    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, HIT_KINDS, HIT_UPROBE, HIT_URETPROBE,
+    Histogram, MAX_STATS, MAX_THREADS, StatKey, StatKind, ThreadGilState,
 };
 
 /// (tid, kind) → distribution. Read (never cleared) by userspace.
@@ -48,11 +48,6 @@ pub(crate) static THREADS: LruHashMap<u32, ThreadGilState> =
 /// holder let go was a wait, not part of its hold.
 #[map]
 static LAST_DROP: Array<u64> = Array::with_max_entries(1, 0);
-
-/// One all-zero histogram: the initial value for new STATS entries, which are too big for the
-/// 512-byte BPF stack.
-#[map]
-static ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
 
 /// Events we could not record, by cause (ERR_*): reported so a full map is never silent.
 #[map]
@@ -97,29 +92,8 @@ pub(crate) fn record(tid: u32, kind: StatKind, ns: u64) {
         tid,
         kind: kind as u32,
     };
-    let mut h = STATS.get_ptr_mut(&key);
-    if h.is_none() {
-        let Some(zero) = ZERO_HIST.get_ptr(0) else {
-            return;
-        };
-        // SAFETY: ZERO_HIST's slot is a valid Histogram that nothing ever writes.
-        if STATS.insert(&key, unsafe { &*zero }, 0).is_err() {
-            count_error(ERR_STATS_MAP_FULL);
-            return;
-        }
-        h = STATS.get_ptr_mut(&key);
-    }
-    let Some(h) = h else { return };
-    // The mask keeps the index provably inside the array for the verifier.
-    let idx = bucket_index(ns) & (HIST_BUCKETS - 1);
-    // SAFETY: `h` points at this thread's own map value; only this thread updates it.
-    unsafe {
-        (*h).count += 1;
-        (*h).total_ns += ns;
-        if ns > (*h).max_ns {
-            (*h).max_ns = ns;
-        }
-        *(*h).buckets.as_mut_ptr().add(idx) += 1;
+    if histogram::add(&STATS, &key, ns).is_err() {
+        count_error(ERR_STATS_MAP_FULL);
     }
 }
 

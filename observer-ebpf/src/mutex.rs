@@ -21,13 +21,12 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, RetProbeContext, tracing::StackIdContext as _},
 };
 use observer_common::{
-    HIST_BUCKETS, Histogram, MUTEX_CFG_ALL, MUTEX_CFG_ARMED, MUTEX_CFG_SLOTS, MUTEX_CFG_STACKS,
-    MUTEX_CFG_TGID, MUTEX_CUSTOM_ADDR_MASK, MUTEX_CUSTOM_PAIR_SHIFT, MUTEX_CUSTOM_TAG,
-    MUTEX_ERR_COUNTERS, MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL, MUTEX_MAX_STACKS,
-    MUTEX_MAX_STATS, MUTEX_OP_COND_WAIT, MUTEX_OP_CUSTOM, MUTEX_OP_LOCK, MUTEX_OP_TIMEDLOCK,
-    MUTEX_OP_TRYLOCK, MutexCounts, MutexHeld, MutexKey, MutexPending, MutexSite, MutexSiteKey,
-    MutexStatKind, PTHREAD_MUTEX_KIND_MASK, PTHREAD_MUTEX_KIND_OFFSET, PTHREAD_MUTEX_RECURSIVE,
-    bucket_index,
+    Histogram, MUTEX_CFG_ALL, MUTEX_CFG_ARMED, MUTEX_CFG_SLOTS, MUTEX_CFG_STACKS, MUTEX_CFG_TGID,
+    MUTEX_CUSTOM_ADDR_MASK, MUTEX_CUSTOM_PAIR_SHIFT, MUTEX_CUSTOM_TAG, MUTEX_ERR_COUNTERS,
+    MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL, MUTEX_MAX_STACKS, MUTEX_MAX_STATS,
+    MUTEX_OP_COND_WAIT, MUTEX_OP_CUSTOM, MUTEX_OP_LOCK, MUTEX_OP_TIMEDLOCK, MUTEX_OP_TRYLOCK,
+    MutexCounts, MutexHeld, MutexKey, MutexPending, MutexSite, MutexSiteKey, MutexStatKind,
+    PTHREAD_MUTEX_KIND_MASK, PTHREAD_MUTEX_KIND_OFFSET, PTHREAD_MUTEX_RECURSIVE,
 };
 
 /// Hash maps that allocate entries as they are inserted (BPF_F_NO_PREALLOC): a histogram is
@@ -81,10 +80,6 @@ static MUTEX_STACKS: StackTrace = StackTrace::with_max_entries(MUTEX_MAX_STACKS,
 #[map]
 static MUTEX_SITES: HashMap<MutexSiteKey, MutexSite> =
     HashMap::with_max_entries(MUTEX_MAX_STATS, NO_PREALLOC);
-
-/// One all-zero histogram: the initial value of new MUTEX_STATS entries (too big for the stack).
-#[map]
-static MUTEX_ZERO_HIST: Array<Histogram> = Array::with_max_entries(1, 0);
 
 /// Events that could not be recorded (MUTEX_ERR_*).
 #[map]
@@ -145,30 +140,8 @@ fn key(addr: u64, tid: u32, kind: u32) -> MutexKey {
 
 #[inline(always)]
 fn record(addr: u64, tid: u32, kind: MutexStatKind, ns: u64) {
-    let k = key(addr, tid, kind as u32);
-    let mut h = MUTEX_STATS.get_ptr_mut(&k);
-    if h.is_none() {
-        let Some(zero) = MUTEX_ZERO_HIST.get_ptr(0) else {
-            return;
-        };
-        // SAFETY: MUTEX_ZERO_HIST's slot is a valid Histogram that nothing ever writes.
-        if MUTEX_STATS.insert(&k, unsafe { &*zero }, 0).is_err() {
-            count_error(MUTEX_ERR_STATS_FULL);
-            return;
-        }
-        h = MUTEX_STATS.get_ptr_mut(&k);
-    }
-    let Some(h) = h else { return };
-    // The mask keeps the index provably inside the array for the verifier.
-    let idx = bucket_index(ns) & (HIST_BUCKETS - 1);
-    // SAFETY: this thread's own entry.
-    unsafe {
-        (*h).count += 1;
-        (*h).total_ns += ns;
-        if ns > (*h).max_ns {
-            (*h).max_ns = ns;
-        }
-        *(*h).buckets.as_mut_ptr().add(idx) += 1;
+    if crate::histogram::add(&MUTEX_STATS, &key(addr, tid, kind as u32), ns).is_err() {
+        count_error(MUTEX_ERR_STATS_FULL);
     }
 }
 

@@ -132,39 +132,6 @@ impl Process {
         Ok((file, fd_path))
     }
 
-    /// Opens a file by the path the process sees, resolved inside the process's root (its
-    /// container): symlinks there resolve against that root and can never lead out of it.
-    /// Returns the file and a path to it (/proc/self/fd/N) for APIs that want a path; the path
-    /// is valid while the file stays open.
-    pub fn open_in_root(&self, path: &str) -> anyhow::Result<(fs::File, PathBuf)> {
-        use std::os::fd::{AsRawFd as _, FromRawFd as _};
-        let root = fs::File::open(self.proc_path("root"))
-            .with_context(|| format!("opening /proc/{}/root", self.pid))?;
-        let cpath = std::ffi::CString::new(path).context("path with a NUL byte")?;
-        // SAFETY: open_how is plain data; zeroed is a valid value before we set the fields.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and a correctly sized open_how.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                cpath.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("opening {path} inside PID {}'s root", self.pid));
-        }
-        // SAFETY: the kernel just gave us this fd; nothing else owns it.
-        let file = unsafe { fs::File::from_raw_fd(fd as i32) };
-        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        Ok((file, fd_path))
-    }
-
     /// Thread ids and their OS names (comm, at most 15 bytes).
     pub fn threads(&self) -> HashMap<u32, String> {
         let mut out = HashMap::new();
