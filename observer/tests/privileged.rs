@@ -175,11 +175,19 @@ fn a_single_thread_does_not_wait() {
             "{label}: wait p99 {} ns",
             t["wait_ns"]["p99"]
         );
-        // A measured wait contains one probe trap (the probe that ends it). libc's
-        // pthread_mutex_lock starts with an instruction uprobes must single-step out of line,
-        // which costs more than take_gil's emulated `push`: allow 1.5% there, 1% otherwise.
+        // Per acquisition, the wait is at most a probe trap and an uncontended mutex: tens of µs,
+        // not the milliseconds of a switch interval. With `libc` the measured wait contains one
+        // probe trap (the probe that ends it), and libc's pthread_mutex_lock starts with an
+        // instruction uprobes must single-step out of line (≈10 µs on a busy VM), so at ≈900
+        // acquisitions/s its share of wall time is about 1%: allow 3% there; symtab sees
+        // uncontended takes as no wait at all: 1%. Contention reads 80% and more.
+        let mean_us = ns(&t["wait_ns"]["total"]) / ns(&t["acquisitions"]) / 1e3;
+        assert!(
+            mean_us < 50.0,
+            "{label}: mean wait {mean_us:.1} µs per acquisition"
+        );
         let limit = if py.expect_strategy == "libc" {
-            1.5
+            3.0
         } else {
             1.0
         };
