@@ -428,15 +428,8 @@ pub fn thread_names(
         // No `_PyRuntime` before 3.7; naming threads there is not supported.
         return Ok(HashMap::new());
     }
-    let mut layout =
-        layout_for(minor).with_context(|| format!("Python {major}.{minor} is not supported"))?;
-    let mut reader = Reader {
-        mem,
-        layout,
-        types: HashMap::new(),
-    };
-    let interp = reader.main_interpreter(minor, runtime_addr, &mut layout)?;
-    reader.layout = layout;
+    let (mut reader, interp) = Reader::at_main_interpreter(mem, version, runtime_addr)?;
+    let layout = reader.layout;
 
     let by_ident = reader
         .active_thread_names(interp)
@@ -514,15 +507,29 @@ fn tids_seen_from_here(pid: u32) -> HashMap<u32, u32> {
 
 /// The main interpreter's `PyInterpreterState*` (3.7+; 3.13+ through `_Py_DebugOffsets`).
 pub fn main_interpreter(mem: &ProcessMemory, version: (u8, u8), runtime_addr: u64) -> Result<u64> {
-    let (major, minor) = version;
-    let mut layout =
-        layout_for(minor).with_context(|| format!("Python {major}.{minor} is not supported"))?;
-    let mut reader = Reader {
-        mem,
-        layout,
-        types: HashMap::new(),
-    };
-    reader.main_interpreter(minor, runtime_addr, &mut layout)
+    Reader::at_main_interpreter(mem, version, runtime_addr).map(|(_, interp)| interp)
+}
+
+impl<'a> Reader<'a> {
+    /// A reader with this version's layout (refreshed from `_Py_DebugOffsets` on 3.13+), and the
+    /// main interpreter it found.
+    fn at_main_interpreter(
+        mem: &'a ProcessMemory,
+        version: (u8, u8),
+        runtime_addr: u64,
+    ) -> Result<(Self, u64)> {
+        let (major, minor) = version;
+        let mut layout = layout_for(minor)
+            .with_context(|| format!("Python {major}.{minor} is not supported"))?;
+        let mut reader = Reader {
+            mem,
+            layout,
+            types: HashMap::new(),
+        };
+        let interp = reader.main_interpreter(minor, runtime_addr, &mut layout)?;
+        reader.layout = layout;
+        Ok((reader, interp))
+    }
 }
 
 #[derive(Clone, Copy)]
