@@ -242,17 +242,10 @@ fn symtab_only(pid: u32) -> Vec<String> {
 }
 
 fn observe_with_root(pid: u32, root: &Path) -> Value {
-    let out = gilwatch_with_root(
+    final_report(&gilwatch_with_root(
         root,
         &["-p", &pid.to_string(), "-d", OBSERVE, "-q", "--json", "-"],
-    );
-    assert!(
-        out.status.success(),
-        "gilwatch failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    last_json(&out.stdout)
+    ))
 }
 
 /// The contended workload's numbers, as privileged.rs checks them on unstripped builds.

@@ -293,7 +293,11 @@ pub fn observe_with(pid: u32, secs: &str, extra: &[&str]) -> Value {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = gilwatch(&args);
+    final_report(&gilwatch(&args))
+}
+
+/// The final JSON report of a gilwatch run that must have succeeded.
+pub fn final_report(out: &Output) -> Value {
     assert!(
         out.status.success(),
         "gilwatch failed ({}): {}",
