@@ -41,7 +41,7 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     };
     let _ = writeln!(out, "  version    CPython {}{ft}", i.version);
     // .symtab, MiniDebugInfo or a debug file: what the symtab strategy would use.
-    let found = crate::gil::debuginfo::gil_functions(i)?;
+    let found = crate::gil::symbols::gil_functions(i)?;
     let syms = &found.symbols;
     let from = found
         .source

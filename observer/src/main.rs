@@ -11,6 +11,7 @@ mod gil;
 mod histogram;
 mod lock;
 mod names;
+mod object;
 mod probe;
 mod python;
 mod report;

@@ -10,8 +10,11 @@ use anyhow::{Context as _, anyhow};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::{
-    gil::symbols::file_offset,
-    target::process::{Mapping, Process, file_name},
+    object::elf::file_offset,
+    target::{
+        maps::Mapping,
+        process::{Process, file_name},
+    },
 };
 
 pub struct Libc {

@@ -5,12 +5,16 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSymbol};
 
 use crate::{
     error::{Exit, user},
+    object::elf,
     python::version::{self, PythonVersion},
-    target::process::{Mapping, Process, file_name},
+    target::{
+        maps::Mapping,
+        process::{Process, file_name},
+    },
 };
 
 /// Oldest and newest CPython this build knows how to read.
@@ -34,7 +38,7 @@ pub struct Interpreter {
     /// Keeps `open_path` (/proc/self/fd/N for files opened inside a target's root) valid.
     pub _file: Option<std::fs::File>,
     /// The target's filesystem root (`/proc/PID/root`, `/` for `gilwatch -- CMD`): where debug
-    /// files for a stripped interpreter are looked for (gil/debuginfo.rs).
+    /// files for a stripped interpreter are looked for (object/debuginfo.rs).
     pub root: PathBuf,
 }
 
@@ -147,20 +151,12 @@ pub fn load(
     })
 }
 
-/// The load bias of a mapped object: where its file offset 0 is mapped, minus the virtual address
-/// its first loadable segment asks for (0 for shared objects and PIE, the link address for
-/// non-PIE executables, whose bias is 0).
+/// The load bias of the interpreter object, from its lowest mapping.
 fn load_bias(interp: &Interpreter, maps: &[Mapping]) -> Option<u64> {
-    let elf = interp.elf().ok()?;
+    let file = interp.elf().ok()?;
     let first = maps
         .iter()
         .filter(|m| m.path == interp.path)
         .min_by_key(|m| m.start)?;
-    let seg = elf.segments().find(|s| {
-        let (off, size) = s.file_range();
-        off <= first.offset && first.offset < off + size.max(1)
-    })?;
-    let (seg_off, _) = seg.file_range();
-    let vaddr_at_mapping = seg.address() + (first.offset - seg_off);
-    Some(first.start.wrapping_sub(vaddr_at_mapping & !0xfff))
+    elf::load_bias(&file, first.start, first.offset)
 }

@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use crate::{
     error::{Exit, user},
     gil::{
-        debuginfo::{self, GilFunctions, SymbolSource},
         libc::Libc,
         locate::Interpreter,
-        symbols,
+        symbols::{self, GilFunctions},
     },
+    object::debuginfo::SymbolSource,
 };
 
 /// A kernel program (by its name in observer-ebpf) and where it attaches.
@@ -94,11 +94,11 @@ pub fn plan(
     libc: Option<&Libc>,
     choice: Strategy,
 ) -> anyhow::Result<ProbePlan> {
-    // .symtab, else MiniDebugInfo, else a debug file (gil/debuginfo.rs).
+    // .symtab, else MiniDebugInfo, else a debug file (object/debuginfo.rs).
     let found = if choice == Strategy::Libc {
         GilFunctions::default()
     } else {
-        debuginfo::gil_functions(interp)?
+        symbols::gil_functions(interp)?
     };
     let syms = &found.symbols;
     let have_symbols = !syms.take.is_empty() && !syms.drop.is_empty();

@@ -3,9 +3,10 @@ use object::SymbolKind;
 
 use crate::{
     error::{Exit, user},
-    lock::{
-        objects::{AddressSpace, MappedObject, Sym, file_offset},
-        spec::{FnName, LockSpec},
+    lock::spec::{FnName, LockSpec},
+    object::{
+        elf::{Sym, file_offset},
+        mapped::{AddressSpace, MappedObject},
     },
 };
 

@@ -2,13 +2,12 @@
 //! (`--lock-fns`) and discovery of every contended mutex (`--mutexes`).
 //!
 //! The data path, top to bottom: parse what was asked (`spec`), read the target's address space
-//! (`objects`), resolve names to addresses (`locate`), plan the probes (`plan`), attach them on the
+//! (`object::mapped`), resolve names to addresses (`locate`), plan the probes (`plan`), attach them on the
 //! shared BPF object (`attach`), wait (`session`, for processes without a GIL), read the maps
 //! (`collect`), name call sites (`symbolize`), report (`report::lock`, `report::lock_terminal`).
 pub mod attach;
 pub mod collect;
 pub mod locate;
-pub mod objects;
 pub mod plan;
 pub mod session;
 pub mod spec;
@@ -23,7 +22,8 @@ use crate::{
     cli::Cli,
     error::{Exit, user},
     gil::plan::ProbePlan,
-    lock::{collect::LockSnapshot, objects::AddressSpace, plan::LockProbe},
+    lock::{collect::LockSnapshot, plan::LockProbe},
+    object::mapped::AddressSpace,
     probe::attach as gil_attach,
     report::{
         EndReason,

@@ -11,9 +11,10 @@ use object::SymbolKind;
 
 use crate::{
     error::{Exit, user},
-    lock::{
-        locate::Function,
-        objects::{AddressSpace, MappedObject, file_offset},
+    lock::locate::Function,
+    object::{
+        elf::file_offset,
+        mapped::{AddressSpace, MappedObject},
     },
 };
 
@@ -140,7 +141,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::lock::objects::symbols;
+    use crate::object::elf::symbols;
 
     const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
 

@@ -7,18 +7,10 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::error::{Exit, user};
-
-/// One line of /proc/PID/maps that maps a file.
-#[derive(Debug, Clone)]
-pub struct Mapping {
-    pub start: u64,
-    pub end: u64,
-    pub offset: u64,
-    pub inode: u64,
-    /// The path as the process sees it (inside its own mount namespace).
-    pub path: String,
-}
+use crate::{
+    error::{Exit, user},
+    target::maps::{self, Mapping},
+};
 
 #[derive(Debug, Clone)]
 pub struct Process {
@@ -94,10 +86,18 @@ impl Process {
             .to_owned())
     }
 
-    pub fn maps(&self) -> anyhow::Result<Vec<Mapping>> {
+    /// Every region of the process (anonymous memory too).
+    pub fn regions(&self) -> anyhow::Result<Vec<Mapping>> {
         let text = fs::read_to_string(self.proc_path("maps"))
             .with_context(|| format!("reading /proc/{}/maps", self.pid))?;
-        Ok(parse_maps(&text))
+        Ok(maps::parse(&text))
+    }
+
+    /// The regions that map files.
+    pub fn maps(&self) -> anyhow::Result<Vec<Mapping>> {
+        let mut maps = self.regions()?;
+        maps.retain(Mapping::is_file);
+        Ok(maps)
     }
 
     /// A path inside the process's mount namespace, reachable from ours through /proc/PID/root
@@ -163,58 +163,10 @@ impl Process {
     }
 }
 
-pub fn parse_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.splitn(6, ' ');
-            let range = f.next()?;
-            let _perms = f.next()?;
-            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
-            let _dev = f.next()?;
-            let inode = f.next()?.parse().ok()?;
-            let path = f.next()?.trim_start();
-            if !path.starts_with('/') {
-                return None;
-            }
-            let (s, e) = range.split_once('-')?;
-            Some(Mapping {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                offset,
-                inode,
-                path: path.trim_end_matches(" (deleted)").to_owned(),
-            })
-        })
-        .collect()
-}
-
 /// File name of a path, for messages.
 pub fn file_name(path: &str) -> &str {
     Path::new(path)
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(path)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_file_mappings_only() {
-        let text = "\
-7f00a0000000-7f00a0200000 r--p 00000000 fd:01 1234                       /usr/lib/libpython3.12.so.1.0
-7f00a0200000-7f00a0400000 r-xp 00200000 fd:01 1234                       /usr/lib/libpython3.12.so.1.0
-7ffd1000000-7ffd1021000 rw-p 00000000 00:00 0                          [stack]
-7f00b0000000-7f00b0001000 rw-p 00000000 00:00 0 
-7f00c0000000-7f00c0001000 r--p 00000000 fd:01 99    /tmp/with space.so (deleted)
-";
-        let m = parse_maps(text);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[1].start, 0x7f00a0200000);
-        assert_eq!(m[1].offset, 0x200000);
-        assert_eq!(m[0].path, "/usr/lib/libpython3.12.so.1.0");
-        assert_eq!(m[2].path, "/tmp/with space.so");
-        assert_eq!(m[0].inode, 1234);
-    }
 }

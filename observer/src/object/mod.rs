@@ -1,0 +1,5 @@
+//! Object files mapped by the target: ELF layout and symbols (`elf`), the objects of an address
+//! space (`mapped`), and where a stripped object's symbols are found (`debuginfo`).
+pub mod debuginfo;
+pub mod elf;
+pub mod mapped;
