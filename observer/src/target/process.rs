@@ -132,21 +132,21 @@ impl Process {
         Ok((file, fd_path))
     }
 
+    /// The live threads' ids (as we see them), from /proc/PID/task.
+    pub fn thread_ids(&self) -> Vec<u32> {
+        let Ok(dir) = fs::read_dir(self.proc_path("task")) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
     /// Thread ids and their OS names (comm, at most 15 bytes).
     pub fn threads(&self) -> HashMap<u32, String> {
         let mut out = HashMap::new();
-        let Ok(dir) = fs::read_dir(self.proc_path("task")) else {
-            return out;
-        };
-        for entry in dir.flatten() {
-            let Some(tid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Ok(comm) = fs::read(entry.path().join("comm")) {
+        for tid in self.thread_ids() {
+            if let Ok(comm) = fs::read(self.proc_path(&format!("task/{tid}/comm"))) {
                 // 3.14 cuts Python names to 15 bytes, possibly inside a UTF-8 sequence.
                 let name = String::from_utf8_lossy(&comm).trim_end().to_owned();
                 out.insert(tid, name);
@@ -157,10 +157,29 @@ impl Process {
 
     /// The PID as the process itself sees it (innermost PID namespace), from NSpid.
     pub fn namespace_pid(&self) -> Option<u32> {
-        let status = fs::read_to_string(self.proc_path("status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-        line.split_whitespace().last()?.parse().ok()
+        innermost_nspid(&fs::read_to_string(self.proc_path("status")).ok()?)
     }
+
+    /// The live threads: TID as the process itself sees it (its own PID namespace) → TID as we
+    /// see it.
+    pub fn namespace_tids(&self) -> HashMap<u32, u32> {
+        self.thread_ids()
+            .into_iter()
+            .map(|here| {
+                let inside = fs::read_to_string(self.proc_path(&format!("task/{here}/status")))
+                    .ok()
+                    .and_then(|status| innermost_nspid(&status))
+                    .unwrap_or(here);
+                (inside, here)
+            })
+            .collect()
+    }
+}
+
+/// The last id of a status file's NSpid line: the one in the innermost PID namespace.
+fn innermost_nspid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
 }
 
 /// File name of a path, for messages.
@@ -169,4 +188,26 @@ pub fn file_name(path: &str) -> &str {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nspid_is_the_innermost_id() {
+        assert_eq!(innermost_nspid("Name:\tx\nNSpid:\t4242\t7\n"), Some(7));
+        assert_eq!(innermost_nspid("NSpid:\t4242\n"), Some(4242));
+        assert_eq!(innermost_nspid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn our_own_threads() {
+        let me = Process {
+            pid: std::process::id(),
+        };
+        let tids = me.namespace_tids();
+        assert!(tids.values().any(|&t| t == me.pid), "{tids:?}");
+        assert_eq!(me.threads().len(), me.thread_ids().len());
+    }
 }
