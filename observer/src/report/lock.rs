@@ -8,7 +8,7 @@ use observer_common::{
 };
 use serde::Serialize;
 
-use super::{EndReason, SCHEMA};
+use super::{EndReason, SCHEMA, format::round2};
 use crate::{
     histogram::Summary,
     lock::collect::{LockSnapshot, ThreadLockSample, add_counts, merge},
@@ -144,10 +144,6 @@ fn comm_name(comm: &[u8; 16], tid: u32) -> String {
         return format!("tid {tid}");
     }
     String::from_utf8_lossy(&comm[..end]).into_owned()
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// A thread's numbers over the interval between two snapshots.

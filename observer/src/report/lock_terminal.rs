@@ -4,17 +4,11 @@ use std::fmt::Write as _;
 
 use super::{
     EndReason,
+    bars::bars,
+    format::{fmt_ns, pct},
     lock::{LockEntry, LockReport},
-    terminal::{bars, fmt_ns},
+    table::{self, Layout, Row},
 };
-
-fn pct(x: f64) -> String {
-    if x >= 10.0 {
-        format!("{x:.0}%")
-    } else {
-        format!("{x:.1}%")
-    }
-}
 
 /// Locks shown in full in discovery; the rest get one line each.
 const DISCOVER_FULL: usize = 5;
@@ -166,53 +160,24 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
         );
         return out;
     }
-    let name_w = l
+    let rows: Vec<Row<'_>> = l
         .threads
         .iter()
-        .map(|t| t.name.chars().count())
-        .max()
-        .unwrap_or(6)
-        .clamp(6, 20);
-    let dur = duration_ns.max(1) as f64;
-    let _ = writeln!(
-        out,
-        "{:>7}  {:<name_w$}  {:>6} {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
-        "TID",
-        "THREAD",
-        "ACQ",
-        "CONT",
-        "WAIT",
-        "%wall",
-        "p50",
-        "p99",
-        "max",
-        "HOLD",
-        "%wall",
-        "p50",
-        "p99",
-        "max"
-    );
-    for t in l.threads.iter().take(40) {
-        let name: String = t.name.chars().take(name_w).collect();
-        let _ = writeln!(
-            out,
-            "{:>7}  {:<name_w$}  {:>6} {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
-            t.tid,
-            name,
-            t.counts.acquisitions,
-            t.counts.contended,
-            fmt_ns(t.wait_ns.total),
-            pct(t.wait_ns.total as f64 * 100.0 / dur),
-            fmt_ns(t.wait_ns.p50),
-            fmt_ns(t.wait_ns.p99),
-            fmt_ns(t.wait_ns.max),
-            fmt_ns(t.hold_ns.total),
-            pct(t.hold_ns.total as f64 * 100.0 / dur),
-            fmt_ns(t.hold_ns.p50),
-            fmt_ns(t.hold_ns.p99),
-            fmt_ns(t.hold_ns.max),
-        );
-    }
+        .map(|t| Row {
+            tid: t.tid,
+            name: &t.name,
+            acquisitions: t.counts.acquisitions,
+            contended: Some(t.counts.contended),
+            wait: &t.wait_ns,
+            hold: &t.hold_ns,
+        })
+        .collect();
+    let layout = Layout {
+        name_width: 20,
+        contended: true,
+        limit: 40,
+    };
+    out.push_str(&table::threads(&rows, duration_ns, &layout));
     for (title, s, hist) in [
         ("hold", &l.hold_ns, &l.hold_hist),
         ("wait", &l.wait_ns, &l.wait_hist),

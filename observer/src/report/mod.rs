@@ -1,11 +1,15 @@
 //! Step 6: what a run found, as one model that both renderers (terminal, JSON) read.
+pub mod bars;
+pub mod format;
 pub mod json;
 pub mod lock;
 pub mod lock_terminal;
+pub mod table;
 pub mod terminal;
 
 use serde::Serialize;
 
+use self::format::round2;
 use crate::{
     collect::Snapshot,
     histogram::{Distribution, Summary},
@@ -208,8 +212,4 @@ fn sampling(info: &RunInfo<'_>, from: &Snapshot, to: &Snapshot, duration_ns: u64
         probe_cost_pct: round2(probe_cost_pct),
         overhead_pct: round2(probe_cost_pct * coverage),
     }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
