@@ -6,10 +6,12 @@
 mod cli;
 mod collect;
 mod doctor;
+mod ending;
 mod error;
 mod gil;
 mod histogram;
 mod lock;
+mod lock_run;
 mod names;
 mod object;
 mod probe;
@@ -131,7 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(interp) => interp,
                 // Not a CPython: with lock options, the lock report alone.
                 Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
-                    return lock::run_without_gil(&cli, process);
+                    return lock_run::run_without_gil(&cli, process);
                 }
                 Err(e) => return Err(e),
             };
@@ -141,7 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // A CPython whose GIL cannot be probed: with lock options, the locks alone.
                 Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
                     eprintln!("gilwatch: no GIL report: {e}");
-                    return lock::run_without_gil(&cli, process);
+                    return lock_run::run_without_gil(&cli, process);
                 }
                 Err(e) => return Err(e),
             };
@@ -317,8 +319,8 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         // Python thread names from the GIL report where it has them.
         let mut names = lock_process.threads();
         names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
-        let report = l.report(&attached.ebpf, report.ended, &names)?;
-        lock::write(&cli, &report)?;
+        let report = lock_run::report(l, &attached.ebpf, report.ended, &names)?;
+        lock_run::write(&cli, &report)?;
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).
     drop(attached);

@@ -1,8 +1,7 @@
 //! The lock report (`--lock`, `--lock-fns`, `--mutexes`): one model, rendered by
 //! `lock_terminal.rs` and written as JSON here (README, "JSON output": `"kind": "locks"`).
-use std::{collections::HashMap, io::Write};
+use std::collections::HashMap;
 
-use anyhow::Context as _;
 use observer_common::{
     MUTEX_CUSTOM_ADDR_MASK, MUTEX_CUSTOM_PAIR_SHIFT, MUTEX_CUSTOM_TAG, MutexCounts,
 };
@@ -11,7 +10,10 @@ use serde::Serialize;
 use super::{EndReason, SCHEMA, format::round2};
 use crate::{
     histogram::Summary,
-    lock::collect::{LockSnapshot, ThreadLockSample, add_counts, merge},
+    lock::{
+        Named,
+        collect::{LockSnapshot, ThreadLockSample},
+    },
 };
 
 /// Event counts of a lock or of one thread on it.
@@ -113,13 +115,6 @@ pub struct LockReport {
     pub lost_events: u64,
 }
 
-/// A lock the user named (`--lock`): always reported, even when nothing happened to it.
-pub struct Named {
-    pub addr: u64,
-    pub spec: String,
-    pub symbol: Option<String>,
-}
-
 /// What the report needs besides the measurements.
 pub struct LockContext<'a> {
     pub pid: u32,
@@ -144,6 +139,15 @@ fn comm_name(comm: &[u8; 16], tid: u32) -> String {
         return format!("tid {tid}");
     }
     String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// Sum of counters.
+fn add_counts(into: &mut MutexCounts, c: &MutexCounts) {
+    into.acquisitions += c.acquisitions;
+    into.contended += c.contended;
+    into.trylock_busy += c.trylock_busy;
+    into.failed += c.failed;
+    into.recursive += c.recursive;
 }
 
 /// A thread's numbers over the interval between two snapshots.
@@ -191,10 +195,10 @@ fn entry(
             continue;
         }
         add_counts(&mut total.counts, &d.counts);
-        merge(&mut total.wait, &d.wait);
-        merge(&mut total.hold, &d.hold);
-        merge(&mut total.cond_wait, &d.cond_wait);
-        merge(&mut total.failed_wait, &d.failed_wait);
+        total.wait.add(&d.wait);
+        total.hold.add(&d.hold);
+        total.cond_wait.add(&d.cond_wait);
+        total.failed_wait.add(&d.failed_wait);
         threads.push(LockThread {
             tid,
             name: (ctx.thread_name)(tid).unwrap_or_else(|| comm_name(&s.counts.comm, tid)),
@@ -334,13 +338,6 @@ pub fn build(
         locks,
         lost_events: to.lost_events.saturating_sub(from.lost_events),
     }
-}
-
-pub fn write_line(out: &mut dyn Write, report: &LockReport) -> anyhow::Result<()> {
-    serde_json::to_writer(&mut *out, report).context("encoding the JSON lock report")?;
-    out.write_all(b"\n")
-        .context("writing the JSON lock report")?;
-    out.flush().context("writing the JSON lock report")
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod terminal;
 use serde::Serialize;
 
 use self::format::round2;
+pub use crate::ending::EndReason;
 use crate::{
     collect::Snapshot,
     histogram::{Distribution, Summary},
@@ -35,17 +36,6 @@ pub struct InterpreterInfo {
     pub symbols_from: Option<&'static str>,
     /// With `debug-file`: the file, as found under the debug root.
     pub debug_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum EndReason {
-    /// Still running: an interval line.
-    Running,
-    Duration,
-    Interrupted,
-    Terminated,
-    TargetExited,
 }
 
 #[derive(Debug, Clone, Serialize)]
