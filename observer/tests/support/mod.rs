@@ -390,8 +390,8 @@ pub fn by_total<'a>(report: &'a Value, field: &str) -> Vec<&'a Value> {
     v
 }
 
-/// Names of gilwatch's BPF programs currently loaded in the kernel (bpftool truncates to 15 bytes).
-pub fn loaded_gilwatch_programs() -> Vec<String> {
+/// Every BPF program loaded in the kernel now, as bpftool lists them (`id`, `name`, …).
+pub fn loaded_programs() -> Vec<Value> {
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
         .output()
@@ -401,16 +401,27 @@ pub fn loaded_gilwatch_programs() -> Vec<String> {
         "bpftool failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    progs
-        .as_array()
+    match serde_json::from_slice(&out.stdout).expect("bpftool JSON") {
+        Value::Array(progs) => progs,
+        other => panic!("bpftool listed no array: {other}"),
+    }
+}
+
+/// Names of all loaded BPF programs (bpftool truncates them to 15 bytes).
+pub fn loaded_program_names() -> Vec<String> {
+    loaded_programs()
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Names of gilwatch's GIL programs currently loaded in the kernel.
+pub fn loaded_gilwatch_programs() -> Vec<String> {
+    loaded_program_names()
         .into_iter()
-        .flatten()
-        .filter_map(|p| p["name"].as_str())
         .filter(|n| {
             n.starts_with("take_gil") || n.starts_with("drop_gil") || n.starts_with("gil_cond_wait")
         })
-        .map(str::to_owned)
         .collect()
 }
 
@@ -435,15 +446,8 @@ pub fn bpf_prog_ids_of(pid: u32) -> Vec<u64> {
 
 /// Which of these BPF program IDs are still loaded in the kernel.
 pub fn still_loaded(ids: &[u64]) -> Vec<u64> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool (cargo xtask setup installs it)");
-    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    progs
-        .as_array()
-        .into_iter()
-        .flatten()
+    loaded_programs()
+        .iter()
         .filter_map(|p| p["id"].as_u64())
         .filter(|id| ids.contains(id))
         .collect()
