@@ -160,18 +160,7 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
         );
         return out;
     }
-    let rows: Vec<Row<'_>> = l
-        .threads
-        .iter()
-        .map(|t| Row {
-            tid: t.tid,
-            name: &t.name,
-            acquisitions: t.counts.acquisitions,
-            contended: Some(t.counts.contended),
-            wait: &t.wait_ns,
-            hold: &t.hold_ns,
-        })
-        .collect();
+    let rows: Vec<Row<'_>> = l.threads.iter().map(Row::from).collect();
     let layout = Layout {
         name_width: 20,
         contended: true,

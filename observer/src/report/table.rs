@@ -2,7 +2,11 @@
 //! side, shares over the observed time.
 use std::fmt::Write as _;
 
-use super::format::{fmt_ns, pct, truncate};
+use super::{
+    ThreadReport,
+    format::{fmt_ns, pct, truncate},
+    lock::LockThread,
+};
 use crate::histogram::Summary;
 
 /// One thread's row.
@@ -14,6 +18,32 @@ pub struct Row<'a> {
     pub contended: Option<u64>,
     pub wait: &'a Summary,
     pub hold: &'a Summary,
+}
+
+impl<'a> From<&'a ThreadReport> for Row<'a> {
+    fn from(t: &'a ThreadReport) -> Self {
+        Row {
+            tid: t.tid,
+            name: &t.name,
+            acquisitions: t.acquisitions,
+            contended: None,
+            wait: &t.wait_ns,
+            hold: &t.hold_ns,
+        }
+    }
+}
+
+impl<'a> From<&'a LockThread> for Row<'a> {
+    fn from(t: &'a LockThread) -> Self {
+        Row {
+            tid: t.tid,
+            name: &t.name,
+            acquisitions: t.counts.acquisitions,
+            contended: Some(t.counts.contended),
+            wait: &t.wait_ns,
+            hold: &t.hold_ns,
+        }
+    }
 }
 
 /// How a table is laid out.

@@ -51,18 +51,7 @@ fn summary_line(r: &Report) -> String {
 
 /// The per-thread table; at most `limit` rows.
 pub fn table(r: &Report, limit: usize) -> String {
-    let rows: Vec<Row<'_>> = r
-        .threads
-        .iter()
-        .map(|t| Row {
-            tid: t.tid,
-            name: &t.name,
-            acquisitions: t.acquisitions,
-            contended: None,
-            wait: &t.wait_ns,
-            hold: &t.hold_ns,
-        })
-        .collect();
+    let rows: Vec<Row<'_>> = r.threads.iter().map(Row::from).collect();
     let layout = Layout {
         name_width: 24,
         contended: false,
