@@ -1,5 +1,5 @@
 //! The lock report (`--lock`, `--lock-fns`, `--mutexes`): one model, rendered by
-//! `lock_terminal.rs` and written as JSON here (README, "JSON output": `"kind": "locks"`).
+//! `lock_terminal.rs` and written as JSON by `json.rs` (docs/json.md: `"kind": "locks"`).
 use std::collections::HashMap;
 
 use observer_common::{

@@ -16,7 +16,7 @@ use crate::{
     histogram::{Distribution, Summary},
 };
 
-/// JSON schema version; bump on any incompatible change (README, "JSON output").
+/// JSON schema version; bump on any incompatible change (docs/json.md).
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, Serialize)]
