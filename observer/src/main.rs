@@ -101,7 +101,10 @@ pub fn find_gil(
     let runtime = interp.runtime_address_of("_PyRuntime").ok_or_else(|| {
         user(
             Exit::Unsupported,
-            format!("{} exports no _PyRuntime: cannot find the GIL", interp.path),
+            format!(
+                "{} exports no _PyRuntime: cannot find the GIL",
+                interp.file.path
+            ),
         )
     })?;
     address::locate(
@@ -270,7 +273,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
     }
 
     let info_interp = InterpreterInfo {
-        path: interpreter.path.clone(),
+        path: interpreter.file.path.clone(),
         version: interpreter.version.to_string(),
         strategy: plan.strategy.to_owned(),
         symbols: plan.symbols(),

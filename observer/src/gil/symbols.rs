@@ -85,14 +85,18 @@ pub struct GilFunctions {
 }
 
 pub fn gil_functions(interp: &Interpreter) -> anyhow::Result<GilFunctions> {
-    let search = debuginfo::symbol_file(&interp.path, &interp.data, &Roots::of(&interp.root))?;
+    let search = debuginfo::symbol_file(
+        &interp.file.path,
+        &interp.file.data,
+        &Roots::of(&interp.root),
+    )?;
     let object = interp.elf()?;
     let (symbols, source) = match search.found {
         Some((source, data)) => {
             let elf = object::File::parse(&*data).with_context(|| {
                 format!(
                     "parsing the symbols of {} ({})",
-                    interp.path,
+                    interp.file.path,
                     source.label()
                 )
             })?;

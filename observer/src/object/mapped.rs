@@ -1,37 +1,33 @@
 //! A target's address space with its objects: every region (file-backed or not, with its
 //! permissions) and the ELF objects it maps, with their symbols and load bias.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::collections::BTreeMap;
 
 use object::SymbolKind;
 
 use crate::{
-    object::elf::{self, Sym},
-    target::{
-        maps::Mapping,
-        process::{Process, file_name},
+    object::{
+        elf::{self, Sym},
+        file::ObjectFile,
     },
+    target::{maps::Mapping, process::Process},
 };
 
 /// A mapped ELF object.
 pub struct MappedObject {
-    /// As the target sees it.
-    pub path: String,
-    /// Reachable from gilwatch (through /proc/PID/root).
-    pub open_path: PathBuf,
+    pub file: ObjectFile,
     pub bias: u64,
     pub is_executable: bool,
-    pub data: Vec<u8>,
     /// Defined symbols with a non-zero address, sorted by address.
     pub symbols: Vec<Sym>,
 }
 
 impl MappedObject {
     pub fn file_name(&self) -> &str {
-        file_name(&self.path)
+        self.file.file_name()
     }
 
     pub fn elf(&self) -> Option<object::File<'_>> {
-        object::File::parse(&*self.data).ok()
+        self.file.elf().ok()
     }
 
     /// The data symbol that contains a runtime address, with the offset into it.
@@ -68,24 +64,21 @@ impl AddressSpace {
         }
         let mut objects = Vec::new();
         for (path, (start, offset)) in first {
-            let open_path = process.host_path(&path);
-            let Ok(data) = std::fs::read(&open_path) else {
+            let Ok(file) = ObjectFile::read(&path, process.host_path(&path)) else {
                 continue;
             };
-            let bias = object::File::parse(&*data)
+            let bias = file
+                .elf()
                 .ok()
                 .and_then(|e| elf::load_bias(&e, start, offset));
             let Some(bias) = bias else {
                 continue; // not an ELF object (a data file mapped by the program)
             };
-            let symbols = elf::symbols(&data);
             objects.push(MappedObject {
                 is_executable: path == exe,
-                path,
-                open_path,
+                symbols: elf::symbols(&file.data),
+                file,
                 bias,
-                data,
-                symbols,
             });
         }
         // The executable first: it holds copy-relocated globals of the libraries it uses.
@@ -100,13 +93,13 @@ impl AddressSpace {
     /// The object whose mapping contains `addr`.
     pub fn object_of(&self, addr: u64) -> Option<&MappedObject> {
         let region = self.region_of(addr)?;
-        self.objects.iter().find(|o| o.path == region.path)
+        self.objects.iter().find(|o| o.file.path == region.path)
     }
 
     /// Objects whose file name is `name` or starts with it (`libfoo.so` matches `libfoo.so.1`).
     pub fn objects_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a MappedObject> {
         self.objects.iter().filter(move |o| {
-            o.path == name || o.file_name() == name || o.file_name().starts_with(name)
+            o.file.path == name || o.file_name() == name || o.file_name().starts_with(name)
         })
     }
 
