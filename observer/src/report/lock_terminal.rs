@@ -57,7 +57,7 @@ pub fn final_report(r: &LockReport) -> String {
                 label(l),
                 l.counts.acquisitions,
                 l.counts.contended,
-                fmt_ns(l.wait_ns.total),
+                fmt_ns(l.times.wait_ns.total),
                 pct(l.wait_pct),
                 pct(l.held_pct)
             );
@@ -135,19 +135,19 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
         extra.push(format!(
             "{} failed (timed out or error) after {} total",
             c.failed,
-            fmt_ns(l.failed_wait_ns.total)
+            fmt_ns(l.times.failed_wait_ns.total)
         ));
     }
     if c.recursive > 0 {
         extra.push(format!("{} recursive re-locks", c.recursive));
     }
-    if l.cond_wait_ns.count > 0 {
+    if l.times.cond_wait_ns.count > 0 {
         extra.push(format!(
             "condition waits n={} total {} p50 {} max {} (neither hold nor wait)",
-            l.cond_wait_ns.count,
-            fmt_ns(l.cond_wait_ns.total),
-            fmt_ns(l.cond_wait_ns.p50),
-            fmt_ns(l.cond_wait_ns.max)
+            l.times.cond_wait_ns.count,
+            fmt_ns(l.times.cond_wait_ns.total),
+            fmt_ns(l.times.cond_wait_ns.p50),
+            fmt_ns(l.times.cond_wait_ns.max)
         ));
     }
     if !extra.is_empty() {
@@ -168,8 +168,8 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
     };
     out.push_str(&table::threads(&rows, duration_ns, &layout));
     for (title, s, hist) in [
-        ("hold", &l.hold_ns, &l.hold_hist),
-        ("wait", &l.wait_ns, &l.wait_hist),
+        ("hold", &l.times.hold_ns, &l.times.hold_hist),
+        ("wait", &l.times.wait_ns, &l.times.wait_hist),
     ] {
         if s.count == 0 {
             continue;

@@ -40,8 +40,8 @@ impl<'a> From<&'a LockThread> for Row<'a> {
             name: &t.name,
             acquisitions: t.counts.acquisitions,
             contended: Some(t.counts.contended),
-            wait: &t.wait_ns,
-            hold: &t.hold_ns,
+            wait: &t.times.wait_ns,
+            hold: &t.times.hold_ns,
         }
     }
 }
