@@ -185,7 +185,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut locks = lock::requested(&cli)
         .then(|| lock::prepare(&process, &cli))
         .transpose()?;
-    let mut attached = attach::attach(&plan, process.pid).map_err(|e| {
+    let needs = attach::MapNeeds {
+        gil: true,
+        locks: lock::requested(&cli),
+        call_sites: cli.mutexes,
+    };
+    let mut attached = attach::attach(&plan, process.pid, needs).map_err(|e| {
         if child.is_none() && !process.is_alive() {
             user(
                 Exit::NoSuchProcess,

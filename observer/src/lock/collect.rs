@@ -7,8 +7,8 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap},
 };
 use observer_common::{
-    HIST_BUCKETS, Histogram, MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL, MutexCounts, MutexKey,
-    MutexSite, MutexSiteKey, MutexStatKind,
+    HIST_BUCKETS, Histogram, MUTEX_ERR_STACK_LOST, MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL,
+    MutexCounts, MutexKey, MutexSite, MutexSiteKey, MutexStatKind,
 };
 
 use crate::{collect::monotonic_ns, histogram::Distribution};
@@ -42,6 +42,10 @@ pub struct LockSnapshot {
     /// Call sites (`--mutexes`).
     pub sites: Vec<Site>,
     pub lost_events: u64,
+    /// Acquisitions without a call-site stack (`--mutexes`).
+    pub call_sites_lost: u64,
+    /// Kernel memory of gilwatch's BPF maps now.
+    pub kernel_memory_bytes: u64,
 }
 
 pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
@@ -103,6 +107,10 @@ pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
             snap.lost_events += per_cpu.iter().sum::<u64>();
         }
     }
+    if let Ok(per_cpu) = errors.get(&MUTEX_ERR_STACK_LOST, 0) {
+        snap.call_sites_lost = per_cpu.iter().sum::<u64>();
+    }
+    snap.kernel_memory_bytes = crate::probe::attach::kernel_memory_bytes();
     Ok(snap)
 }
 

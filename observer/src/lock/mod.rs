@@ -208,7 +208,12 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
             uretprobes: 0,
         },
     };
-    let mut attached = gil_attach::attach(&empty, process.pid)?;
+    let needs = gil_attach::MapNeeds {
+        gil: false,
+        locks: true,
+        call_sites: cli.mutexes,
+    };
+    let mut attached = gil_attach::attach(&empty, process.pid, needs)?;
     watch.attach(&mut attached.ebpf).map_err(|e| {
         if !process.is_alive() {
             user(

@@ -110,7 +110,13 @@ pub struct LockReport {
     /// Watch mode: the named locks in command-line order, then custom instances by wait.
     /// Discover mode: every contended mutex, most waiting first.
     pub locks: Vec<LockEntry>,
+    /// Lock events the kernel could not record (a map was full). 0 means the numbers are complete.
     pub lost_events: u64,
+    /// `--mutexes`: acquisitions whose call-site stack could not be stored (the stack map was
+    /// full, or its hash collided): counted everywhere but in `call_sites`.
+    pub call_sites_lost: u64,
+    /// Kernel memory held by gilwatch's BPF maps at the end (the sum of their `memlock`).
+    pub kernel_memory_bytes: u64,
 }
 
 /// A lock the user named (`--lock`): always reported, even when nothing happened to it.
@@ -337,6 +343,8 @@ pub fn build(
         probes: ctx.probes.clone(),
         locks,
         lost_events: to.lost_events.saturating_sub(from.lost_events),
+        call_sites_lost: to.call_sites_lost.saturating_sub(from.call_sites_lost),
+        kernel_memory_bytes: to.kernel_memory_bytes,
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use super::{
     EndReason,
     lock::{LockEntry, LockReport},
+    memory_line,
     terminal::{bars, fmt_ns},
 };
 
@@ -20,6 +21,12 @@ fn pct(x: f64) -> String {
 const DISCOVER_FULL: usize = 5;
 
 pub fn final_report(r: &LockReport) -> String {
+    let mut out = final_body(r);
+    let _ = writeln!(out, "\n{}", memory_line(r.kernel_memory_bytes));
+    out
+}
+
+fn final_body(r: &LockReport) -> String {
     let mut out = String::new();
     let ended = match r.ended {
         EndReason::Running | EndReason::Duration => "duration reached",
@@ -77,6 +84,13 @@ pub fn final_report(r: &LockReport) -> String {
     for l in r.locks.iter().take(full) {
         out.push('\n');
         out.push_str(&lock_block(l, r.duration_ns));
+    }
+    if r.call_sites_lost > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} acquisitions have no call site (the call-stack map was full)",
+            r.call_sites_lost
+        );
     }
     out
 }

@@ -89,6 +89,9 @@ pub struct Report {
     /// Probe events the kernel could not record (a map was full). 0 means the numbers are complete.
     pub lost_events: u64,
     pub sampling: Sampling,
+    /// Kernel memory held by gilwatch's BPF maps at the end of the report's span (the sum of
+    /// their `memlock`): it grows with the threads (and locks) observed.
+    pub kernel_memory_bytes: u64,
 }
 
 /// What observing cost, and whether the overhead budget made it a sample.
@@ -189,6 +192,7 @@ pub fn build(
         threads,
         lost_events: to.lost_events.saturating_sub(from.lost_events),
         sampling,
+        kernel_memory_bytes: to.kernel_memory_bytes,
     }
 }
 
@@ -208,6 +212,14 @@ fn sampling(info: &RunInfo<'_>, from: &Snapshot, to: &Snapshot, duration_ns: u64
         probe_cost_pct: round2(probe_cost_pct),
         overhead_pct: round2(probe_cost_pct * coverage),
     }
+}
+
+/// The footer line of both reports: what observing holds in kernel memory.
+pub fn memory_line(bytes: u64) -> String {
+    format!(
+        "kernel memory: {:.1} MiB in gilwatch's BPF maps",
+        bytes as f64 / (1024.0 * 1024.0)
+    )
 }
 
 fn round2(x: f64) -> f64 {
