@@ -193,8 +193,6 @@ pub struct MutexCounts {
 pub struct MutexPending {
     pub addr: u64,
     pub start_ns: u64,
-    /// Call-site stack id (`--mutexes` only), or -1.
-    pub stack_id: i64,
     /// The lock call's return address (`--mutexes` only): the call site itself, which a stack
     /// walk from a function's first instruction can miss (the caller's frame is not set up yet).
     pub caller: u64,
@@ -218,9 +216,8 @@ pub struct MutexHeld {
     pub depth: u64,
     /// When the lock call began; 0 once its wait is recorded.
     pub wait_start_ns: u64,
-    /// The lock call's return address and call-site stack id (`--mutexes`), or 0 and -1.
+    /// The lock call's return address (`--mutexes`), or 0.
     pub caller: u64,
-    pub stack_id: i64,
     /// 1 while the lock call may still be under way (plain lock, no return probe): futex waits
     /// on the lock's word are its contended wait.
     pub acquiring: u32,
@@ -228,15 +225,13 @@ pub struct MutexHeld {
     pub contended: u32,
 }
 
-/// Key of the call-site map (`--mutexes`).
+/// Key of the call-site map (`--mutexes`): a lock and the return address of the call.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MutexSiteKey {
     pub addr: u64,
     /// [`MutexPending::caller`].
     pub caller: u64,
-    pub stack_id: u32,
-    pub _pad: u32,
 }
 
 /// What one call site did to one lock.
@@ -246,6 +241,9 @@ pub struct MutexSite {
     pub acquisitions: u64,
     pub contended: u64,
     pub wait_ns: u64,
+    /// The stack of the site's first call (a stack walk per call would cost more than the
+    /// probe's trap), or -1 if it could not be stored.
+    pub stack_id: i64,
 }
 
 /// Lock operations, as stored in [`MutexPending::op`].
@@ -285,8 +283,8 @@ pub const PTHREAD_MUTEX_RECURSIVE: i32 = 1;
 /// Indexes of the mutex error counters.
 pub const MUTEX_ERR_STATS_FULL: u32 = 0;
 pub const MUTEX_ERR_STATE_FULL: u32 = 1;
-/// A call-site stack could not be stored (stack map full or a hash collision): the acquisition
-/// is counted, its call site is not.
+/// A call site's stack could not be stored (stack map full or a hash collision): the site is
+/// counted, and named by its caller alone.
 pub const MUTEX_ERR_STACK_LOST: u32 = 2;
 pub const MUTEX_ERR_COUNTERS: u32 = 3;
 

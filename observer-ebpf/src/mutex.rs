@@ -184,19 +184,13 @@ fn counts(addr: u64, tid: u32) -> Option<*mut MutexCounts> {
     MUTEX_COUNTS.get_ptr_mut(&k)
 }
 
-/// Where a lock call comes from (`--mutexes`): (stack id, return address), else (-1, 0).
+/// Where a lock call comes from (`--mutexes`): its return address, else 0. The first call from
+/// a site also stores the site's stack.
 #[inline(always)]
-fn call_site(ctx: &ProbeContext) -> (i64, u64) {
+fn call_site(ctx: &ProbeContext, addr: u64) -> u64 {
     if config(MUTEX_CFG_STACKS) == 0 {
-        return (-1, 0);
+        return 0;
     }
-    let id = match ctx.get_stackid(&MUTEX_STACKS, BPF_F_USER_STACK) {
-        Ok(id) => id,
-        Err(_) => {
-            count_error(MUTEX_ERR_STACK_LOST);
-            -1
-        }
-    };
     // Nothing is pushed before the probed instruction (the first, or an early branch): the
     // return address is on top of the stack.
     // SAFETY: `regs` is the probe's register set; the user read is checked by the helper.
@@ -204,7 +198,24 @@ fn call_site(ctx: &ProbeContext) -> (i64, u64) {
         let sp = (*ctx.regs).rsp;
         bpf_probe_read_user(sp as *const u64).unwrap_or(0)
     };
-    (id, caller)
+    let k = MutexSiteKey { addr, caller };
+    if MUTEX_SITES.get_ptr(&k).is_none() {
+        let stack_id = match ctx.get_stackid(&MUTEX_STACKS, BPF_F_USER_STACK) {
+            Ok(id) => id,
+            Err(_) => {
+                count_error(MUTEX_ERR_STACK_LOST);
+                -1
+            }
+        };
+        let site = MutexSite {
+            stack_id,
+            ..Default::default()
+        };
+        if MUTEX_SITES.insert(&k, &site, 0).is_err() {
+            count_error(MUTEX_ERR_STATS_FULL);
+        }
+    }
+    caller
 }
 
 /// This thread's entry for a lock, created (not held) on first use and kept afterwards.
@@ -214,11 +225,7 @@ fn held_entry(addr: u64, tid: u32) -> Option<*mut MutexHeld> {
     if let Some(h) = MUTEX_HELD.get_ptr_mut(&k) {
         return Some(h);
     }
-    let idle = MutexHeld {
-        stack_id: -1,
-        ..Default::default()
-    };
-    if MUTEX_HELD.insert(&k, &idle, 0).is_err() {
+    if MUTEX_HELD.insert(&k, &MutexHeld::default(), 0).is_err() {
         count_error(MUTEX_ERR_STATE_FULL);
         return None;
     }
@@ -231,11 +238,10 @@ fn call_enter(ctx: &ProbeContext, addr: u64, op: u32, slot: u32) {
     if !armed() || !watched(addr) {
         return;
     }
-    let (stack_id, caller) = call_site(ctx);
+    let caller = call_site(ctx, addr);
     let p = MutexPending {
         addr,
         start_ns: now_ns(),
-        stack_id,
         caller,
         op,
         contended: 0,
@@ -247,7 +253,7 @@ fn call_enter(ctx: &ProbeContext, addr: u64, op: u32, slot: u32) {
 
 /// An acquisition is over its wait: count it and record the wait.
 #[inline(always)]
-fn acquired(addr: u64, tid: u32, waited: u64, contended: u32, caller: u64, stack_id: i64) {
+fn acquired(addr: u64, tid: u32, waited: u64, contended: u32, caller: u64) {
     if let Some(c) = counts(addr, tid) {
         // SAFETY: this thread's own entry.
         unsafe {
@@ -256,8 +262,8 @@ fn acquired(addr: u64, tid: u32, waited: u64, contended: u32, caller: u64, stack
         }
     }
     record(addr, tid, MutexStatKind::Wait, waited);
-    if stack_id >= 0 {
-        count_site(addr, caller, stack_id as u32, contended as u64, waited);
+    if caller != 0 {
+        count_site(addr, caller, contended as u64, waited);
     }
 }
 
@@ -281,7 +287,6 @@ fn settle(addr: u64, tid: u32, h: *mut MutexHeld) {
         st.start_ns.saturating_sub(st.wait_start_ns),
         st.contended,
         st.caller,
-        st.stack_id,
     );
 }
 
@@ -343,7 +348,7 @@ fn call_return(ret: i64, slot: u32) {
             return;
         }
     }
-    acquired(addr, tid, waited, p.contended, p.caller, p.stack_id);
+    acquired(addr, tid, waited, p.contended, p.caller);
     // SAFETY: as above.
     unsafe {
         *h = MutexHeld {
@@ -351,7 +356,6 @@ fn call_return(ret: i64, slot: u32) {
             depth: 1,
             wait_start_ns: 0,
             caller: 0,
-            stack_id: -1,
             acquiring: 0,
             contended: 0,
         };
@@ -368,28 +372,18 @@ fn recursive(addr: u64, tid: u32, h: *mut MutexHeld) {
     }
 }
 
+/// Adds an acquisition to its call site (created by the lock call's entry).
 #[inline(always)]
-fn count_site(addr: u64, caller: u64, stack_id: u32, contended: u64, waited: u64) {
-    let k = MutexSiteKey {
-        addr,
-        caller,
-        stack_id,
-        _pad: 0,
+fn count_site(addr: u64, caller: u64, contended: u64, waited: u64) {
+    let Some(s) = MUTEX_SITES.get_ptr_mut(&MutexSiteKey { addr, caller }) else {
+        return; // not created: counted as full then
     };
-    if MUTEX_SITES.get_ptr_mut(&k).is_none()
-        && MUTEX_SITES.insert(&k, &MutexSite::default(), 0).is_err()
-    {
-        count_error(MUTEX_ERR_STATS_FULL);
-        return;
-    }
-    if let Some(s) = MUTEX_SITES.get_ptr_mut(&k) {
-        // SAFETY: a map value; two threads of one call site may race on it, which can lose an
-        // increment of a ranking statistic, never corrupt memory.
-        unsafe {
-            (*s).acquisitions += 1;
-            (*s).contended += contended;
-            (*s).wait_ns += waited;
-        }
+    // SAFETY: a map value; two threads of one call site may race on it, which can lose an
+    // increment of a ranking statistic, never corrupt memory.
+    unsafe {
+        (*s).acquisitions += 1;
+        (*s).contended += contended;
+        (*s).wait_ns += waited;
     }
 }
 
@@ -450,7 +444,7 @@ pub fn mutex_lock_enter(ctx: ProbeContext) -> u32 {
         return 0;
     }
     // Held and not recursive: its release was missed (or this call fails, EDEADLK): a new hold.
-    let (stack_id, caller) = call_site(&ctx);
+    let caller = call_site(&ctx, addr);
     let now = now_ns();
     // SAFETY: as above.
     unsafe {
@@ -459,7 +453,6 @@ pub fn mutex_lock_enter(ctx: ProbeContext) -> u32 {
             depth: 1,
             wait_start_ns: now,
             caller,
-            stack_id,
             acquiring: 1,
             contended: 0,
         };
@@ -528,7 +521,6 @@ pub fn cond_wait_enter(ctx: ProbeContext) -> u32 {
     let p = MutexPending {
         addr,
         start_ns: now,
-        stack_id: -1,
         caller: 0,
         op: MUTEX_OP_COND_WAIT,
         contended: 0,

@@ -147,7 +147,7 @@ impl LockWatch {
         let snap = collect::snapshot(ebpf)?;
         let thread_name = |tid: u32| names.get(&tid).cloned();
         let describe = |addr: u64| self.space.describe(addr);
-        let call_site = |caller: u64, id: u32| {
+        let call_site = |caller: u64, id: i64| {
             let stack = collect::stack(ebpf, id);
             symbolize::call_site(self.pid, &self.space, caller, &stack, CALL_SITE_DEPTH)
         };

@@ -85,11 +85,11 @@ fn final_body(r: &LockReport) -> String {
         out.push('\n');
         out.push_str(&lock_block(l, r.duration_ns));
     }
-    if r.call_sites_lost > 0 {
+    if r.call_site_stacks_lost > 0 {
         let _ = writeln!(
             out,
-            "\n{} acquisitions have no call site (the call-stack map was full)",
-            r.call_sites_lost
+            "\n{} call sites have no stack beyond their caller (the call-stack map was full)",
+            r.call_site_stacks_lost
         );
     }
     out
