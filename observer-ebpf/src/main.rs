@@ -123,6 +123,13 @@ fn take_enter(tstate: u64, tentative_hold: bool) {
 /// Starts tracking a thread (or resets its state).
 #[inline(always)]
 pub(crate) fn track_thread(tid: u32, st: ThreadGilState) {
+    // In place when the thread is known: an insert into a map that allocates as used would
+    // allocate a new entry and free the old one on every GIL cycle.
+    if let Some(p) = THREADS.get_ptr_mut(&tid) {
+        // SAFETY: this thread's own entry; only this thread writes it.
+        unsafe { *p = st };
+        return;
+    }
     if THREADS.insert(&tid, &st, 0).is_err() {
         count_error(ERR_THREADS_MAP_FULL);
     }
