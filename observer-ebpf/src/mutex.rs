@@ -293,6 +293,9 @@ fn settle(addr: u64, tid: u32, h: *mut MutexHeld) {
 /// The end of a lock call with a return probe: `ret` 0 unless it returned without the lock.
 #[inline(always)]
 fn call_return(ret: i64, slot: u32) {
+    if !armed() {
+        return;
+    }
     let tid = tid();
     let pk = key(0, tid, slot);
     let Some(pp) = MUTEX_PENDING.get_ptr(&pk) else {
@@ -388,10 +391,11 @@ fn count_site(addr: u64, caller: u64, contended: u64, waited: u64) {
 }
 
 /// An unlock: the hold ends when the outermost unlock of this thread's hold comes. Only locks
-/// with an entry can be held, so no watch-list lookup is needed.
+/// with an entry can be held, so no watch-list lookup is needed. Nothing is recorded once
+/// userspace has disarmed the programs for its final read.
 #[inline(always)]
 fn release(addr: u64) {
-    if addr == 0 {
+    if addr == 0 || !armed() {
         return;
     }
     let tid = tid();

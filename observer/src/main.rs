@@ -321,7 +321,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         // Python thread names from the GIL report where it has them.
         let mut names = lock_process.threads();
         names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
-        let report = l.report(&attached.ebpf, report.ended, &names)?;
+        let report = l.report(&mut attached.ebpf, report.ended, &names)?;
         lock::write(&cli, &report)?;
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).

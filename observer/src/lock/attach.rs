@@ -98,6 +98,16 @@ pub fn attach(
     Ok(())
 }
 
+/// Stops the lock programs from recording (they stay attached until gilwatch exits).
+pub fn disarm(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let mut cfg: Array<_, u64> = Array::try_from(
+        ebpf.map_mut("MUTEX_CONFIG")
+            .context("MUTEX_CONFIG map missing")?,
+    )?;
+    cfg.set(MUTEX_CFG_ARMED, 0, 0)?;
+    Ok(())
+}
+
 fn refused(e: aya::programs::ProgramError) -> anyhow::Error {
     let text = format!("{e:#}");
     if text.contains("Permission denied") || text.contains("Operation not permitted") {

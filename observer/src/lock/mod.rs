@@ -140,10 +140,15 @@ impl LockWatch {
     /// name the kernel saw.
     pub fn report(
         &self,
-        ebpf: &Ebpf,
+        ebpf: &mut Ebpf,
         ended: EndReason,
         names: &HashMap<u32, String>,
     ) -> anyhow::Result<LockReport> {
+        // The run is over: stop recording, so the maps read below agree with each other (a lock
+        // released between reading the counts and the call sites would be in one, not the other).
+        attach::disarm(ebpf)?;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let ebpf = &*ebpf;
         let snap = collect::snapshot(ebpf)?;
         let thread_name = |tid: u32| names.get(&tid).cloned();
         let describe = |addr: u64| self.space.describe(addr);
@@ -230,7 +235,7 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
         .context("starting the event loop")?;
     let mut names = HashMap::new();
     let ended = runtime.block_on(session::wait(&process, cli.duration, &mut names))?;
-    let report = watch.report(&attached.ebpf, ended, &names)?;
+    let report = watch.report(&mut attached.ebpf, ended, &names)?;
     drop(attached);
     write(cli, &report)?;
     Ok(Exit::Ok.into())
