@@ -73,7 +73,8 @@ pub const GIL_ADDR_COND: u32 = 1;
 pub const GIL_ADDR_SWITCH_MUTEX: u32 = 2;
 pub const GIL_ADDR_SLOTS: u32 = 3;
 
-/// Map capacities, shared so userspace can say what a full map means.
+/// Map capacities, shared so userspace can say what a full map means. Both maps allocate entries
+/// as they are used; a full map makes the kernel program count the event as lost.
 pub const MAX_THREADS: u32 = 16384;
 pub const MAX_STATS: u32 = 2 * MAX_THREADS;
 
@@ -192,8 +193,6 @@ pub struct MutexCounts {
 pub struct MutexPending {
     pub addr: u64,
     pub start_ns: u64,
-    /// Call-site stack id (`--mutexes` only), or -1.
-    pub stack_id: i64,
     /// The lock call's return address (`--mutexes` only): the call site itself, which a stack
     /// walk from a function's first instruction can miss (the caller's frame is not set up yet).
     pub caller: u64,
@@ -203,24 +202,36 @@ pub struct MutexPending {
     pub contended: u32,
 }
 
-/// One thread's hold of one lock.
+/// One thread's acquisition and hold of one lock: created by the lock call's entry, which starts
+/// the wait and, tentatively, the hold (an uncontended lock has it at once); a futex wait on the
+/// lock's word moves the hold's start to its return (the wake-up); the unlock's entry records
+/// both. Kept (with `depth` 0) between holds, so the hot path allocates nothing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MutexHeld {
+    /// When the hold began (tentatively, while `acquiring`); 0 while not held, or paused inside
+    /// a condition wait.
     pub start_ns: u64,
     /// Recursion depth: the hold ends when it falls back to 0.
     pub depth: u64,
+    /// When the lock call began; 0 once its wait is recorded.
+    pub wait_start_ns: u64,
+    /// The lock call's return address (`--mutexes`), or 0.
+    pub caller: u64,
+    /// 1 while the lock call may still be under way (plain lock, no return probe): futex waits
+    /// on the lock's word are its contended wait.
+    pub acquiring: u32,
+    /// 1 once the acquisition slept in the kernel.
+    pub contended: u32,
 }
 
-/// Key of the call-site map (`--mutexes`).
+/// Key of the call-site map (`--mutexes`): a lock and the return address of the call.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MutexSiteKey {
     pub addr: u64,
     /// [`MutexPending::caller`].
     pub caller: u64,
-    pub stack_id: u32,
-    pub _pad: u32,
 }
 
 /// What one call site did to one lock.
@@ -230,6 +241,9 @@ pub struct MutexSite {
     pub acquisitions: u64,
     pub contended: u64,
     pub wait_ns: u64,
+    /// The stack of the site's first call (a stack walk per call would cost more than the
+    /// probe's trap), or -1 if it could not be stored.
+    pub stack_id: i64,
 }
 
 /// Lock operations, as stored in [`MutexPending::op`].
@@ -269,13 +283,17 @@ pub const PTHREAD_MUTEX_RECURSIVE: i32 = 1;
 /// Indexes of the mutex error counters.
 pub const MUTEX_ERR_STATS_FULL: u32 = 0;
 pub const MUTEX_ERR_STATE_FULL: u32 = 1;
-pub const MUTEX_ERR_COUNTERS: u32 = 2;
+/// A call site's stack could not be stored (stack map full or a hash collision): the site is
+/// counted, and named by its caller alone.
+pub const MUTEX_ERR_STACK_LOST: u32 = 2;
+pub const MUTEX_ERR_COUNTERS: u32 = 3;
 
-/// Capacity of the per-(lock, thread, kind) statistics map (allocated as used) and of the
-/// per-(lock, thread) maps.
+/// Capacity of the per-(lock, thread, kind) statistics map and of the per-(lock, thread) maps:
+/// all allocate entries as they are used (only their hash buckets, 16 bytes a slot, are
+/// allocated up front). Without a lock option userspace shrinks every lock map to one entry.
 pub const MUTEX_MAX_STATS: u32 = 32768;
-/// Distinct call stacks kept for `--mutexes`.
-pub const MUTEX_MAX_STACKS: u32 = 4096;
+/// Distinct call stacks kept for `--mutexes` (a stack map is preallocated: about 1 KiB each).
+pub const MUTEX_MAX_STACKS: u32 = 512;
 
 #[cfg(feature = "user")]
 mod pod {

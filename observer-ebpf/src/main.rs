@@ -21,7 +21,7 @@ mod mutex;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, uprobe, uretprobe},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
 mod gil_cond_wait;
@@ -33,14 +33,20 @@ use observer_common::{
     Histogram, MAX_STATS, MAX_THREADS, StatKey, StatKind, ThreadGilState,
 };
 
+/// Hash maps that allocate entries as they are inserted (BPF_F_NO_PREALLOC): kernel memory grows
+/// with the threads observed instead of a fixed ceiling (a histogram is 4 KiB).
+pub(crate) const NO_PREALLOC: u32 = 1;
+
 /// (tid, kind) → distribution. Read (never cleared) by userspace.
 #[map]
-static STATS: HashMap<StatKey, Histogram> = HashMap::with_max_entries(MAX_STATS, 0);
+static STATS: HashMap<StatKey, Histogram> = HashMap::with_max_entries(MAX_STATS, NO_PREALLOC);
 
-/// tid → what the thread is doing now. LRU: threads that exited age out on their own.
+/// tid → what the thread is doing now. Not an LRU map: an eviction would silently drop a live
+/// thread's state, where a full map fails the insert and is counted. Userspace removes the
+/// entries of threads that exited (probe/attach.rs, `forget_exited_threads`).
 #[map]
-pub(crate) static THREADS: LruHashMap<u32, ThreadGilState> =
-    LruHashMap::with_max_entries(MAX_THREADS, 0);
+pub(crate) static THREADS: HashMap<u32, ThreadGilState> =
+    HashMap::with_max_entries(MAX_THREADS, NO_PREALLOC);
 
 /// When the GIL was last released (drop_gil entry, any thread): a thread that found the GIL free
 /// without waiting on its condition variable took it no earlier than this. This matters when the
@@ -117,6 +123,13 @@ fn take_enter(tstate: u64, tentative_hold: bool) {
 /// Starts tracking a thread (or resets its state).
 #[inline(always)]
 pub(crate) fn track_thread(tid: u32, st: ThreadGilState) {
+    // In place when the thread is known: an insert into a map that allocates as used would
+    // allocate a new entry and free the old one on every GIL cycle.
+    if let Some(p) = THREADS.get_ptr_mut(&tid) {
+        // SAFETY: this thread's own entry; only this thread writes it.
+        unsafe { *p = st };
+        return;
+    }
     if THREADS.insert(&tid, &st, 0).is_err() {
         count_error(ERR_THREADS_MAP_FULL);
     }

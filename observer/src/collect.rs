@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub probed_ns: u64,
     /// Whether duty cycling has had the probes off at some point up to now.
     pub sampled: bool,
+    /// Kernel memory of gilwatch's BPF maps now.
+    pub kernel_memory_bytes: u64,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -119,6 +121,7 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
         }
     }
     snap.hits = attached.hits()?;
+    snap.kernel_memory_bytes = crate::probe::attach::kernel_memory_bytes();
     Ok(snap)
 }
 

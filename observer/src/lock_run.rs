@@ -10,7 +10,7 @@ use crate::{
     ending::EndReason,
     error::{Exit, user},
     gil::plan::ProbePlan,
-    lock::{LockWatch, collect, plan, prepare, session, symbolize},
+    lock::{LockWatch, attach, collect, plan, prepare, session, symbolize},
     probe::attach as gil_attach,
     report::{
         json,
@@ -28,14 +28,19 @@ const CALL_SITE_DEPTH: usize = 4;
 /// the kernel saw.
 pub fn report(
     watch: &LockWatch,
-    ebpf: &Ebpf,
+    ebpf: &mut Ebpf,
     ended: EndReason,
     names: &HashMap<u32, String>,
 ) -> anyhow::Result<LockReport> {
+    // The run is over: stop recording, so the maps read below agree with each other (a lock
+    // released between reading the counts and the call sites would be in one, not the other).
+    attach::disarm(ebpf)?;
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let ebpf = &*ebpf;
     let snap = collect::snapshot(ebpf)?;
     let thread_name = |tid: u32| names.get(&tid).cloned();
     let describe = |addr: u64| watch.space.describe(addr);
-    let call_site = |caller: u64, id: u32| {
+    let call_site = |caller: u64, id: i64| {
         let stack = collect::stack(ebpf, id);
         symbolize::call_site(watch.pid, &watch.space, caller, &stack, CALL_SITE_DEPTH)
     };
@@ -95,7 +100,12 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
             uretprobes: 0,
         },
     };
-    let mut attached = gil_attach::attach(&empty, process.pid)?;
+    let needs = gil_attach::MapNeeds {
+        gil: false,
+        locks: true,
+        call_sites: cli.mutexes,
+    };
+    let mut attached = gil_attach::attach(&empty, process.pid, needs)?;
     watch.attach(&mut attached.ebpf).map_err(|e| {
         if !process.is_alive() {
             user(
@@ -112,7 +122,7 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
         .context("starting the event loop")?;
     let mut names = HashMap::new();
     let ended = runtime.block_on(session::wait(&process, cli.duration, &mut names))?;
-    let report = report(&watch, &attached.ebpf, ended, &names)?;
+    let report = report(&watch, &mut attached.ebpf, ended, &names)?;
     drop(attached);
     write(cli, &report)?;
     Ok(Exit::Ok.into())

@@ -191,7 +191,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut locks = lock::requested(&cli)
         .then(|| lock::prepare(&process, &cli))
         .transpose()?;
-    let mut attached = attach::attach(&plan, process.pid).map_err(|e| {
+    let needs = attach::MapNeeds {
+        gil: true,
+        locks: lock::requested(&cli),
+        call_sites: cli.mutexes,
+    };
+    let mut attached = attach::attach(&plan, process.pid, needs).map_err(|e| {
         if child.is_none() && !process.is_alive() {
             user(
                 Exit::NoSuchProcess,
@@ -322,7 +327,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         // Python thread names from the GIL report where it has them.
         let mut names = lock_process.threads();
         names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
-        let report = lock_run::report(l, &attached.ebpf, report.ended, &names)?;
+        let report = lock_run::report(l, &mut attached.ebpf, report.ended, &names)?;
         lock_run::write(&cli, &report)?;
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).

@@ -213,6 +213,8 @@ impl Session<'_> {
         let n = states.len();
         let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
         self.names.refresh(&tstates);
+        // Named (or given up on) while alive: the state of threads that exited can go.
+        let _ = self.attached.forget_exited_threads();
         n
     }
 

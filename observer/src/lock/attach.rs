@@ -72,24 +72,39 @@ pub fn attach(
         prog.attach(point, &p.open_path, UProbeScope::OneProcess(pid))
             .map_err(|e| refused(e).context(format!("attaching {} to {}", p.program, p.symbol)))?;
     }
-    // Contention: a futex syscall during a lock call. A raw tracepoint needs no tracefs.
-    let futex: &mut RawTracePoint = ebpf
-        .program_mut("mutex_futex")
-        .ok_or_else(|| anyhow!("BPF object has no program mutex_futex"))?
-        .try_into()
-        .context("mutex_futex is not a raw tracepoint program")?;
-    futex
-        .load()
-        .context("loading BPF program mutex_futex (verifier)")?;
-    futex
-        .attach("sys_enter")
-        .map_err(|e| refused(e).context("attaching mutex_futex to the sys_enter tracepoint"))?;
+    // Contention: a futex wait during a lock call, and its return (the wake-up). Raw
+    // tracepoints need no tracefs; both programs leave other processes at their first test.
+    for (name, tracepoint) in [
+        ("mutex_futex", "sys_enter"),
+        ("mutex_futex_exit", "sys_exit"),
+    ] {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
+            .try_into()
+            .with_context(|| format!("{name} is not a raw tracepoint program"))?;
+        prog.load()
+            .with_context(|| format!("loading BPF program {name} (verifier)"))?;
+        prog.attach(tracepoint).map_err(|e| {
+            refused(e).context(format!("attaching {name} to the {tracepoint} tracepoint"))
+        })?;
+    }
     // Everything is in place: start tracking lock calls.
     let mut cfg: Array<_, u64> = Array::try_from(
         ebpf.map_mut("MUTEX_CONFIG")
             .context("MUTEX_CONFIG map missing")?,
     )?;
     cfg.set(MUTEX_CFG_ARMED, 1, 0)?;
+    Ok(())
+}
+
+/// Stops the lock programs from recording (they stay attached until gilwatch exits).
+pub fn disarm(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let mut cfg: Array<_, u64> = Array::try_from(
+        ebpf.map_mut("MUTEX_CONFIG")
+            .context("MUTEX_CONFIG map missing")?,
+    )?;
+    cfg.set(MUTEX_CFG_ARMED, 0, 0)?;
     Ok(())
 }
 

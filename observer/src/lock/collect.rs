@@ -7,8 +7,8 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap},
 };
 use observer_common::{
-    Histogram, MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL, MutexCounts, MutexKey, MutexSite,
-    MutexSiteKey, MutexStatKind,
+    Histogram, MUTEX_ERR_STACK_LOST, MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL, MutexCounts,
+    MutexKey, MutexSite, MutexSiteKey, MutexStatKind,
 };
 
 use crate::{collect::monotonic_ns, histogram::Distribution};
@@ -29,7 +29,8 @@ pub struct Site {
     pub addr: u64,
     /// Return address of the lock call.
     pub caller: u64,
-    pub stack_id: u32,
+    /// -1 when the stack could not be stored.
+    pub stack_id: i64,
     pub numbers: MutexSite,
 }
 
@@ -42,6 +43,10 @@ pub struct LockSnapshot {
     /// Call sites (`--mutexes`).
     pub sites: Vec<Site>,
     pub lost_events: u64,
+    /// Call sites without a stack (`--mutexes`).
+    pub call_site_stacks_lost: u64,
+    /// Kernel memory of gilwatch's BPF maps now.
+    pub kernel_memory_bytes: u64,
 }
 
 pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
@@ -90,7 +95,7 @@ pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
         .map(|(k, s)| Site {
             addr: k.addr,
             caller: k.caller,
-            stack_id: k.stack_id,
+            stack_id: s.stack_id,
             numbers: s,
         })
         .collect();
@@ -103,11 +108,18 @@ pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
             snap.lost_events += per_cpu.iter().sum::<u64>();
         }
     }
+    if let Ok(per_cpu) = errors.get(&MUTEX_ERR_STACK_LOST, 0) {
+        snap.call_site_stacks_lost = per_cpu.iter().sum::<u64>();
+    }
+    snap.kernel_memory_bytes = crate::probe::attach::kernel_memory_bytes();
     Ok(snap)
 }
 
 /// The instruction pointers of a recorded user stack, innermost first.
-pub fn stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
+pub fn stack(ebpf: &Ebpf, stack_id: i64) -> Vec<u64> {
+    let Ok(stack_id) = u32::try_from(stack_id) else {
+        return Vec::new();
+    };
     let Some(map) = ebpf.map("MUTEX_STACKS") else {
         return Vec::new();
     };

@@ -2,11 +2,11 @@
 //!
 //! Nothing is pinned: every program and link belongs to file descriptors of this process, so the
 //! kernel removes the probes whenever gilwatch exits, however it exits (even SIGKILL).
-use std::{num::NonZeroU32, path::Path};
+use std::{collections::HashSet, num::NonZeroU32, path::Path};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
@@ -35,8 +35,91 @@ pub struct Attached {
     pid: NonZeroU32,
 }
 
-pub fn attach(plan: &ProbePlan, pid: u32) -> anyhow::Result<Attached> {
-    let ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| {
+/// What a run measures, which decides the size of the kernel maps: every map the object
+/// declares is created when it loads, so the ones a run does not use get one entry.
+#[derive(Clone, Copy, Debug)]
+pub struct MapNeeds {
+    /// The GIL's per-thread maps (everything but a lock-only run).
+    pub gil: bool,
+    /// `--lock`, `--lock-fns`, `--mutexes`.
+    pub locks: bool,
+    /// `--mutexes`: call-site stacks.
+    pub call_sites: bool,
+}
+
+const GIL_MAPS: &[&str] = &["STATS", "THREADS"];
+const LOCK_MAPS: &[&str] = &[
+    "MUTEX_STATS",
+    "MUTEX_COUNTS",
+    "MUTEX_HELD",
+    "MUTEX_PENDING",
+    "MUTEX_WATCH",
+];
+const CALL_SITE_MAPS: &[&str] = &["MUTEX_STACKS", "MUTEX_SITES"];
+
+/// Test and debugging knob: `NAME=ENTRIES,…` overrides the capacity of kernel maps by name (for
+/// example `THREADS=2`), so that a full map can be provoked on purpose.
+pub const MAP_ENTRIES_ENV: &str = "GILWATCH_DEBUG_MAP_ENTRIES";
+
+fn map_sizes(needs: MapNeeds) -> Vec<(String, u32)> {
+    let mut sizes: Vec<(String, u32)> = Vec::new();
+    let mut shrink = |names: &[&str], needed: bool| {
+        if !needed {
+            sizes.extend(names.iter().map(|n| ((*n).to_owned(), 1)));
+        }
+    };
+    shrink(GIL_MAPS, needs.gil);
+    shrink(LOCK_MAPS, needs.locks);
+    shrink(CALL_SITE_MAPS, needs.call_sites);
+    if let Ok(spec) = std::env::var(MAP_ENTRIES_ENV) {
+        for (name, n) in spec
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(k, v)| Some((k.trim().to_owned(), v.trim().parse::<u32>().ok()?)))
+        {
+            sizes.retain(|(k, _)| *k != name);
+            sizes.push((name, n.max(1)));
+        }
+    }
+    sizes
+}
+
+/// Kernel memory held by this process's BPF maps: the sum of what the kernel charges each of
+/// them (`memlock` in /proc/self/fdinfo; for maps that allocate as used, what they hold now).
+pub fn kernel_memory_bytes() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return 0;
+    };
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for entry in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        // Map fds only (programs have a memlock line too); one map may have several fds.
+        let (Some(id), Some(bytes)) = (field("map_id:"), field("memlock:")) else {
+            continue;
+        };
+        if seen.insert(id) {
+            total += bytes;
+        }
+    }
+    total
+}
+
+pub fn attach(plan: &ProbePlan, pid: u32, needs: MapNeeds) -> anyhow::Result<Attached> {
+    let sizes = map_sizes(needs);
+    let mut loader = EbpfLoader::new();
+    for (name, n) in &sizes {
+        loader.map_max_entries(name, *n);
+    }
+    let btf = aya::Btf::from_sys_fs().ok();
+    let ebpf = loader.btf(btf.as_ref()).load(BPF_OBJECT).map_err(|e| {
         if matches!(&e, aya::EbpfError::MapError(_))
             || e.to_string().contains("Operation not permitted")
         {
@@ -107,7 +190,34 @@ impl Attached {
         )?;
         let tids: Vec<u32> = threads.keys().filter_map(Result::ok).collect();
         for tid in tids {
-            // Gone already (LRU) is fine.
+            // Gone already (an exited thread, forgotten meanwhile) is fine.
+            let _ = threads.remove(&tid);
+        }
+        Ok(())
+    }
+
+    /// Forgets the per-thread state of threads that exited (their numbers stay in STATS): the
+    /// map is not LRU, so nothing else removes them, and it would fill with the dead.
+    pub fn forget_exited_threads(&mut self) -> anyhow::Result<()> {
+        let mut threads: BpfHashMap<&mut MapData, u32, ThreadGilState> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut("THREADS")
+                .context("THREADS map missing")?,
+        )?;
+        // Keys first, then the live threads: a thread that starts in between is in the second
+        // list, so it is never taken for an exited one.
+        let tids: Vec<u32> = threads.keys().filter_map(Result::ok).collect();
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return Ok(()); // the target is gone: nothing to keep apart
+        };
+        let live: HashSet<u32> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        for tid in tids.into_iter().filter(|t| !live.contains(t)) {
             let _ = threads.remove(&tid);
         }
         Ok(())

@@ -128,7 +128,13 @@ pub struct LockReport {
     /// Watch mode: the named locks in command-line order, then custom instances by wait.
     /// Discover mode: every contended mutex, most waiting first.
     pub locks: Vec<LockEntry>,
+    /// Lock events the kernel could not record (a map was full). 0 means the numbers are complete.
     pub lost_events: u64,
+    /// `--mutexes`: call sites whose stack could not be stored (the stack map was full, or its
+    /// hash collided): they are shown by the calling function alone.
+    pub call_site_stacks_lost: u64,
+    /// Kernel memory held by gilwatch's BPF maps at the end (the sum of their `memlock`).
+    pub kernel_memory_bytes: u64,
 }
 
 /// What the report needs besides the measurements.
@@ -145,7 +151,7 @@ pub struct LockContext<'a> {
     /// Data symbol of an address (discovery).
     pub describe: &'a dyn Fn(u64) -> Option<String>,
     /// Symbolized frames of a call site: (return address of the lock call, stack id).
-    pub call_site: &'a dyn Fn(u64, u32) -> Vec<String>,
+    pub call_site: &'a dyn Fn(u64, i64) -> Vec<String>,
 }
 
 /// A kernel comm (NUL-padded, at most 16 bytes), or `tid N` when empty.
@@ -343,6 +349,10 @@ pub fn build(
         probes: ctx.probes.clone(),
         locks,
         lost_events: to.lost_events.saturating_sub(from.lost_events),
+        call_site_stacks_lost: to
+            .call_site_stacks_lost
+            .saturating_sub(from.call_site_stacks_lost),
+        kernel_memory_bytes: to.kernel_memory_bytes,
     }
 }
 

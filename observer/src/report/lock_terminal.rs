@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::{
     EndReason,
     bars::bars,
-    format::{fmt_ns, pct},
+    format::{fmt_ns, memory_line, pct},
     lock::{LockEntry, LockReport},
     table::{self, Layout, Row},
 };
@@ -14,6 +14,12 @@ use super::{
 const DISCOVER_FULL: usize = 5;
 
 pub fn final_report(r: &LockReport) -> String {
+    let mut out = final_body(r);
+    let _ = writeln!(out, "\n{}", memory_line(r.kernel_memory_bytes));
+    out
+}
+
+fn final_body(r: &LockReport) -> String {
     let mut out = String::new();
     let ended = match r.ended {
         EndReason::Running | EndReason::Duration => "duration reached",
@@ -71,6 +77,13 @@ pub fn final_report(r: &LockReport) -> String {
     for l in r.locks.iter().take(full) {
         out.push('\n');
         out.push_str(&lock_block(l, r.duration_ns));
+    }
+    if r.call_site_stacks_lost > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} call sites have no stack beyond their caller (the call-stack map was full)",
+            r.call_site_stacks_lost
+        );
     }
     out
 }

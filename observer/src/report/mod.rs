@@ -83,6 +83,9 @@ pub struct Report {
     /// Probe events the kernel could not record (a map was full). 0 means the numbers are complete.
     pub lost_events: u64,
     pub sampling: Sampling,
+    /// Kernel memory held by gilwatch's BPF maps at the end of the report's span (the sum of
+    /// their `memlock`): it grows with the threads (and locks) observed.
+    pub kernel_memory_bytes: u64,
 }
 
 /// What observing cost, and whether the overhead budget made it a sample.
@@ -183,6 +186,7 @@ pub fn build(
         threads,
         lost_events: to.lost_events.saturating_sub(from.lost_events),
         sampling,
+        kernel_memory_bytes: to.kernel_memory_bytes,
     }
 }
 

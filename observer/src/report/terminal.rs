@@ -166,6 +166,16 @@ pub fn live(r: &Report, elapsed_ns: u64) -> String {
 }
 
 pub fn final_report(r: &Report) -> String {
+    let mut out = final_body(r);
+    let _ = writeln!(
+        out,
+        "\n{}",
+        super::format::memory_line(r.kernel_memory_bytes)
+    );
+    out
+}
+
+fn final_body(r: &Report) -> String {
     let mut out = header(r);
     let ended = match r.ended {
         EndReason::Running | EndReason::Duration => "duration reached".to_owned(),

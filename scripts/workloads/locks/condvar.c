@@ -11,7 +11,7 @@ static int ready, iters, timed;
 
 static void *consumer(void *arg) {
     (void)arg;
-    uint64_t in_wait = 0, hold = 0;
+    uint64_t in_wait = 0, hold = 0, waits = 0;
     for (int i = 0; i < iters; i++) {
         pthread_mutex_lock(&g_cv_lock);
         while (!ready) {
@@ -25,6 +25,7 @@ static void *consumer(void *arg) {
                 pthread_cond_wait(&g_cv, &g_cv_lock);
             }
             in_wait += now_ns() - t0;
+            waits++;
         }
         ready = 0;
         uint64_t t1 = now_ns();
@@ -32,8 +33,9 @@ static void *consumer(void *arg) {
         hold += now_ns() - t1;
         pthread_mutex_unlock(&g_cv_lock);
     }
-    printf("consumer tid=%d rounds=%d cond_wait_ns=%llu hold_after_ns=%llu\n", tid(), iters,
-           (unsigned long long)in_wait, (unsigned long long)hold);
+    printf("consumer tid=%d rounds=%d cond_waits=%llu cond_wait_ns=%llu hold_after_ns=%llu\n",
+           tid(), iters, (unsigned long long)waits, (unsigned long long)in_wait,
+           (unsigned long long)hold);
     fflush(stdout);
     return NULL;
 }
