@@ -47,6 +47,14 @@ pub fn truncate(s: &str, width: usize) -> String {
     }
 }
 
+/// The footer line of both reports: what observing holds in kernel memory.
+pub fn memory_line(bytes: u64) -> String {
+    format!(
+        "kernel memory: {:.1} MiB in gilwatch's BPF maps",
+        bytes as f64 / (1024.0 * 1024.0)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,12 +77,4 @@ mod tests {
         assert_eq!(truncate("worker", 10), "worker");
         assert_eq!(truncate("ThreadPoolExecutor-0_0", 10), "ThreadPoo…");
     }
-}
-
-/// The footer line of both reports: what observing holds in kernel memory.
-pub fn memory_line(bytes: u64) -> String {
-    format!(
-        "kernel memory: {:.1} MiB in gilwatch's BPF maps",
-        bytes as f64 / (1024.0 * 1024.0)
-    )
 }
