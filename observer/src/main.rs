@@ -15,6 +15,7 @@ mod probe;
 mod python;
 mod report;
 mod session;
+mod stop;
 mod target;
 
 use std::{fs::File, io::Write, process::ExitCode};
@@ -119,6 +120,9 @@ pub fn find_gil(
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `-- CMD`: from the start, SIGINT/SIGTERM wait for the session instead of killing gilwatch
+    // (the command must get them and the report must be written, whenever they arrive).
+    let blocked = cli.pid.is_none().then(stop::block).transpose()?;
     preflight::check_kernel()?;
     preflight::check_privileges()?;
 
@@ -163,7 +167,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|p| libc::Libc::load(&p, p.clone().into()))
                 .transpose()?;
             let plan = plan::plan(&interpreter, libc.as_ref(), cli.strategy)?;
-            let child = launch::spawn_gated(&cli.command)?;
+            let blocked = blocked.as_ref().context("stop signals not blocked")?;
+            let child = launch::spawn_gated(&cli.command, blocked)?;
             let process = Process { pid: child.pid };
             (
                 Target {
@@ -251,21 +256,17 @@ struct Attachment {
     locks: Option<lock::LockWatch>,
 }
 
-/// The run once probes are in place: release a gated command, watch, report.
+/// The run once probes are in place: watch (the session releases a gated command), report.
 fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
     let Attachment {
         process,
         mut interpreter,
         plan,
         mut attached,
-        mut child,
+        child,
         gil_location,
         locks,
     } = a;
-    if let Some(c) = child.as_mut() {
-        c.release()?;
-    }
-
     let info_interp = InterpreterInfo {
         path: interpreter.path.clone(),
         version: interpreter.version.to_string(),
