@@ -50,10 +50,21 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         eprintln!("gilwatch: internal error: {msg}{at} (probes were removed; please report this)");
     }));
+    // First of all, before even the arguments are read: a `-- CMD` run must not lose a
+    // SIGINT/SIGTERM that arrives while it starts (see `stop`); other runs restore the mask.
+    let blocked = stop::block();
     let cli = Cli::parse();
-    let result = match cli.sub {
-        Some(Sub::Doctor { pid, strategy }) => doctor::run(pid, strategy).map(|()| Exit::Ok.into()),
-        None => run(cli),
+    let blocked = match blocked {
+        Ok(b) if cli.sub.is_none() && cli.pid.is_none() => Ok(Some(b)),
+        Ok(b) => b.restore().map(|()| None),
+        Err(e) => Err(e),
+    };
+    let result = match (&cli.sub, blocked) {
+        (_, Err(e)) => Err(e),
+        (Some(Sub::Doctor { pid, strategy }), _) => {
+            doctor::run(*pid, *strategy).map(|()| Exit::Ok.into())
+        }
+        (None, Ok(blocked)) => run(cli, blocked),
     };
     match result {
         Ok(code) => code,
@@ -119,10 +130,8 @@ pub fn find_gil(
     })
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // `-- CMD`: from the start, SIGINT/SIGTERM wait for the session instead of killing gilwatch
-    // (the command must get them and the report must be written, whenever they arrive).
-    let blocked = cli.pid.is_none().then(stop::block).transpose()?;
+/// `blocked`: with `-- CMD`, the stop signals as `main` blocked them.
+fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     preflight::check_kernel()?;
     preflight::check_privileges()?;
 

@@ -48,6 +48,20 @@ pub fn block() -> anyhow::Result<Blocked> {
     Ok(Blocked { previous })
 }
 
+impl Blocked {
+    /// Puts the signal mask back as it was before [`block`].
+    pub fn restore(self) -> anyhow::Result<()> {
+        // SAFETY: setting the mask from a sigset we own.
+        let r = unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut())
+        };
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r)).context("unblocking SIGINT and SIGTERM");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// SIGINT or SIGTERM. `from_terminal`: the terminal sent it (Ctrl-C) to the whole foreground
