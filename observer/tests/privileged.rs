@@ -371,7 +371,8 @@ fn probes_are_removed_on_every_exit_path() {
     }
     // The target exiting ends the run too, for every strategy (each has its own programs).
     for py in [py.clone(), pythons_libc().pop().expect("a python for libc")] {
-        let short = Target::launch(&py, "contended.py", &["2", "1"]);
+        // Long enough to outlast attaching on a loaded machine.
+        let short = Target::launch(&py, "contended.py", &["5", "1"]);
         let child = gilwatch_command(&[
             "-p",
             &short.pid().to_string(),

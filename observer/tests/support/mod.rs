@@ -473,6 +473,13 @@ pub fn programs_of_run(pid: u32, at_least: usize) -> Vec<u64> {
         if ids.len() >= at_least {
             return ids;
         }
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+            "gilwatch (PID {pid}) ended before it held {at_least} BPF programs"
+        );
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "gilwatch (PID {pid}) holds {} BPF programs after 30 s, want {at_least}",
