@@ -73,7 +73,12 @@ fn main() -> ExitCode {
             if exit == Exit::Internal {
                 eprintln!("gilwatch: error: {err:#}");
             } else {
-                eprintln!("gilwatch: {err}");
+                // The user error's own line, even when a caller added context above it.
+                let line = err
+                    .chain()
+                    .find_map(|e| e.downcast_ref::<error::UserError>())
+                    .map_or_else(|| err.to_string(), |u| u.message.clone());
+                eprintln!("gilwatch: {line}");
             }
             exit.into()
         }

@@ -841,3 +841,120 @@ fn command_mode_reports_even_when_the_command_ignores_the_signal() {
     thread(&r, "worker");
     assert_unloaded(&ids, "after the grace period");
 }
+
+/// Starts `python script args…` as the unprivileged user `nobody`, waiting for its `ready`.
+fn start_as_nobody(python: &str, script: &str, args: &[&str]) -> Target {
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            python,
+            script,
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("ready line");
+    assert_eq!(line.trim(), "ready", "{python} as nobody did not start");
+    // setpriv execs the interpreter: the child's PID is the interpreter's.
+    Target { child, pid: None }
+}
+
+/// gilwatch run by `nobody` with exactly `caps` (ambient capabilities, as `setcap` on the
+/// binary would give).
+fn gilwatch_as_nobody(caps: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    if !caps.is_empty() {
+        cmd.arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"));
+    }
+    let child = cmd
+        .arg(GILWATCH)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv");
+    wait_output(child, Duration::from_secs(60))
+}
+
+/// Least privilege: gilwatch without root, given capabilities. Each missing capability is named
+/// in a one-line refusal (exit 5); the sufficient set gives the full report, Python names
+/// included. Debian's python3.11 (libc strategy: the GIL found in memory) as the target.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn runs_without_root_given_capabilities_and_names_what_is_missing() {
+    require_root();
+    let python = "/usr/bin/python3.11";
+    if !std::path::Path::new(python).exists() {
+        missing_fixture("Debian's /usr/bin/python3.11");
+        return;
+    }
+    let script = workload("contended.py").to_string_lossy().into_owned();
+    let own = start_as_nobody(python, &script, &["60", "1"]);
+    let own_pid = own.pid().to_string();
+    let watch = |pid: &str| ["-p", pid, "-d", "1s", "-q", "--json", "-"].map(str::to_owned);
+
+    // No capability at all: refused before anything is loaded, naming all three.
+    let args = watch(&own_pid);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = gilwatch_as_nobody("", &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "no caps: {err}");
+    for cap in ["CAP_BPF", "CAP_PERFMON", "CAP_CHECKPOINT_RESTORE"] {
+        assert!(err.contains(cap), "no caps: want {cap} named: {err}");
+    }
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // CAP_BPF + CAP_PERFMON (+ map_files): enough on kernels that let CAP_PERFMON open uprobe
+    // events; where the kernel refuses, the refusal says so and names CAP_SYS_ADMIN.
+    let out = gilwatch_as_nobody("+bpf,+perfmon,+checkpoint_restore", &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(5), "bpf+perfmon: {err}");
+        assert!(
+            err.contains("CAP_SYS_ADMIN") && err.contains("uprobe"),
+            "bpf+perfmon: {err}"
+        );
+        eprintln!("CAP_BPF+CAP_PERFMON: {}", err.trim_end());
+    }
+
+    // CAP_SYS_ADMIN on one's own process: the whole report, names read from its memory.
+    let out = gilwatch_as_nobody("+sys_admin", &args);
+    let r = final_report(&out);
+    assert_eq!(r["interpreter"]["strategy"], "libc", "{}", whose(&r));
+    thread(&r, "io-1");
+    thread(&r, "cpu-hog");
+
+    // Another user's process (root's): reading its maps and memory takes CAP_SYS_PTRACE, and
+    // its /proc/PID/map_files directory CAP_DAC_READ_SEARCH.
+    let roots = Target::start(
+        std::path::Path::new(python),
+        &workload("contended.py"),
+        &["60", "1"],
+    );
+    let root_pid = roots.pid().to_string();
+    let args = watch(&root_pid);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = gilwatch_as_nobody("+sys_admin", &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "root's process, no ptrace: {err}"
+    );
+    assert!(err.contains("CAP_SYS_PTRACE"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let out = gilwatch_as_nobody("+sys_admin,+sys_ptrace,+dac_read_search", &args);
+    let r = final_report(&out);
+    thread(&r, "io-1");
+    thread(&r, "cpu-hog");
+}
