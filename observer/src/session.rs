@@ -22,7 +22,7 @@ use crate::{
     target::{launch::GatedChild, pidfd::PidFd, process::Process},
 };
 
-/// How often the target's liveness and new threads' names are checked.
+/// How often new threads' names (and, while it is unknown, the GIL's address) are looked for.
 const POLL: Duration = Duration::from_millis(100);
 const FAST_POLL: Duration = Duration::from_millis(1);
 /// How often new threads are looked for to name them once there are many: reading the kernel's

@@ -958,3 +958,69 @@ fn runs_without_root_given_capabilities_and_names_what_is_missing() {
     thread(&r, "io-1");
     thread(&r, "cpu-hog");
 }
+
+/// Ctrl-C in a terminal: the terminal signals the whole foreground process group, so the
+/// command gets SIGINT directly; gilwatch must not pass on a second one (it would cut the
+/// command's own clean-up short). A pseudo-terminal made by Python's `pty` module types ^C.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn command_mode_ctrl_c_in_a_terminal_reaches_the_command_once() {
+    require_root();
+    const DRIVER: &str = r#"
+import os, pty, select, sys, time
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out = b""
+def pump(secs):
+    global out
+    end = time.time() + secs
+    while time.time() < end:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return False
+            if not data:
+                return False
+            out += data
+    return True
+while b"ready" not in out and pump(0.2):
+    pass
+time.sleep(0.5)
+os.write(fd, b"\x03")
+while pump(1):
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.write("exit %d\n" % os.waitstatus_to_exitcode(status))
+sys.stdout.write(out.decode(errors="replace"))
+"#;
+    let py = pythons().pop().expect("a pyenv python");
+    let exe = py.exe.to_string_lossy().into_owned();
+    let script = workload("signalled.py").to_string_lossy().into_owned();
+    let json = std::env::temp_dir().join(format!("gilwatch-tty-{}.json", std::process::id()));
+    let json_arg = json.to_string_lossy().into_owned();
+    let out = wait_output(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-c", DRIVER, GILWATCH, "-q", "--json", &json_arg, "--", &exe, &script,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 pty driver"),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("exit 42"), "gilwatch's exit: {text}");
+    assert_eq!(
+        text.matches("got 2").count(),
+        1,
+        "the command must get one SIGINT: {text}"
+    );
+    let r = last_json(&std::fs::read(&json).expect("json file"));
+    std::fs::remove_file(&json).ok();
+    assert_eq!(r["ended"], "interrupted");
+    assert_eq!(r["exit_code"], 42);
+}
