@@ -16,12 +16,12 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     let _ = writeln!(out, "target       PID {pid} ({}){ns}", p.comm());
     let i = &t.interpreter;
     let elf = i.elf()?;
-    let linkage = if crate::gil::locate::is_libpython(&i.path) {
+    let linkage = if crate::gil::locate::is_libpython(&i.file.path) {
         "shared libpython"
     } else {
         "interpreter linked into the executable"
     };
-    let _ = writeln!(out, "interpreter  {} ({linkage})", i.path);
+    let _ = writeln!(out, "interpreter  {} ({linkage})", i.file.path);
     // Files are opened through /proc/PID/map_files: the mapped file itself, wherever it lives.
     let _ = writeln!(
         out,
@@ -41,7 +41,7 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     };
     let _ = writeln!(out, "  version    CPython {}{ft}", i.version);
     // .symtab, MiniDebugInfo or a debug file: what the symtab strategy would use.
-    let found = crate::gil::debuginfo::gil_functions(i)?;
+    let found = crate::gil::symbols::gil_functions(i)?;
     let syms = &found.symbols;
     let from = found
         .source
@@ -71,7 +71,7 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     }
     match &t.libc {
         Some(l) => {
-            let _ = writeln!(out, "libc         {}", l.path);
+            let _ = writeln!(out, "libc         {}", l.file.path);
         }
         None => {
             let _ = writeln!(out, "libc         not found in the target's maps");

@@ -3,7 +3,7 @@
 //! Anything else (an `anyhow::Error` without one of these inside) is an internal failure: exit 1.
 use std::process::ExitCode;
 
-/// Documented in the README ("Exit codes"); keep the two in step.
+/// Documented in the README ("Troubleshooting"); keep the two in step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,

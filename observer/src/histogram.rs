@@ -46,6 +46,16 @@ impl From<&Histogram> for Distribution {
 }
 
 impl Distribution {
+    /// Adds another distribution's spans (a lock's numbers over all its threads).
+    pub fn add(&mut self, other: &Distribution) {
+        self.count += other.count;
+        self.total_ns += other.total_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+        for (b, o) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *b += o;
+        }
+    }
+
     /// What happened since `earlier` (a previous reading of the same kernel entry). Max is not
     /// subtractable; the interval's max is bounded by the highest non-empty bucket instead.
     pub fn since(&self, earlier: &Distribution) -> Distribution {
@@ -123,6 +133,23 @@ mod tests {
     use observer_common::bucket_index;
 
     use super::*;
+
+    #[test]
+    fn adding_adds_counts_and_keeps_the_max() {
+        let mut a = Distribution::default();
+        let mut b = Distribution::default();
+        for (d, v) in [(&mut a, 1000u64), (&mut b, 2_000_000)] {
+            d.count = 1;
+            d.total_ns = v;
+            d.max_ns = v;
+            d.buckets[bucket_index(v)] = 1;
+        }
+        a.add(&b);
+        assert_eq!(a.count, 2);
+        assert_eq!(a.total_ns, 2_001_000);
+        assert_eq!(a.max_ns, 2_000_000);
+        assert_eq!(a.buckets.iter().sum::<u64>(), 2);
+    }
 
     fn dist(values: &[u64]) -> Distribution {
         let mut d = Distribution::default();

@@ -6,11 +6,14 @@
 mod cli;
 mod collect;
 mod doctor;
+mod ending;
 mod error;
 mod gil;
 mod histogram;
 mod lock;
+mod lock_run;
 mod names;
+mod object;
 mod probe;
 mod python;
 mod report;
@@ -115,7 +118,10 @@ pub fn find_gil(
     let runtime = interp.runtime_address_of("_PyRuntime").ok_or_else(|| {
         user(
             Exit::Unsupported,
-            format!("{} exports no _PyRuntime: cannot find the GIL", interp.path),
+            format!(
+                "{} exports no _PyRuntime: cannot find the GIL",
+                interp.file.path
+            ),
         )
     })?;
     address::locate(
@@ -148,7 +154,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
                 Ok(interp) => interp,
                 // Not a CPython: with lock options, the lock report alone.
                 Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
-                    return lock::run_without_gil(&cli, process);
+                    return lock_run::run_without_gil(&cli, process);
                 }
                 Err(e) => return Err(e),
             };
@@ -158,7 +164,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
                 // A CPython whose GIL cannot be probed: with lock options, the locks alone.
                 Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
                     eprintln!("gilwatch: no GIL report: {e}");
-                    return lock::run_without_gil(&cli, process);
+                    return lock_run::run_without_gil(&cli, process);
                 }
                 Err(e) => return Err(e),
             };
@@ -282,7 +288,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         locks,
     } = a;
     let info_interp = InterpreterInfo {
-        path: interpreter.path.clone(),
+        path: interpreter.file.path.clone(),
         version: interpreter.version.to_string(),
         strategy: plan.strategy.to_owned(),
         symbols: plan.symbols(),
@@ -331,8 +337,8 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         // Python thread names from the GIL report where it has them.
         let mut names = lock_process.threads();
         names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
-        let report = l.report(&attached.ebpf, report.ended, &names)?;
-        lock::write(&cli, &report)?;
+        let report = lock_run::report(l, &attached.ebpf, report.ended, &names)?;
+        lock_run::write(&cli, &report)?;
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).
     drop(attached);

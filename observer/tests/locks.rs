@@ -661,28 +661,16 @@ fn assert_lock_programs_gone() {
     };
     let mut left = Vec::new();
     for _ in 0..40 {
-        left = bpf_program_names().into_iter().filter(ours).collect();
+        left = support::loaded_program_names()
+            .into_iter()
+            .filter(ours)
+            .collect();
         if left.is_empty() {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("programs still loaded 2 s after gilwatch exited: {left:?}");
-}
-
-/// Names of all loaded BPF programs.
-fn bpf_program_names() -> Vec<String> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool");
-    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    progs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["name"].as_str().map(str::to_owned))
-        .collect()
 }
 
 #[test]

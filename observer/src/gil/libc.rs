@@ -6,21 +6,19 @@
 //! one a program linked today binds (CPython binds GLIBC_2.3.2).
 use std::path::PathBuf;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::{
-    gil::symbols::file_offset,
-    target::process::{Mapping, Process, file_name},
+    object::{elf::file_offset, file::ObjectFile},
+    target::{
+        maps::Mapping,
+        process::{Process, file_name},
+    },
 };
 
 pub struct Libc {
-    /// As the target sees it.
-    pub path: String,
-    pub open_path: PathBuf,
-    data: Vec<u8>,
-    /// Keeps `open_path` (/proc/self/fd/N for files opened inside a target's root) valid.
-    _file: Option<std::fs::File>,
+    pub file: ObjectFile,
 }
 
 /// The object that defines the pthread functions for this process.
@@ -33,14 +31,13 @@ pub fn locate(process: &Process, maps: &[Mapping]) -> anyhow::Result<Libc> {
             anyhow!("no libc in the target's memory maps (statically linked against libc?)")
         })?;
     let open = |m: &Mapping| -> anyhow::Result<Libc> {
-        let (file, open_path) = process.open_mapping(m)?;
-        let mut lib = Libc::load(&m.path, open_path)?;
-        lib._file = Some(file);
-        Ok(lib)
+        Ok(Libc {
+            file: ObjectFile::open_mapping(process, m)?,
+        })
     };
     let lib = open(path)?;
     // libpthread of old glibc: only if it defines the functions (else they are in libc).
-    if file_name(&lib.path).starts_with("libpthread") && lib.function("pthread_mutex_lock").is_err()
+    if lib.file.file_name().starts_with("libpthread") && lib.function("pthread_mutex_lock").is_err()
     {
         let path =
             find("libc.so").ok_or_else(|| anyhow!("no libc.so in the target's memory maps"))?;
@@ -51,19 +48,14 @@ pub fn locate(process: &Process, maps: &[Mapping]) -> anyhow::Result<Libc> {
 
 impl Libc {
     pub fn load(path: &str, open_path: PathBuf) -> anyhow::Result<Libc> {
-        let data = std::fs::read(&open_path).with_context(|| format!("reading {path}"))?;
         Ok(Libc {
-            path: path.to_owned(),
-            open_path,
-            data,
-            _file: None,
+            file: ObjectFile::read(path, open_path)?,
         })
     }
 
     /// File offset of the default version of an exported function.
     pub fn function(&self, name: &str) -> anyhow::Result<u64> {
-        let elf =
-            object::File::parse(&*self.data).with_context(|| format!("parsing {}", self.path))?;
+        let elf = self.file.elf()?;
         // .gnu.version runs parallel to .dynsym; bit 15 marks a hidden (non-default) version.
         let versym = elf
             .section_by_name(".gnu.version")
@@ -77,8 +69,8 @@ impl Libc {
             .dynamic_symbols()
             .filter(|s| s.name() == Ok(name) && s.address() != 0)
             .find(|s| is_default(s.index().0))
-            .ok_or_else(|| anyhow!("{} does not export {name}", self.path))?;
+            .ok_or_else(|| anyhow!("{} does not export {name}", self.file.path))?;
         file_offset(&elf, sym.address())
-            .ok_or_else(|| anyhow!("{name} in {} is outside its segments", self.path))
+            .ok_or_else(|| anyhow!("{name} in {} is outside its segments", self.file.path))
     }
 }

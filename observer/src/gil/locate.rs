@@ -4,13 +4,16 @@
 //! `libpython3.X.so`; otherwise it is linked into the executable (Debian, uv, conda).
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSymbol};
 
 use crate::{
     error::{Exit, user},
+    object::{elf, file::ObjectFile},
     python::version::{self, PythonVersion},
-    target::process::{Mapping, Process, file_name},
+    target::{
+        maps::Mapping,
+        process::{Process, file_name},
+    },
 };
 
 /// Oldest and newest CPython this build knows how to read.
@@ -19,28 +22,22 @@ pub const NEWEST: (u8, u8) = (3, 15);
 
 /// The interpreter object of a target, loaded and identified.
 pub struct Interpreter {
-    /// The path as the target sees it (what the report shows).
-    pub path: String,
-    /// The same file, reachable from gilwatch's mount namespace (for reading and attaching).
-    pub open_path: PathBuf,
+    /// The file: the symbol tables are read from it, and later strategies read sections.
+    pub file: ObjectFile,
     pub version: PythonVersion,
     /// A free-threaded build (3.13t+): the GIL exists only when switched on at run time.
     pub free_threaded: bool,
-    /// The whole file: the symbol tables are read from it, and later strategies read sections.
-    pub data: Vec<u8>,
     /// Where the object is loaded: runtime address = ELF virtual address + bias. None when the
     /// object is not mapped yet (`gilwatch -- CMD` before exec).
     pub load_bias: Option<u64>,
-    /// Keeps `open_path` (/proc/self/fd/N for files opened inside a target's root) valid.
-    pub _file: Option<std::fs::File>,
     /// The target's filesystem root (`/proc/PID/root`, `/` for `gilwatch -- CMD`): where debug
-    /// files for a stripped interpreter are looked for (gil/debuginfo.rs).
+    /// files for a stripped interpreter are looked for (object/debuginfo.rs).
     pub root: PathBuf,
 }
 
 impl Interpreter {
     pub fn elf(&self) -> anyhow::Result<object::File<'_>> {
-        object::File::parse(&*self.data).with_context(|| format!("parsing ELF {}", self.path))
+        self.file.elf()
     }
 
     /// Recomputes where the object is loaded (after exec, for `gilwatch -- CMD`).
@@ -66,10 +63,8 @@ pub fn locate(process: &Process) -> anyhow::Result<Interpreter> {
         Some(m) => m,
         None => process.exe_mapping(&maps)?,
     };
-    let (file, open_path) = process.open_mapping(mapping)?;
     let who = || format!("PID {} ({})", process.pid, process.comm());
-    let mut interp = load(&mapping.path, open_path, who)?;
-    interp._file = Some(file);
+    let mut interp = identify(ObjectFile::open_mapping(process, mapping)?, who)?;
     interp.root = process.proc_path("root");
     interp.load_bias = load_bias(&interp, &maps);
     Ok(interp)
@@ -85,10 +80,14 @@ pub fn load(
     open_path: PathBuf,
     who: impl Fn() -> String,
 ) -> anyhow::Result<Interpreter> {
-    let data = std::fs::read(&open_path)
-        .with_context(|| format!("reading {} (as {})", path, open_path.display()))?;
-    let name = file_name(path).to_owned();
-    let elf = object::File::parse(&*data).map_err(|_| {
+    identify(ObjectFile::read(path, open_path)?, who)
+}
+
+/// Identifies an interpreter file: CPython, which version, free-threaded or not.
+fn identify(file: ObjectFile, who: impl Fn() -> String) -> anyhow::Result<Interpreter> {
+    let path = file.path.as_str();
+    let name = file.file_name().to_owned();
+    let elf = object::File::parse(&*file.data).map_err(|_| {
         user(
             Exit::Unsupported,
             format!(
@@ -136,31 +135,20 @@ pub fn load(
     let free_threaded = version::is_free_threaded(&name, &elf);
     drop(elf);
     Ok(Interpreter {
-        path: path.to_owned(),
-        open_path,
+        file,
         version,
         free_threaded,
-        data,
         load_bias: None,
-        _file: None,
         root: PathBuf::from("/"),
     })
 }
 
-/// The load bias of a mapped object: where its file offset 0 is mapped, minus the virtual address
-/// its first loadable segment asks for (0 for shared objects and PIE, the link address for
-/// non-PIE executables, whose bias is 0).
+/// The load bias of the interpreter object, from its lowest mapping.
 fn load_bias(interp: &Interpreter, maps: &[Mapping]) -> Option<u64> {
-    let elf = interp.elf().ok()?;
+    let file = interp.elf().ok()?;
     let first = maps
         .iter()
-        .filter(|m| m.path == interp.path)
+        .filter(|m| m.path == interp.file.path)
         .min_by_key(|m| m.start)?;
-    let seg = elf.segments().find(|s| {
-        let (off, size) = s.file_range();
-        off <= first.offset && first.offset < off + size.max(1)
-    })?;
-    let (seg_off, _) = seg.file_range();
-    let vaddr_at_mapping = seg.address() + (first.offset - seg_off);
-    Some(first.start.wrapping_sub(vaddr_at_mapping & !0xfff))
+    elf::load_bias(&file, first.start, first.offset)
 }

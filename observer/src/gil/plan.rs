@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use crate::{
     error::{Exit, user},
     gil::{
-        debuginfo::{self, GilFunctions, SymbolSource},
         libc::Libc,
         locate::Interpreter,
-        symbols,
+        symbols::{self, GilFunctions},
     },
+    object::debuginfo::SymbolSource,
 };
 
 /// A kernel program (by its name in observer-ebpf) and where it attaches.
@@ -94,11 +94,11 @@ pub fn plan(
     libc: Option<&Libc>,
     choice: Strategy,
 ) -> anyhow::Result<ProbePlan> {
-    // .symtab, else MiniDebugInfo, else a debug file (gil/debuginfo.rs).
+    // .symtab, else MiniDebugInfo, else a debug file (object/debuginfo.rs).
     let found = if choice == Strategy::Libc {
         GilFunctions::default()
     } else {
-        debuginfo::gil_functions(interp)?
+        symbols::gil_functions(interp)?
     };
     let syms = &found.symbols;
     let have_symbols = !syms.take.is_empty() && !syms.drop.is_empty();
@@ -117,7 +117,7 @@ fn stripped(interp: &Interpreter, rejected: &[String]) -> anyhow::Error {
         Exit::Unsupported,
         format!(
             "{} (CPython {}) has no take_gil/drop_gil symbols (stripped{}): install its debug symbols, or use --strategy libc or auto",
-            interp.path,
+            interp.file.path,
             interp.version,
             rejected
                 .iter()
@@ -134,7 +134,7 @@ fn symtab_plan(
     libc: Option<&Libc>,
 ) -> ProbePlan {
     let mut points = Vec::new();
-    let object = interp.open_path.clone();
+    let object = interp.file.open_path.clone();
     // Two traps per cycle needs the timed wait's entry and return (to see contended takes) and,
     // to filter them, the GIL's address, which gil/address.rs finds on 3.8+.
     let cond_wait = (interp.version.minor_version() >= (3, 8))
@@ -154,7 +154,7 @@ fn symtab_plan(
             program,
             symbol: f.name.clone(),
             object: object.clone(),
-            object_name: interp.path.clone(),
+            object_name: interp.file.path.clone(),
             file_offset: f.file_offset,
         };
         points.push(at(program));
@@ -167,7 +167,7 @@ fn symtab_plan(
             program: "drop_gil_enter",
             symbol: f.name.clone(),
             object: object.clone(),
-            object_name: interp.path.clone(),
+            object_name: interp.file.path.clone(),
             file_offset: f.file_offset,
         });
     }
@@ -176,8 +176,8 @@ fn symtab_plan(
             points.push(ProbePoint {
                 program,
                 symbol: "pthread_cond_timedwait".to_owned(),
-                object: libc.open_path.clone(),
-                object_name: libc.path.clone(),
+                object: libc.file.open_path.clone(),
+                object_name: libc.file.path.clone(),
                 file_offset: offset,
             });
         }
@@ -208,7 +208,7 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
             Exit::Unsupported,
             format!(
                 "{} (CPython {}) has no take_gil/drop_gil symbols, and finding the GIL without symbols needs CPython 3.8+",
-                interp.path, interp.version
+                interp.file.path, interp.version
             ),
         ));
     }
@@ -222,8 +222,8 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
         Ok(ProbePoint {
             program,
             symbol: name.to_owned(),
-            object: libc.open_path.clone(),
-            object_name: libc.path.clone(),
+            object: libc.file.open_path.clone(),
+            object_name: libc.file.path.clone(),
             file_offset: libc.function(name)?,
         })
     };

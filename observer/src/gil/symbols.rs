@@ -1,5 +1,15 @@
-//! Step 2a: where take_gil and drop_gil are in the interpreter object, from its symbol table.
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+//! Step 2a: where take_gil and drop_gil are in the interpreter object, from its symbol table
+//! (its own, its MiniDebugInfo or its debug file: `object::debuginfo`).
+use anyhow::Context as _;
+use object::{Object, ObjectSymbol, SymbolKind};
+
+use crate::{
+    gil::locate::Interpreter,
+    object::{
+        debuginfo::{self, Roots, SymbolSource},
+        elf::file_offset,
+    },
+};
 
 /// One function to probe.
 #[derive(Debug, Clone)]
@@ -63,12 +73,41 @@ pub fn find_gil_functions(symbols: &object::File<'_>, object: &object::File<'_>)
     out
 }
 
-/// Virtual address → file offset, through the loadable segment that contains it.
-pub fn file_offset(elf: &object::File<'_>, address: u64) -> Option<u64> {
-    elf.segments().find_map(|seg| {
-        let (off, size) = seg.file_range();
-        let start = seg.address();
-        (start <= address && address < start + size).then(|| address - start + off)
+/// take_gil/drop_gil (and clones) from the first symbol source that has the interpreter's
+/// local functions, with uprobe file offsets from the interpreter object itself.
+#[derive(Default)]
+pub struct GilFunctions {
+    pub symbols: GilSymbols,
+    /// None when no source has a symbol table (then `symbols` is empty).
+    pub source: Option<SymbolSource>,
+    /// Debug files and sections looked at and refused, for the error message.
+    pub rejected: Vec<String>,
+}
+
+pub fn gil_functions(interp: &Interpreter) -> anyhow::Result<GilFunctions> {
+    let search = debuginfo::symbol_file(
+        &interp.file.path,
+        &interp.file.data,
+        &Roots::of(&interp.root),
+    )?;
+    let object = interp.elf()?;
+    let (symbols, source) = match search.found {
+        Some((source, data)) => {
+            let elf = object::File::parse(&*data).with_context(|| {
+                format!(
+                    "parsing the symbols of {} ({})",
+                    interp.file.path,
+                    source.label()
+                )
+            })?;
+            (find_gil_functions(&elf, &object), Some(source))
+        }
+        None => (GilSymbols::default(), None),
+    };
+    Ok(GilFunctions {
+        symbols,
+        source,
+        rejected: search.rejected,
     })
 }
 

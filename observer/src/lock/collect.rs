@@ -7,8 +7,8 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap},
 };
 use observer_common::{
-    HIST_BUCKETS, Histogram, MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL, MutexCounts, MutexKey,
-    MutexSite, MutexSiteKey, MutexStatKind,
+    Histogram, MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL, MutexCounts, MutexKey, MutexSite,
+    MutexSiteKey, MutexStatKind,
 };
 
 use crate::{collect::monotonic_ns, histogram::Distribution};
@@ -118,47 +118,4 @@ pub fn stack(ebpf: &Ebpf, stack_id: u32) -> Vec<u64> {
         .get(&stack_id, 0)
         .map(|s| s.frames().iter().map(|f| f.ip).collect())
         .unwrap_or_default()
-}
-
-/// Sum of distributions (a lock's numbers over all its threads).
-pub fn merge(into: &mut Distribution, d: &Distribution) {
-    into.count += d.count;
-    into.total_ns += d.total_ns;
-    into.max_ns = into.max_ns.max(d.max_ns);
-    for i in 0..HIST_BUCKETS {
-        into.buckets[i] += d.buckets[i];
-    }
-}
-
-/// Sum of counters.
-pub fn add_counts(into: &mut MutexCounts, c: &MutexCounts) {
-    into.acquisitions += c.acquisitions;
-    into.contended += c.contended;
-    into.trylock_busy += c.trylock_busy;
-    into.failed += c.failed;
-    into.recursive += c.recursive;
-}
-
-#[cfg(test)]
-mod tests {
-    use observer_common::bucket_index;
-
-    use super::*;
-
-    #[test]
-    fn merging_adds_counts_and_keeps_the_max() {
-        let mut a = Distribution::default();
-        let mut b = Distribution::default();
-        for (d, v) in [(&mut a, 1000u64), (&mut b, 2_000_000)] {
-            d.count = 1;
-            d.total_ns = v;
-            d.max_ns = v;
-            d.buckets[bucket_index(v)] = 1;
-        }
-        merge(&mut a, &b);
-        assert_eq!(a.count, 2);
-        assert_eq!(a.total_ns, 2_001_000);
-        assert_eq!(a.max_ns, 2_000_000);
-        assert_eq!(a.buckets.iter().sum::<u64>(), 2);
-    }
 }

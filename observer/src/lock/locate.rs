@@ -3,9 +3,10 @@ use object::SymbolKind;
 
 use crate::{
     error::{Exit, user},
-    lock::{
-        objects::{AddressSpace, MappedObject, Sym, file_offset},
-        spec::{FnName, LockSpec},
+    lock::spec::{FnName, LockSpec},
+    object::{
+        elf::{Sym, file_offset},
+        mapped::{AddressSpace, MappedObject},
     },
 };
 
@@ -45,7 +46,7 @@ pub fn resolve_lock(
                     format!(
                         "--lock {spec}: {name} in {} is a function, not a mutex: pass the mutex variable \
                          (for locks taken through your own functions use --lock-fns ACQUIRE:RELEASE)",
-                        obj.path
+                        obj.file.path
                     ),
                 ));
             }
@@ -55,7 +56,7 @@ pub fn resolve_lock(
                     format!(
                         "--lock {spec}: {name} in {} is a {}-byte object, not a pthread_mutex_t ({PTHREAD_MUTEX_SIZE} bytes): \
                          name the mutex itself (a mutex inside a struct: pass its address as 0xADDRESS)",
-                        obj.path, sym.size
+                        obj.file.path, sym.size
                     ),
                 ));
             }
@@ -219,18 +220,18 @@ pub fn resolve_function(
         if sym.kind != SymbolKind::Text {
             return Err(user(
                 Exit::Usage,
-                format!("{what}: {} in {} is not a function", f.name, obj.path),
+                format!("{what}: {} in {} is not a function", f.name, obj.file.path),
             ));
         }
         let off = obj
             .elf()
             .and_then(|elf| file_offset(&elf, sym.address))
             .ok_or_else(|| {
-                anyhow::anyhow!("{} in {} is outside every segment", f.name, obj.path)
+                anyhow::anyhow!("{} in {} is outside every segment", f.name, obj.file.path)
             })?;
         return Ok(Function {
             symbol: format!("{}:{}", obj.file_name(), f.name),
-            open_path: obj.open_path.clone(),
+            open_path: obj.file.open_path.clone(),
             file_offset: off,
         });
     }

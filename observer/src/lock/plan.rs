@@ -11,9 +11,10 @@ use object::SymbolKind;
 
 use crate::{
     error::{Exit, user},
-    lock::{
-        locate::Function,
-        objects::{AddressSpace, MappedObject, file_offset},
+    lock::locate::Function,
+    object::{
+        elf::file_offset,
+        mapped::{AddressSpace, MappedObject},
     },
 };
 
@@ -78,7 +79,7 @@ pub fn pthread_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<Lock
             probes.push(LockProbe {
                 program,
                 symbol: symbol.clone(),
-                open_path: obj.open_path.clone(),
+                open_path: obj.file.open_path.clone(),
                 file_offset: off,
                 cookie: None,
             });
@@ -86,7 +87,7 @@ pub fn pthread_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<Lock
                 probes.push(LockProbe {
                     program: PTHREAD_RETURN,
                     symbol,
-                    open_path: obj.open_path.clone(),
+                    open_path: obj.file.open_path.clone(),
                     file_offset: off,
                     cookie: None,
                 });
@@ -137,20 +138,16 @@ pub fn symbols(probes: &[LockProbe]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::lock::objects::symbols;
+    use crate::object::{elf::symbols, file::ObjectFile};
 
     const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
 
     fn object(path: &str, data: &[u8], with_symbols: bool) -> MappedObject {
         MappedObject {
-            path: path.to_owned(),
-            open_path: Path::new(path).to_owned(),
+            file: ObjectFile::in_memory(path, data.to_vec()),
             bias: 0,
             is_executable: false,
-            data: data.to_vec(),
             symbols: if with_symbols {
                 symbols(data)
             } else {

@@ -8,7 +8,7 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
-use crate::{report::EndReason, target::process::Process};
+use crate::{ending::EndReason, target::process::Process};
 
 const POLL: Duration = Duration::from_millis(200);
 

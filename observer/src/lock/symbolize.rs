@@ -4,7 +4,7 @@ use blazesym::{
     symbolize::{Input, Symbolized, Symbolizer, source::Process, source::Source},
 };
 
-use crate::lock::objects::AddressSpace;
+use crate::object::mapped::AddressSpace;
 
 /// The frames of one call site, innermost first: the lock call's own return address (`caller`),
 /// then the rest of the recorded stack (`ips`, whose first entry is inside the lock function).

@@ -3,8 +3,8 @@
 //!
 //! Cost model: every probe hit is a trap the target's thread pays for, in the kernel, on its own
 //! CPU time: about [`UPROBE_HIT_NS`] per uprobe and [`URETPROBE_HIT_NS`] per uretprobe on this
-//! machine kind (measured with `cargo xtask bench`'s GIL-cycle microbenchmark; see the README's
-//! performance section). The estimate is traps per second × cost per trap, as a share of one CPU.
+//! machine kind (measured with `cargo xtask bench`'s GIL-cycle microbenchmark; see
+//! docs/performance.md). The estimate is traps per second × cost per trap, as a share of one CPU.
 //! Over budget, the probes are attached for `coverage` of the time only, in windows of at least
 //! [`MIN_WINDOW`]: the report then says `sampled` with the coverage, and nothing is scaled up.
 use std::time::Duration;

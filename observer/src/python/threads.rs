@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{Context, Result, bail};
 
 use super::memory::ProcessMemory;
+use crate::target::process::Process;
 
 /// Python names longer than this many code points are cut (no real thread name comes close).
 const MAX_NAME_CHARS: u64 = 256;
@@ -437,7 +438,7 @@ pub fn thread_names(
 
     // TIDs read from the interpreter's memory are the ones the process sees: in a container
     // (its own PID namespace) they differ from ours.
-    let here = tids_seen_from_here(mem.pid());
+    let here = Process { pid: mem.pid() }.namespace_tids();
     let mut out = HashMap::new();
     for (&tid, &tstate) in tstates {
         let Ok(ident) = mem.read_u64(tstate.wrapping_add(layout.tstate_thread_id)) else {
@@ -476,34 +477,6 @@ pub fn thread_names(
 /// Offset of `tid` in glibc's `struct pthread` on x86_64 (checked on glibc 2.36 and 2.43:
 /// unchanged for years). Only a value that is a live TID of the process is believed.
 const GLIBC_PTHREAD_TID: u64 = 0x2d0;
-
-/// The process's live threads: TID as the process itself sees it (the last NSpid entry, its
-/// own PID namespace) → TID as we see it.
-fn tids_seen_from_here(pid: u32) -> HashMap<u32, u32> {
-    let mut out = HashMap::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Some(here) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let inside = std::fs::read_to_string(entry.path().join("status"))
-            .ok()
-            .and_then(|st| {
-                let line = st.lines().find(|l| l.starts_with("NSpid:"))?.to_owned();
-                line.split_whitespace().last()?.parse::<u32>().ok()
-            })
-            .unwrap_or(here);
-        out.insert(inside, here);
-    }
-    out
-}
 
 /// The main interpreter's `PyInterpreterState*` (3.7+; 3.13+ through `_Py_DebugOffsets`).
 pub fn main_interpreter(mem: &ProcessMemory, version: (u8, u8), runtime_addr: u64) -> Result<u64> {

@@ -1,17 +1,19 @@
 //! The lock report (`--lock`, `--lock-fns`, `--mutexes`): one model, rendered by
-//! `lock_terminal.rs` and written as JSON here (README, "JSON output": `"kind": "locks"`).
-use std::{collections::HashMap, io::Write};
+//! `lock_terminal.rs` and written as JSON by `json.rs` (docs/json.md: `"kind": "locks"`).
+use std::collections::HashMap;
 
-use anyhow::Context as _;
 use observer_common::{
     MUTEX_CUSTOM_ADDR_MASK, MUTEX_CUSTOM_PAIR_SHIFT, MUTEX_CUSTOM_TAG, MutexCounts,
 };
 use serde::Serialize;
 
-use super::{EndReason, SCHEMA};
+use super::{EndReason, SCHEMA, format::round2};
 use crate::{
     histogram::Summary,
-    lock::collect::{LockSnapshot, ThreadLockSample, add_counts, merge},
+    lock::{
+        Named,
+        collect::{LockSnapshot, ThreadLockSample},
+    },
 };
 
 /// Event counts of a lock or of one thread on it.
@@ -41,12 +43,9 @@ impl From<&MutexCounts> for Counts {
     }
 }
 
+/// The spans of a lock or of one thread on it: summaries and non-empty histogram buckets.
 #[derive(Debug, Clone, Serialize)]
-pub struct LockThread {
-    pub tid: u32,
-    pub name: String,
-    #[serde(flatten)]
-    pub counts: Counts,
+pub struct LockTimes {
     pub wait_ns: Summary,
     pub hold_ns: Summary,
     pub cond_wait_ns: Summary,
@@ -54,6 +53,30 @@ pub struct LockThread {
     pub wait_hist: Vec<(u64, u64)>,
     pub hold_hist: Vec<(u64, u64)>,
     pub cond_wait_hist: Vec<(u64, u64)>,
+}
+
+impl From<&ThreadLockSample> for LockTimes {
+    fn from(s: &ThreadLockSample) -> Self {
+        Self {
+            wait_ns: s.wait.summary(),
+            hold_ns: s.hold.summary(),
+            cond_wait_ns: s.cond_wait.summary(),
+            failed_wait_ns: s.failed_wait.summary(),
+            wait_hist: s.wait.nonzero_buckets(),
+            hold_hist: s.hold.nonzero_buckets(),
+            cond_wait_hist: s.cond_wait.nonzero_buckets(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LockThread {
+    pub tid: u32,
+    pub name: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    #[serde(flatten)]
+    pub times: LockTimes,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,13 +105,8 @@ pub struct LockEntry {
     pub held_pct: f64,
     /// Summed waits of all threads over wall time (may exceed 100).
     pub wait_pct: f64,
-    pub wait_ns: Summary,
-    pub hold_ns: Summary,
-    pub cond_wait_ns: Summary,
-    pub failed_wait_ns: Summary,
-    pub wait_hist: Vec<(u64, u64)>,
-    pub hold_hist: Vec<(u64, u64)>,
-    pub cond_wait_hist: Vec<(u64, u64)>,
+    #[serde(flatten)]
+    pub times: LockTimes,
     /// Sorted by total wait.
     pub threads: Vec<LockThread>,
     /// `--mutexes` only: the acquiring call stacks, most waiting first (at most 5).
@@ -111,13 +129,6 @@ pub struct LockReport {
     /// Discover mode: every contended mutex, most waiting first.
     pub locks: Vec<LockEntry>,
     pub lost_events: u64,
-}
-
-/// A lock the user named (`--lock`): always reported, even when nothing happened to it.
-pub struct Named {
-    pub addr: u64,
-    pub spec: String,
-    pub symbol: Option<String>,
 }
 
 /// What the report needs besides the measurements.
@@ -146,8 +157,13 @@ fn comm_name(comm: &[u8; 16], tid: u32) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+/// Sum of counters.
+fn add_counts(into: &mut MutexCounts, c: &MutexCounts) {
+    into.acquisitions += c.acquisitions;
+    into.contended += c.contended;
+    into.trylock_busy += c.trylock_busy;
+    into.failed += c.failed;
+    into.recursive += c.recursive;
 }
 
 /// A thread's numbers over the interval between two snapshots.
@@ -195,28 +211,23 @@ fn entry(
             continue;
         }
         add_counts(&mut total.counts, &d.counts);
-        merge(&mut total.wait, &d.wait);
-        merge(&mut total.hold, &d.hold);
-        merge(&mut total.cond_wait, &d.cond_wait);
-        merge(&mut total.failed_wait, &d.failed_wait);
+        total.wait.add(&d.wait);
+        total.hold.add(&d.hold);
+        total.cond_wait.add(&d.cond_wait);
+        total.failed_wait.add(&d.failed_wait);
         threads.push(LockThread {
             tid,
             name: (ctx.thread_name)(tid).unwrap_or_else(|| comm_name(&s.counts.comm, tid)),
             counts: Counts::from(&d.counts),
-            wait_ns: d.wait.summary(),
-            hold_ns: d.hold.summary(),
-            cond_wait_ns: d.cond_wait.summary(),
-            failed_wait_ns: d.failed_wait.summary(),
-            wait_hist: d.wait.nonzero_buckets(),
-            hold_hist: d.hold.nonzero_buckets(),
-            cond_wait_hist: d.cond_wait.nonzero_buckets(),
+            times: LockTimes::from(&d),
         });
     }
     threads.sort_by(|a, b| {
-        b.wait_ns
+        b.times
+            .wait_ns
             .total
-            .cmp(&a.wait_ns.total)
-            .then(b.hold_ns.total.cmp(&a.hold_ns.total))
+            .cmp(&a.times.wait_ns.total)
+            .then(b.times.hold_ns.total.cmp(&a.times.hold_ns.total))
             .then(a.tid.cmp(&b.tid))
     });
     let custom = addr & MUTEX_CUSTOM_TAG != 0;
@@ -281,13 +292,7 @@ fn entry(
         counts: Counts::from(&total.counts),
         held_pct: round2(total.hold.total_ns as f64 * 100.0 / dur),
         wait_pct: round2(total.wait.total_ns as f64 * 100.0 / dur),
-        wait_ns: total.wait.summary(),
-        hold_ns: total.hold.summary(),
-        cond_wait_ns: total.cond_wait.summary(),
-        failed_wait_ns: total.failed_wait.summary(),
-        wait_hist: total.wait.nonzero_buckets(),
-        hold_hist: total.hold.nonzero_buckets(),
-        cond_wait_hist: total.cond_wait.nonzero_buckets(),
+        times: LockTimes::from(&total),
         threads,
         call_sites: sites,
     }
@@ -321,9 +326,10 @@ pub fn build(
         })
         .collect();
     others.sort_by(|a, b| {
-        b.wait_ns
+        b.times
+            .wait_ns
             .total
-            .cmp(&a.wait_ns.total)
+            .cmp(&a.times.wait_ns.total)
             .then(b.counts.contended.cmp(&a.counts.contended))
     });
     locks.extend(others);
@@ -338,13 +344,6 @@ pub fn build(
         locks,
         lost_events: to.lost_events.saturating_sub(from.lost_events),
     }
-}
-
-pub fn write_line(out: &mut dyn Write, report: &LockReport) -> anyhow::Result<()> {
-    serde_json::to_writer(&mut *out, report).context("encoding the JSON lock report")?;
-    out.write_all(b"\n")
-        .context("writing the JSON lock report")?;
-    out.flush().context("writing the JSON lock report")
 }
 
 #[cfg(test)]
@@ -429,7 +428,7 @@ mod tests {
         assert_eq!(r.locks[0].threads[0].name, "t1");
         assert_eq!(r.locks[0].threads[1].name, "worker", "the kernel's comm");
         assert_eq!(r.locks[1].addr, "0x1000");
-        assert_eq!(r.locks[0].wait_ns.total, 110_000_000);
+        assert_eq!(r.locks[0].times.wait_ns.total, 110_000_000);
         assert!((r.locks[0].wait_pct - 11.0).abs() < 0.01);
     }
 
@@ -448,7 +447,7 @@ mod tests {
         let r = build(&ctx(&named, false), EndReason::Running, &from, &to);
         assert_eq!(r.locks.len(), 1);
         assert_eq!(r.locks[0].counts.acquisitions, 1);
-        assert_eq!(r.locks[0].hold_ns.total, 40);
+        assert_eq!(r.locks[0].times.hold_ns.total, 40);
         let idle = build(&ctx(&named, false), EndReason::Duration, &from, &from);
         assert_eq!(idle.locks.len(), 1);
         assert!(idle.locks[0].threads.is_empty());

@@ -4,17 +4,11 @@ use std::fmt::Write as _;
 
 use super::{
     EndReason,
+    bars::bars,
+    format::{fmt_ns, pct},
     lock::{LockEntry, LockReport},
-    terminal::{bars, fmt_ns},
+    table::{self, Layout, Row},
 };
-
-fn pct(x: f64) -> String {
-    if x >= 10.0 {
-        format!("{x:.0}%")
-    } else {
-        format!("{x:.1}%")
-    }
-}
 
 /// Locks shown in full in discovery; the rest get one line each.
 const DISCOVER_FULL: usize = 5;
@@ -63,7 +57,7 @@ pub fn final_report(r: &LockReport) -> String {
                 label(l),
                 l.counts.acquisitions,
                 l.counts.contended,
-                fmt_ns(l.wait_ns.total),
+                fmt_ns(l.times.wait_ns.total),
                 pct(l.wait_pct),
                 pct(l.held_pct)
             );
@@ -141,19 +135,19 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
         extra.push(format!(
             "{} failed (timed out or error) after {} total",
             c.failed,
-            fmt_ns(l.failed_wait_ns.total)
+            fmt_ns(l.times.failed_wait_ns.total)
         ));
     }
     if c.recursive > 0 {
         extra.push(format!("{} recursive re-locks", c.recursive));
     }
-    if l.cond_wait_ns.count > 0 {
+    if l.times.cond_wait_ns.count > 0 {
         extra.push(format!(
             "condition waits n={} total {} p50 {} max {} (neither hold nor wait)",
-            l.cond_wait_ns.count,
-            fmt_ns(l.cond_wait_ns.total),
-            fmt_ns(l.cond_wait_ns.p50),
-            fmt_ns(l.cond_wait_ns.max)
+            l.times.cond_wait_ns.count,
+            fmt_ns(l.times.cond_wait_ns.total),
+            fmt_ns(l.times.cond_wait_ns.p50),
+            fmt_ns(l.times.cond_wait_ns.max)
         ));
     }
     if !extra.is_empty() {
@@ -166,56 +160,16 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
         );
         return out;
     }
-    let name_w = l
-        .threads
-        .iter()
-        .map(|t| t.name.chars().count())
-        .max()
-        .unwrap_or(6)
-        .clamp(6, 20);
-    let dur = duration_ns.max(1) as f64;
-    let _ = writeln!(
-        out,
-        "{:>7}  {:<name_w$}  {:>6} {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
-        "TID",
-        "THREAD",
-        "ACQ",
-        "CONT",
-        "WAIT",
-        "%wall",
-        "p50",
-        "p99",
-        "max",
-        "HOLD",
-        "%wall",
-        "p50",
-        "p99",
-        "max"
-    );
-    for t in l.threads.iter().take(40) {
-        let name: String = t.name.chars().take(name_w).collect();
-        let _ = writeln!(
-            out,
-            "{:>7}  {:<name_w$}  {:>6} {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
-            t.tid,
-            name,
-            t.counts.acquisitions,
-            t.counts.contended,
-            fmt_ns(t.wait_ns.total),
-            pct(t.wait_ns.total as f64 * 100.0 / dur),
-            fmt_ns(t.wait_ns.p50),
-            fmt_ns(t.wait_ns.p99),
-            fmt_ns(t.wait_ns.max),
-            fmt_ns(t.hold_ns.total),
-            pct(t.hold_ns.total as f64 * 100.0 / dur),
-            fmt_ns(t.hold_ns.p50),
-            fmt_ns(t.hold_ns.p99),
-            fmt_ns(t.hold_ns.max),
-        );
-    }
+    let rows: Vec<Row<'_>> = l.threads.iter().map(Row::from).collect();
+    let layout = Layout {
+        name_width: 20,
+        contended: true,
+        limit: 40,
+    };
+    out.push_str(&table::threads(&rows, duration_ns, &layout));
     for (title, s, hist) in [
-        ("hold", &l.hold_ns, &l.hold_hist),
-        ("wait", &l.wait_ns, &l.wait_hist),
+        ("hold", &l.times.hold_ns, &l.times.hold_hist),
+        ("wait", &l.times.wait_ns, &l.times.wait_hist),
     ] {
         if s.count == 0 {
             continue;

@@ -1,17 +1,22 @@
 //! Step 6: what a run found, as one model that both renderers (terminal, JSON) read.
+pub mod bars;
+pub mod format;
 pub mod json;
 pub mod lock;
 pub mod lock_terminal;
+pub mod table;
 pub mod terminal;
 
 use serde::Serialize;
 
+use self::format::round2;
+pub use crate::ending::EndReason;
 use crate::{
     collect::Snapshot,
     histogram::{Distribution, Summary},
 };
 
-/// JSON schema version; bump on any incompatible change (README, "JSON output").
+/// JSON schema version; bump on any incompatible change (docs/json.md).
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,17 +36,6 @@ pub struct InterpreterInfo {
     pub symbols_from: Option<&'static str>,
     /// With `debug-file`: the file, as found under the debug root.
     pub debug_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum EndReason {
-    /// Still running: an interval line.
-    Running,
-    Duration,
-    Interrupted,
-    Terminated,
-    TargetExited,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -208,8 +202,4 @@ fn sampling(info: &RunInfo<'_>, from: &Snapshot, to: &Snapshot, duration_ns: u64
         probe_cost_pct: round2(probe_cost_pct),
         overhead_pct: round2(probe_cost_pct * coverage),
     }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }

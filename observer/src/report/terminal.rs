@@ -2,49 +2,12 @@
 //! histograms of the threads that waited most.
 use std::fmt::Write as _;
 
-use observer_common::{bucket_index, bucket_lower};
-
-use super::{EndReason, Report, ThreadReport};
-
-/// A duration with a unit chosen for its size, three significant digits: 850ns, 12.3µs, 4.98ms.
-pub fn fmt_ns(ns: u64) -> String {
-    let (v, unit) = match ns {
-        0..1_000 => return format!("{ns}ns"),
-        1_000..1_000_000 => (ns as f64 / 1e3, "µs"),
-        1_000_000..1_000_000_000 => (ns as f64 / 1e6, "ms"),
-        _ => (ns as f64 / 1e9, "s"),
-    };
-    let decimals = if v < 10.0 {
-        2
-    } else if v < 100.0 {
-        1
-    } else {
-        0
-    };
-    let mut num = format!("{v:.decimals$}");
-    if num.contains('.') {
-        num = num.trim_end_matches('0').trim_end_matches('.').to_owned();
-    }
-    format!("{num}{unit}")
-}
-
-fn pct(x: f64) -> String {
-    if x >= 10.0 {
-        format!("{x:.0}%")
-    } else {
-        format!("{x:.1}%")
-    }
-}
-
-fn truncate(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(width - 1).collect();
-        t.push('…');
-        t
-    }
-}
+use super::{
+    EndReason, Report, ThreadReport,
+    bars::bars,
+    format::{fmt_ns, pct},
+    table::{self, Layout, Row},
+};
 
 pub fn header(r: &Report) -> String {
     let mut out = String::new();
@@ -88,127 +51,13 @@ fn summary_line(r: &Report) -> String {
 
 /// The per-thread table; at most `limit` rows.
 pub fn table(r: &Report, limit: usize) -> String {
-    let mut out = String::new();
-    let name_w = r
-        .threads
-        .iter()
-        .map(|t| t.name.chars().count())
-        .max()
-        .unwrap_or(6)
-        .clamp(6, 24);
-    let dur = r.sampling.observed_ns.max(1) as f64;
-    let _ = writeln!(
-        out,
-        "{:>7}  {:<name_w$}  {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
-        "TID",
-        "THREAD",
-        "ACQ",
-        "WAIT",
-        "%wall",
-        "p50",
-        "p99",
-        "max",
-        "HOLD",
-        "%wall",
-        "p50",
-        "p99",
-        "max"
-    );
-    for t in r.threads.iter().take(limit) {
-        let _ = writeln!(
-            out,
-            "{:>7}  {:<name_w$}  {:>6}  {:>7} {:>5} {:>7} {:>7} {:>7}  {:>7} {:>5} {:>7} {:>7} {:>7}",
-            t.tid,
-            truncate(&t.name, name_w),
-            t.acquisitions,
-            fmt_ns(t.wait_ns.total),
-            pct(t.wait_ns.total as f64 * 100.0 / dur),
-            fmt_ns(t.wait_ns.p50),
-            fmt_ns(t.wait_ns.p99),
-            fmt_ns(t.wait_ns.max),
-            fmt_ns(t.hold_ns.total),
-            pct(t.hold_ns.total as f64 * 100.0 / dur),
-            fmt_ns(t.hold_ns.p50),
-            fmt_ns(t.hold_ns.p99),
-            fmt_ns(t.hold_ns.max),
-        );
-    }
-    if r.threads.len() > limit {
-        let _ = writeln!(
-            out,
-            "{:>7}  … {} more threads (see --json for all)",
-            "",
-            r.threads.len() - limit
-        );
-    }
-    out
-}
-
-/// Most rows a drawn histogram gets: coarser rows beat a scrolling screen.
-const MAX_BAR_ROWS: usize = 12;
-
-/// A histogram as horizontal bars: quarter-octave rows, coarser when the range is wide.
-pub fn bars(hist: &[(u64, u64)], width: usize) -> String {
-    // Zero-length spans (an uncontended take: the GIL was free) get a line of their own: drawn on
-    // the log scale they would stretch it over many empty octaves down to 0 ns.
-    let at_once: u64 = hist.iter().filter(|b| b.0 <= 1).map(|b| b.1).sum();
-    let hist: Vec<(u64, u64)> = hist.iter().copied().filter(|b| b.0 > 1).collect();
-    let mut group = 2; // kernel buckets per row: 2 of the 8 per octave = quarter octaves
-    let rows = loop {
-        let rows = regroup(&hist, group);
-        if rows.len() <= MAX_BAR_ROWS || group >= 64 {
-            break rows;
-        }
-        group *= 2;
+    let rows: Vec<Row<'_>> = r.threads.iter().map(Row::from).collect();
+    let layout = Layout {
+        name_width: 24,
+        contended: false,
+        limit,
     };
-    let peak = rows
-        .iter()
-        .map(|r| r.2)
-        .max()
-        .unwrap_or(0)
-        .max(at_once)
-        .max(1);
-    let mut out = String::new();
-    if at_once > 0 {
-        let n = ((at_once as f64 / peak as f64) * width as f64).ceil() as usize;
-        let _ = writeln!(
-            out,
-            "    {:>17} │{:<width$} {at_once}",
-            "0 (at once)",
-            "█".repeat(n)
-        );
-    }
-    for (lo, hi, count) in rows {
-        let n = ((count as f64 / peak as f64) * width as f64).ceil() as usize;
-        let _ = writeln!(
-            out,
-            "    {:>7} – {:<7} │{:<width$} {count}",
-            fmt_ns(lo),
-            fmt_ns(hi),
-            "█".repeat(n)
-        );
-    }
-    out
-}
-
-/// Merges kernel buckets `group` at a time into (lower, upper, count) rows, keeping empty rows
-/// between non-empty ones so gaps show.
-fn regroup(hist: &[(u64, u64)], group: usize) -> Vec<(u64, u64, u64)> {
-    let Some(first) = hist.first() else {
-        return Vec::new();
-    };
-    let row_of = |upper: u64| bucket_index(upper - 1) / group;
-    let (lo_row, hi_row) = (row_of(first.0), row_of(hist[hist.len() - 1].0));
-    let mut rows: Vec<(u64, u64, u64)> = (lo_row..=hi_row)
-        .map(|r| {
-            let lo = bucket_lower(r * group);
-            (lo, bucket_lower((r + 1) * group).max(lo + 1), 0)
-        })
-        .collect();
-    for &(upper, count) in hist {
-        rows[row_of(upper) - lo_row].2 += count;
-    }
-    rows
+    table::threads(&rows, r.sampling.observed_ns, &layout)
 }
 
 fn histogram_block(
@@ -375,43 +224,4 @@ pub fn final_report(r: &Report) -> String {
         out.push_str(&histogram_block("GIL hold", t, &t.hold_ns, &t.hold_hist));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn units() {
-        assert_eq!(fmt_ns(850), "850ns");
-        assert_eq!(fmt_ns(12_345), "12.3µs");
-        assert_eq!(fmt_ns(4_980_000), "4.98ms");
-        assert_eq!(fmt_ns(5_000_000), "5ms");
-        assert_eq!(fmt_ns(123_456_789), "123ms");
-        assert_eq!(fmt_ns(1_230_000_000), "1.23s");
-    }
-
-    #[test]
-    fn bars_cover_the_range() {
-        let hist = vec![(4_194_304 + 524_288, 10), (5_242_880 + 524_288, 30)];
-        let text = bars(&hist, 10);
-        assert!(text.contains("██████████ 30"), "{text}");
-        assert_eq!(text.lines().count(), 2, "{text}");
-        // Zero-length spans do not stretch the scale down to 0 ns.
-        let with_zero = vec![
-            (1, 500),
-            (4_194_304 + 524_288, 10),
-            (5_242_880 + 524_288, 30),
-        ];
-        let text = bars(&with_zero, 10);
-        assert!(text.starts_with("          0 (at once) │"), "{text}");
-        assert_eq!(text.lines().count(), 3, "{text}");
-        // A range from 1µs to 1s still fits on a screen.
-        let wide: Vec<(u64, u64)> = (10..30).map(|p| (1u64 << p, 1)).collect();
-        assert!(
-            bars(&wide, 10).lines().count() <= MAX_BAR_ROWS,
-            "{}",
-            bars(&wide, 10)
-        );
-    }
 }

@@ -12,18 +12,8 @@ use crate::{
     probe::preflight::{
         self, CAP_CHECKPOINT_RESTORE, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, cap_name,
     },
+    target::maps::{self, Mapping},
 };
-
-/// One line of /proc/PID/maps that maps a file.
-#[derive(Debug, Clone)]
-pub struct Mapping {
-    pub start: u64,
-    pub end: u64,
-    pub offset: u64,
-    pub inode: u64,
-    /// The path as the process sees it (inside its own mount namespace).
-    pub path: String,
-}
 
 #[derive(Debug, Clone)]
 pub struct Process {
@@ -100,11 +90,19 @@ impl Process {
             .to_owned())
     }
 
-    pub fn maps(&self) -> anyhow::Result<Vec<Mapping>> {
+    /// Every region of the process (anonymous memory too).
+    pub fn regions(&self) -> anyhow::Result<Vec<Mapping>> {
         let text = fs::read_to_string(self.proc_path("maps"))
             .map_err(|e| self.refused(e, "reading its memory maps", &[CAP_SYS_PTRACE]))
             .with_context(|| format!("reading /proc/{}/maps", self.pid))?;
-        Ok(parse_maps(&text))
+        Ok(maps::parse(&text))
+    }
+
+    /// The regions that map files.
+    pub fn maps(&self) -> anyhow::Result<Vec<Mapping>> {
+        let mut maps = self.regions()?;
+        maps.retain(Mapping::is_file);
+        Ok(maps)
     }
 
     /// The owner (real uid) of the process.
@@ -185,21 +183,21 @@ impl Process {
         Ok((file, fd_path))
     }
 
+    /// The live threads' ids (as we see them), from /proc/PID/task.
+    pub fn thread_ids(&self) -> Vec<u32> {
+        let Ok(dir) = fs::read_dir(self.proc_path("task")) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
     /// Thread ids and their OS names (comm, at most 15 bytes).
     pub fn threads(&self) -> HashMap<u32, String> {
         let mut out = HashMap::new();
-        let Ok(dir) = fs::read_dir(self.proc_path("task")) else {
-            return out;
-        };
-        for entry in dir.flatten() {
-            let Some(tid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Ok(comm) = fs::read(entry.path().join("comm")) {
+        for tid in self.thread_ids() {
+            if let Ok(comm) = fs::read(self.proc_path(&format!("task/{tid}/comm"))) {
                 // 3.14 cuts Python names to 15 bytes, possibly inside a UTF-8 sequence.
                 let name = String::from_utf8_lossy(&comm).trim_end().to_owned();
                 out.insert(tid, name);
@@ -210,35 +208,29 @@ impl Process {
 
     /// The PID as the process itself sees it (innermost PID namespace), from NSpid.
     pub fn namespace_pid(&self) -> Option<u32> {
-        let status = fs::read_to_string(self.proc_path("status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
-        line.split_whitespace().last()?.parse().ok()
+        innermost_nspid(&fs::read_to_string(self.proc_path("status")).ok()?)
+    }
+
+    /// The live threads: TID as the process itself sees it (its own PID namespace) → TID as we
+    /// see it.
+    pub fn namespace_tids(&self) -> HashMap<u32, u32> {
+        self.thread_ids()
+            .into_iter()
+            .map(|here| {
+                let inside = fs::read_to_string(self.proc_path(&format!("task/{here}/status")))
+                    .ok()
+                    .and_then(|status| innermost_nspid(&status))
+                    .unwrap_or(here);
+                (inside, here)
+            })
+            .collect()
     }
 }
 
-pub fn parse_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.splitn(6, ' ');
-            let range = f.next()?;
-            let _perms = f.next()?;
-            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
-            let _dev = f.next()?;
-            let inode = f.next()?.parse().ok()?;
-            let path = f.next()?.trim_start();
-            if !path.starts_with('/') {
-                return None;
-            }
-            let (s, e) = range.split_once('-')?;
-            Some(Mapping {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                offset,
-                inode,
-                path: path.trim_end_matches(" (deleted)").to_owned(),
-            })
-        })
-        .collect()
+/// The last id of a status file's NSpid line: the one in the innermost PID namespace.
+fn innermost_nspid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
 }
 
 /// File name of a path, for messages.
@@ -254,20 +246,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_file_mappings_only() {
-        let text = "\
-7f00a0000000-7f00a0200000 r--p 00000000 fd:01 1234                       /usr/lib/libpython3.12.so.1.0
-7f00a0200000-7f00a0400000 r-xp 00200000 fd:01 1234                       /usr/lib/libpython3.12.so.1.0
-7ffd1000000-7ffd1021000 rw-p 00000000 00:00 0                          [stack]
-7f00b0000000-7f00b0001000 rw-p 00000000 00:00 0 
-7f00c0000000-7f00c0001000 r--p 00000000 fd:01 99    /tmp/with space.so (deleted)
-";
-        let m = parse_maps(text);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[1].start, 0x7f00a0200000);
-        assert_eq!(m[1].offset, 0x200000);
-        assert_eq!(m[0].path, "/usr/lib/libpython3.12.so.1.0");
-        assert_eq!(m[2].path, "/tmp/with space.so");
-        assert_eq!(m[0].inode, 1234);
+    fn nspid_is_the_innermost_id() {
+        assert_eq!(innermost_nspid("Name:\tx\nNSpid:\t4242\t7\n"), Some(7));
+        assert_eq!(innermost_nspid("NSpid:\t4242\n"), Some(4242));
+        assert_eq!(innermost_nspid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn our_own_threads() {
+        let me = Process {
+            pid: std::process::id(),
+        };
+        let tids = me.namespace_tids();
+        assert!(tids.values().any(|&t| t == me.pid), "{tids:?}");
+        assert_eq!(me.threads().len(), me.thread_ids().len());
     }
 }

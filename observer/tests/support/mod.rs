@@ -463,6 +463,31 @@ pub fn by_total<'a>(report: &'a Value, field: &str) -> Vec<&'a Value> {
     v
 }
 
+/// Every BPF program loaded in the kernel now, as bpftool lists them (`id`, `name`, …).
+pub fn loaded_programs() -> Vec<Value> {
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    assert!(
+        out.status.success(),
+        "bpftool failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).expect("bpftool JSON") {
+        Value::Array(progs) => progs,
+        other => panic!("bpftool listed no array: {other}"),
+    }
+}
+
+/// Names of all loaded BPF programs (bpftool truncates them to 15 bytes).
+pub fn loaded_program_names() -> Vec<String> {
+    loaded_programs()
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The IDs of the BPF programs a running gilwatch holds, once it holds at least `at_least`
 /// (it loads them while attaching). Other runs on the machine have programs of the same names,
 /// so a test follows its own run's programs by ID, whatever the strategy named them.
@@ -525,20 +550,8 @@ pub fn bpf_prog_ids_of(pid: u32) -> Vec<u64> {
 
 /// Which of these BPF program IDs are still loaded in the kernel.
 pub fn still_loaded(ids: &[u64]) -> Vec<u64> {
-    let out = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool (cargo xtask setup installs it)");
-    assert!(
-        out.status.success(),
-        "bpftool failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    progs
-        .as_array()
-        .into_iter()
-        .flatten()
+    loaded_programs()
+        .iter()
         .filter_map(|p| p["id"].as_u64())
         .filter(|id| ids.contains(id))
         .collect()

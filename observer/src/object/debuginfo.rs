@@ -1,7 +1,7 @@
-//! Step 2a': where the interpreter's symbols come from when its own `.symtab` is gone.
+//! Where an object's full symbol table comes from when its own `.symtab` is gone.
 //!
-//! take_gil/drop_gil are static functions: only a full symbol table names them. Stripped builds
-//! still ship one somewhere, and the places are tried in this order:
+//! Static functions (CPython's take_gil/drop_gil) are named only by a full symbol table. Stripped
+//! builds still ship one somewhere, and the places are tried in this order:
 //! 1. the object's own `.symtab` (pyenv, python.org, Docker's full images);
 //! 2. MiniDebugInfo: an xz-compressed ELF with just a `.symtab` of the functions that are not in
 //!    `.dynsym`, in the object's `.gnu_debugdata` section (Fedora);
@@ -12,7 +12,7 @@
 //!
 //! The symbols found in 2 and 3 carry the same virtual addresses as the stripped object, but their
 //! file has no code (`NOBITS` sections, other offsets): uprobe file offsets must always come from
-//! the object's own segments (`symbols::find_gil_functions`).
+//! the object's own segments (`object::elf::file_offset`).
 use std::{
     borrow::Cow,
     ffi::CString,
@@ -24,11 +24,6 @@ use std::{
 
 use anyhow::Context as _;
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind, SymbolScope};
-
-use crate::gil::{
-    locate::Interpreter,
-    symbols::{self, GilSymbols},
-};
 
 /// Overrides where debug directories (`usr/lib/debug`) are searched: for tests, and for a
 /// container whose debug files were installed on the host or in another directory.
@@ -77,7 +72,7 @@ impl SymbolSource {
     }
 }
 
-/// What the search found: the ELF whose `.symtab` names the interpreter's local functions, and
+/// What the search found: the ELF whose `.symtab` names the object's local functions, and
 /// the candidates it looked at and refused (for the error when nothing was found).
 pub struct SymbolSearch<'a> {
     pub found: Option<(SymbolSource, Cow<'a, [u8]>)>,
@@ -96,8 +91,8 @@ pub struct Roots {
 
 impl Roots {
     /// The target's root, and `GILWATCH_DEBUG_ROOT` (or the same root) for debug directories.
-    pub fn of(interp: &Interpreter) -> Roots {
-        let target = interp.root.clone();
+    pub fn of(target_root: &Path) -> Roots {
+        let target = target_root.to_path_buf();
         let debug = std::env::var_os(DEBUG_ROOT_ENV)
             .filter(|v| !v.is_empty())
             .map_or_else(|| target.clone(), PathBuf::from);
@@ -105,18 +100,23 @@ impl Roots {
     }
 }
 
-/// Finds the interpreter's symbols: its `.symtab`, then MiniDebugInfo, then a debug file.
-pub fn symbol_file<'a>(interp: &'a Interpreter, roots: &Roots) -> anyhow::Result<SymbolSearch<'a>> {
-    let elf = interp.elf()?;
+/// Finds an object's symbols: its `.symtab`, then MiniDebugInfo, then a debug file. `path` is
+/// the object as the target sees it, `data` the whole file.
+pub fn symbol_file<'a>(
+    path: &str,
+    data: &'a [u8],
+    roots: &Roots,
+) -> anyhow::Result<SymbolSearch<'a>> {
+    let elf = object::File::parse(data).with_context(|| format!("parsing ELF {path}"))?;
     let mut rejected = Vec::new();
     if has_local_functions(&elf) {
         return Ok(SymbolSearch {
-            found: Some((SymbolSource::Symtab, Cow::Borrowed(&interp.data))),
+            found: Some((SymbolSource::Symtab, Cow::Borrowed(data))),
             rejected,
         });
     }
     if let Some(section) = elf.section_by_name(".gnu_debugdata") {
-        let what = format!("{} .gnu_debugdata (MiniDebugInfo)", interp.path);
+        let what = format!("{path} .gnu_debugdata (MiniDebugInfo)");
         match section
             .data()
             .map_err(anyhow::Error::from)
@@ -149,7 +149,7 @@ pub fn symbol_file<'a>(interp: &'a Interpreter, roots: &Roots) -> anyhow::Result
         ));
     }
     if let Some((name, crc)) = &link {
-        let dir = Path::new(&interp.path)
+        let dir = Path::new(path)
             .parent()
             .unwrap_or(Path::new("/"))
             .to_path_buf();
@@ -195,40 +195,6 @@ pub fn symbol_file<'a>(interp: &'a Interpreter, roots: &Roots) -> anyhow::Result
     Ok(SymbolSearch {
         found: None,
         rejected,
-    })
-}
-
-/// take_gil/drop_gil (and clones) from the first symbol source that has the interpreter's
-/// local functions, with uprobe file offsets from the interpreter object itself.
-#[derive(Default)]
-pub struct GilFunctions {
-    pub symbols: GilSymbols,
-    /// None when no source has a symbol table (then `symbols` is empty).
-    pub source: Option<SymbolSource>,
-    /// Debug files and sections looked at and refused, for the error message.
-    pub rejected: Vec<String>,
-}
-
-pub fn gil_functions(interp: &Interpreter) -> anyhow::Result<GilFunctions> {
-    let search = symbol_file(interp, &Roots::of(interp))?;
-    let object = interp.elf()?;
-    let (symbols, source) = match search.found {
-        Some((source, data)) => {
-            let elf = object::File::parse(&*data).with_context(|| {
-                format!(
-                    "parsing the symbols of {} ({})",
-                    interp.path,
-                    source.label()
-                )
-            })?;
-            (symbols::find_gil_functions(&elf, &object), Some(source))
-        }
-        None => (GilSymbols::default(), None),
-    };
-    Ok(GilFunctions {
-        symbols,
-        source,
-        rejected: search.rejected,
     })
 }
 

@@ -1,0 +1,119 @@
+//! The lock path wired to its report: what the kernel collected becomes a `LockReport`, which is
+//! written where the GIL report went; and the run of a process without a GIL (locks only).
+use std::{collections::HashMap, fs::OpenOptions, io::Write, process::ExitCode};
+
+use anyhow::Context as _;
+use aya::Ebpf;
+
+use crate::{
+    cli::Cli,
+    ending::EndReason,
+    error::{Exit, user},
+    gil::plan::ProbePlan,
+    lock::{LockWatch, collect, plan, prepare, session, symbolize},
+    probe::attach as gil_attach,
+    report::{
+        json,
+        lock::{self as lock_report, LockContext, LockReport},
+        lock_terminal,
+    },
+    target::process::Process,
+};
+
+/// Frames shown per call site.
+const CALL_SITE_DEPTH: usize = 4;
+
+/// The final report: reads the maps, names threads, symbolizes call sites. `names`: the best
+/// names known (Python names from the GIL report, OS names); threads missing there get the name
+/// the kernel saw.
+pub fn report(
+    watch: &LockWatch,
+    ebpf: &Ebpf,
+    ended: EndReason,
+    names: &HashMap<u32, String>,
+) -> anyhow::Result<LockReport> {
+    let snap = collect::snapshot(ebpf)?;
+    let thread_name = |tid: u32| names.get(&tid).cloned();
+    let describe = |addr: u64| watch.space.describe(addr);
+    let call_site = |caller: u64, id: u32| {
+        let stack = collect::stack(ebpf, id);
+        symbolize::call_site(watch.pid, &watch.space, caller, &stack, CALL_SITE_DEPTH)
+    };
+    let ctx = LockContext {
+        pid: watch.pid,
+        discover: watch.discover,
+        probes: plan::symbols(&watch.probes),
+        named: &watch.named,
+        custom_labels: &watch.custom_labels,
+        thread_name: &thread_name,
+        describe: &describe,
+        call_site: &call_site,
+    };
+    Ok(lock_report::build(&ctx, ended, &watch.start, &snap))
+}
+
+/// Writes the lock report where the GIL report went: the human one to stdout (stderr with
+/// `--json -`), the JSON line to stdout or appended to the `--json` file.
+pub fn write(cli: &Cli, report: &LockReport) -> anyhow::Result<()> {
+    let text = lock_terminal::final_report(report);
+    if cli.json_to_stdout() {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+        std::io::stdout().flush().ok();
+    }
+    match cli.json.as_deref() {
+        None => Ok(()),
+        Some(p) if p.as_os_str() == "-" => json::write_line(&mut std::io::stdout(), report),
+        Some(p) => {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| {
+                    user(
+                        Exit::Usage,
+                        format!("cannot write --json {}: {e}", p.display()),
+                    )
+                })?;
+            json::write_line(&mut f, report)
+        }
+    }
+}
+
+/// A process without a GIL (C, C++, Rust…): locks only.
+pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> {
+    let mut watch = prepare(&process, cli)?;
+    // The BPF object with no GIL probe attached: its maps and the mutex programs.
+    let empty = ProbePlan {
+        strategy: "none",
+        symbols_from: None,
+        points: Vec::new(),
+        blind_spots: Vec::new(),
+        traps_per_cycle: crate::gil::plan::Traps {
+            uprobes: 0,
+            uretprobes: 0,
+        },
+    };
+    let mut attached = gil_attach::attach(&empty, process.pid)?;
+    watch.attach(&mut attached.ebpf).map_err(|e| {
+        if !process.is_alive() {
+            user(
+                Exit::NoSuchProcess,
+                format!("PID {} exited while gilwatch was attaching", process.pid),
+            )
+        } else {
+            e
+        }
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    let mut names = HashMap::new();
+    let ended = runtime.block_on(session::wait(&process, cli.duration, &mut names))?;
+    let report = report(&watch, &attached.ebpf, ended, &names)?;
+    drop(attached);
+    write(cli, &report)?;
+    Ok(Exit::Ok.into())
+}
