@@ -49,3 +49,44 @@ pub fn exit_code_of(err: &anyhow::Error) -> Exit {
         .find_map(|e| e.downcast_ref::<UserError>())
         .map_or(Exit::Internal, |u| u.exit)
 }
+
+/// The errno of the first OS error among an error's causes: callers branch on it, never on
+/// message text (aya's messages do not even include the OS error's text).
+pub fn os_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(n) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(n);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// EPERM or EACCES somewhere among an error's causes.
+pub fn is_permission_denied(err: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(os_errno(err), Some(libc::EPERM | libc::EACCES))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("`perf_event_open` failed")]
+    struct Wrapper(#[source] std::io::Error);
+
+    #[test]
+    fn errno_is_found_among_the_causes() {
+        let e = Wrapper(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(os_errno(&e), Some(libc::EACCES));
+        assert!(is_permission_denied(&e));
+        let other = Wrapper(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(!is_permission_denied(&other));
+        let text_only = std::io::Error::other("Operation not permitted");
+        assert!(!is_permission_denied(&text_only));
+    }
+}

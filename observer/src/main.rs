@@ -18,6 +18,7 @@ mod probe;
 mod python;
 mod report;
 mod session;
+mod stop;
 mod target;
 
 use std::{fs::File, io::Write, process::ExitCode};
@@ -52,10 +53,21 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         eprintln!("gilwatch: internal error: {msg}{at} (probes were removed; please report this)");
     }));
+    // First of all, before even the arguments are read: a `-- CMD` run must not lose a
+    // SIGINT/SIGTERM that arrives while it starts (see `stop`); other runs restore the mask.
+    let blocked = stop::block();
     let cli = Cli::parse();
-    let result = match cli.sub {
-        Some(Sub::Doctor { pid, strategy }) => doctor::run(pid, strategy).map(|()| Exit::Ok.into()),
-        None => run(cli),
+    let blocked = match blocked {
+        Ok(b) if cli.sub.is_none() && cli.pid.is_none() => Ok(Some(b)),
+        Ok(b) => b.restore().map(|()| None),
+        Err(e) => Err(e),
+    };
+    let result = match (&cli.sub, blocked) {
+        (_, Err(e)) => Err(e),
+        (Some(Sub::Doctor { pid, strategy }), _) => {
+            doctor::run(*pid, *strategy).map(|()| Exit::Ok.into())
+        }
+        (None, Ok(blocked)) => run(cli, blocked),
     };
     match result {
         Ok(code) => code,
@@ -64,7 +76,12 @@ fn main() -> ExitCode {
             if exit == Exit::Internal {
                 eprintln!("gilwatch: error: {err:#}");
             } else {
-                eprintln!("gilwatch: {err}");
+                // The user error's own line, even when a caller added context above it.
+                let line = err
+                    .chain()
+                    .find_map(|e| e.downcast_ref::<error::UserError>())
+                    .map_or_else(|| err.to_string(), |u| u.message.clone());
+                eprintln!("gilwatch: {line}");
             }
             exit.into()
         }
@@ -124,7 +141,8 @@ pub fn find_gil(
     })
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// `blocked`: with `-- CMD`, the stop signals as `main` blocked them.
+fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     preflight::check_kernel()?;
     preflight::check_privileges()?;
 
@@ -169,7 +187,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|p| libc::Libc::load(&p, p.clone().into()))
                 .transpose()?;
             let plan = plan::plan(&interpreter, libc.as_ref(), cli.strategy)?;
-            let child = launch::spawn_gated(&cli.command)?;
+            let blocked = blocked.as_ref().context("stop signals not blocked")?;
+            let child = launch::spawn_gated(&cli.command, blocked)?;
             let process = Process { pid: child.pid };
             (
                 Target {
@@ -262,21 +281,17 @@ struct Attachment {
     locks: Option<lock::LockWatch>,
 }
 
-/// The run once probes are in place: release a gated command, watch, report.
+/// The run once probes are in place: watch (the session releases a gated command), report.
 fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
     let Attachment {
         process,
         mut interpreter,
         plan,
         mut attached,
-        mut child,
+        child,
         gil_location,
         locks,
     } = a;
-    if let Some(c) = child.as_mut() {
-        c.release()?;
-    }
-
     let info_interp = InterpreterInfo {
         path: interpreter.file.path.clone(),
         version: interpreter.version.to_string(),

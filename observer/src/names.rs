@@ -1,17 +1,25 @@
 //! Thread names: the OS name from /proc and the Python `threading.Thread` name from memory.
 //!
 //! Names are collected while threads are alive (a thread that exits before the report is still
-//! named in it), and Python names are retried for a while: a new thread takes the GIL before
-//! `threading` has registered it.
-use std::collections::HashMap;
+//! named in it). A new thread takes the GIL before `threading` has registered it, and a
+//! short-lived one may be gone a few hundred milliseconds later, so a thread without its Python
+//! name yet is looked at again every few milliseconds for a while after it first appears, then
+//! at the normal pace until PYTHON_NAME_PATIENCE has passed.
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use crate::{
     python::{memory::ProcessMemory, threads},
     target::process::Process,
 };
 
-/// How many times to look for a thread's Python name before giving up on it.
-const PYTHON_NAME_TRIES: u32 = 20;
+/// How long after a thread first appears its Python name is still looked for.
+const PYTHON_NAME_PATIENCE: Duration = Duration::from_secs(3);
+/// How long after a thread appears (or the process's thread count changes) names are looked
+/// for at the fast pace.
+const HOT: Duration = Duration::from_millis(500);
 
 pub struct ThreadNames {
     process: Process,
@@ -20,7 +28,11 @@ pub struct ThreadNames {
     runtime_addr: Option<u64>,
     os: HashMap<u32, String>,
     python: HashMap<u32, String>,
-    tries: HashMap<u32, u32>,
+    first_seen: HashMap<u32, Instant>,
+    /// The process's thread count as /proc last said (its task directory's link count).
+    task_links: u64,
+    /// Look at the fast pace until then (a thread started or ended).
+    hot_until: Option<Instant>,
 }
 
 impl ThreadNames {
@@ -33,7 +45,9 @@ impl ThreadNames {
             runtime_addr,
             os: HashMap::new(),
             python: HashMap::new(),
-            tries: HashMap::new(),
+            first_seen: HashMap::new(),
+            task_links: 0,
+            hot_until: None,
         }
     }
 
@@ -45,12 +59,56 @@ impl ThreadNames {
         self.runtime_addr = addr;
     }
 
+    /// Python names exist from 3.7 on (3.6's `threading` keeps them where we do not read).
+    fn reads_python_names(&self) -> bool {
+        self.version >= (3, 7)
+    }
+
+    /// Threads still waiting for their Python name, within the patience window.
+    fn pending(&self, now: Instant, within: Duration) -> impl Iterator<Item = u32> + '_ {
+        self.first_seen
+            .iter()
+            .filter(move |(tid, seen)| {
+                !self.python.contains_key(tid) && now.duration_since(**seen) < within
+            })
+            .map(|(tid, _)| *tid)
+    }
+
+    /// Whether names should be looked for at the fast pace now: a thread appeared a moment ago
+    /// and has no Python name yet, or the process's thread count just changed (one syscall).
+    pub fn wants_fast(&mut self) -> bool {
+        let now = Instant::now();
+        if let Ok(meta) = std::fs::metadata(self.process.proc_path("task")) {
+            use std::os::unix::fs::MetadataExt as _;
+            // /proc/PID/task's link count is 2 + the number of threads.
+            if meta.nlink() != self.task_links {
+                self.task_links = meta.nlink();
+                self.hot_until = Some(now + HOT);
+            }
+        }
+        if self.hot_until.is_some_and(|t| now < t) {
+            return true;
+        }
+        self.reads_python_names()
+            && self.runtime_addr.is_some()
+            && self.pending(now, HOT).next().is_some()
+    }
+
     /// Learns the names of threads seen so far. `tstates` maps tid → PyThreadState* where a
     /// take_gil probe saw it (0 where the strategy cannot see it: the reader then pairs threads
     /// through the interpreter's own thread list).
     pub fn refresh(&mut self, tstates: &HashMap<u32, u64>) {
-        // /proc is re-read only when a thread we have not named yet appears.
-        if tstates.keys().any(|tid| !self.os.contains_key(tid)) || self.os.is_empty() {
+        let now = Instant::now();
+        let mut new = false;
+        for tid in tstates.keys() {
+            self.first_seen.entry(*tid).or_insert_with(|| {
+                new = true;
+                now
+            });
+        }
+        // /proc is re-read when a thread appears, and while some are young: 3.14 names the OS
+        // thread only once the thread runs its Python code.
+        if new || self.os.is_empty() || self.pending(now, HOT).next().is_some() {
             for (tid, name) in self.process.threads() {
                 self.os.insert(tid, name);
             }
@@ -58,17 +116,8 @@ impl ThreadNames {
         let Some(runtime) = self.runtime_addr else {
             return;
         };
-        let wanted: Vec<u32> = tstates
-            .keys()
-            .filter(|tid| !self.python.contains_key(tid))
-            .filter(|tid| self.tries.get(tid).copied().unwrap_or(0) < PYTHON_NAME_TRIES)
-            .copied()
-            .collect();
-        if wanted.is_empty() {
+        if !self.reads_python_names() || self.pending(now, PYTHON_NAME_PATIENCE).next().is_none() {
             return;
-        }
-        for tid in &wanted {
-            *self.tries.entry(*tid).or_default() += 1;
         }
         let known: HashMap<u32, u64> = tstates
             .iter()
@@ -82,7 +131,8 @@ impl ThreadNames {
         }
     }
 
-    /// (OS name, Python name) of a thread.
+    /// (OS name, Python name) of a thread. A thread that ended before gilwatch could read its
+    /// OS name is "?".
     pub fn get(&self, tid: u32) -> (String, Option<String>) {
         let os = self.os.get(&tid).cloned().unwrap_or_else(|| "?".to_owned());
         (os, self.python.get(&tid).cloned())

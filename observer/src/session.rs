@@ -1,12 +1,13 @@
 //! The run: wait for the end (duration, Ctrl-C, SIGTERM, target exit), printing live tables and
 //! JSON lines on the way, then build the final report.
+//!
+//! With `-- CMD`, SIGINT/SIGTERM sent to gilwatch are passed on to the command (Ctrl-C in a
+//! terminal reaches it directly), and the run ends when the command exits, or CHILD_GRACE
+//! later, or at a second signal; the report is written in every case.
 use std::{io::Write, time::Duration};
 
 use anyhow::Context as _;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    time::{Instant, MissedTickBehavior, interval_at, sleep_until},
-};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
 
 use crate::{
     collect::{self, Snapshot},
@@ -17,10 +18,11 @@ use crate::{
         budget::{DutyCycle, Switch},
     },
     report::{self, EndReason, Report, RunInfo, json, terminal},
-    target::{launch::GatedChild, process::Process},
+    stop::{self, Event, Watcher},
+    target::{launch::GatedChild, pidfd::PidFd, process::Process},
 };
 
-/// How often the target's liveness and new threads' names are checked.
+/// How often new threads' names (and, while it is unknown, the GIL's address) are looked for.
 const POLL: Duration = Duration::from_millis(100);
 const FAST_POLL: Duration = Duration::from_millis(1);
 /// How often new threads are looked for to name them once there are many: reading the kernel's
@@ -28,6 +30,12 @@ const FAST_POLL: Duration = Duration::from_millis(1);
 /// of a CPU (bench). Few threads are looked at every POLL, so short-lived ones get their names.
 const NAMES_EVERY: Duration = Duration::from_secs(1);
 const MANY_THREADS: usize = 64;
+/// The pace at which a thread that just appeared is looked at until it has its Python name (a
+/// thread living a few hundred milliseconds must be named before it ends).
+const NAMES_FAST: Duration = Duration::from_millis(10);
+/// `-- CMD` after a stop signal: how long the command has to exit before gilwatch reports
+/// without its exit code (a second signal ends the wait at once).
+const CHILD_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Outputs {
     pub human: Box<dyn Write>,
@@ -56,15 +64,25 @@ pub struct Session<'a> {
 
 impl Session<'_> {
     pub async fn run(mut self, mut out: Outputs) -> anyhow::Result<Report> {
-        let mut sigint =
-            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut sigterm =
-            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        // `-- CMD` blocked the stop signals before forking; a PID target blocks them now.
+        if self.child.is_none() {
+            stop::block()?;
+        }
+        let target = match &self.child {
+            Some(c) => c.pidfd.try_clone(),
+            None => PidFd::open(self.process.pid),
+        }
+        .with_context(|| format!("pidfd_open on PID {}", self.process.pid))?;
+        let mut watcher = Watcher::start(target)?;
         let start = Instant::now();
         // The baseline is the kernel's own counts now, not zero: the probes have been recording
         // since attach (finding the GIL and naming threads came in between), and everything
-        // before the window's start must stay out of it.
+        // before the window's start must stay out of it. A command is released only after it,
+        // so nothing it does falls before the window however late this thread gets the CPU.
         let first = collect::snapshot(self.attached, true)?;
+        if let Some(c) = self.child.as_mut() {
+            c.release()?;
+        }
         let start_ns = first.at_ns;
         let mut duty = self
             .max_overhead
@@ -81,19 +99,48 @@ impl Session<'_> {
             every.unwrap_or(Duration::from_secs(3600)),
         );
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut names_fast = tokio::time::interval(NAMES_FAST);
+        names_fast.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut previous = first.clone();
         let mut last_names = start;
         let mut known_threads = 0;
+        // `-- CMD` after a stop signal: (why, until when to wait for the command to exit).
+        let mut stopping: Option<(EndReason, Instant)> = None;
+        let mut target_gone = false;
 
         let ended = loop {
             tokio::select! {
-                _ = sigint.recv() => break EndReason::Interrupted,
-                _ = sigterm.recv() => break EndReason::Terminated,
+                event = watcher.next() => match event {
+                    Some(Event::Signal { signo, from_terminal }) => {
+                        let why = if signo == libc::SIGINT {
+                            EndReason::Interrupted
+                        } else {
+                            EndReason::Terminated
+                        };
+                        match (self.child.as_ref(), stopping) {
+                            // A second signal: stop waiting for the command.
+                            (Some(_), Some(_)) | (None, _) => break why,
+                            (Some(child), None) => {
+                                // Ctrl-C in a terminal reached the command too; a signal sent
+                                // to gilwatch alone is passed on.
+                                if !from_terminal {
+                                    child.pidfd.send_signal(signo).ok();
+                                }
+                                stopping = Some((why, Instant::now() + CHILD_GRACE));
+                            }
+                        }
+                    }
+                    Some(Event::TargetExited) => {
+                        target_gone = true;
+                        break stopping.map_or(EndReason::TargetExited, |(why, _)| why);
+                    }
+                    None => anyhow::bail!("the signal and exit watcher stopped"),
+                },
+                _ = sleep_until(stopping.map_or(far, |(_, until)| until)), if stopping.is_some() => {
+                    break stopping.map_or(EndReason::Interrupted, |(why, _)| why);
+                }
                 _ = sleep_until(deadline.unwrap_or(far)) => break EndReason::Duration,
                 _ = poll.tick() => {
-                    if self.target_exited() {
-                        break EndReason::TargetExited;
-                    }
                     if self.gil_pending {
                         self.try_find_gil();
                         if !self.gil_pending {
@@ -101,6 +148,12 @@ impl Session<'_> {
                         }
                     }
                     if known_threads < MANY_THREADS || last_names.elapsed() >= NAMES_EVERY {
+                        known_threads = self.learn_names();
+                        last_names = Instant::now();
+                    }
+                }
+                _ = names_fast.tick(), if known_threads < MANY_THREADS => {
+                    if self.names.wants_fast() {
                         known_threads = self.learn_names();
                         last_names = Instant::now();
                     }
@@ -132,14 +185,11 @@ impl Session<'_> {
                 }
             }
         };
-        let target_gone = ended == EndReason::TargetExited;
+        drop(watcher);
         if !target_gone {
             self.learn_names();
         }
         let last = self.snapshot(duty.as_ref(), start_ns, !target_gone)?;
-        if matches!(ended, EndReason::Interrupted | EndReason::Terminated) {
-            self.grace_for_child().await;
-        }
         self.info.exit_code = self.child.as_mut().and_then(GatedChild::try_wait);
         let report = self.report("final", ended, &first, &last);
         write!(out.human, "{}", terminal::final_report(&report)).context("writing the report")?;
@@ -165,13 +215,6 @@ impl Session<'_> {
         };
         snap.sampled = duty.is_some_and(|d| d.sampled);
         Ok(snap)
-    }
-
-    fn target_exited(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => child.try_wait().is_some(),
-            None => !self.process.is_alive(),
-        }
     }
 
     fn try_find_gil(&mut self) {
@@ -216,20 +259,6 @@ impl Session<'_> {
         // Named (or given up on) while alive: the state of threads that exited can go.
         let _ = self.attached.forget_exited_threads();
         n
-    }
-
-    /// After Ctrl-C in a terminal the command got the signal too: give it a moment to exit, so
-    /// its exit code can be reported.
-    async fn grace_for_child(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        for _ in 0..10 {
-            if child.try_wait().is_some() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     fn report(

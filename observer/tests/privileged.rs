@@ -221,6 +221,7 @@ fn command_mode_sees_the_first_acquisitions_and_passes_the_exit_code() {
             String::from_utf8_lossy(&out.stderr)
         );
         let r = last_json(&out.stdout);
+        let label = format!("{label} (asked --strategy {strategy}): {}", whose(&r));
         assert_eq!(r["exit_code"], 3, "{label}");
         assert_eq!(r["ended"], "target-exited", "{label}");
         let bird = if has_python_names(&py) {
@@ -230,7 +231,7 @@ fn command_mode_sees_the_first_acquisitions_and_passes_the_exit_code() {
             threads(&r)
                 .iter()
                 .find(|t| t["tid"] != r["pid"])
-                .expect("early-bird")
+                .unwrap_or_else(|| panic!("{label}: no early-bird in [{}]", names(&r)))
         };
         // 60 sleeps = 60 re-acquisitions, plus its first at thread start.
         let acq = bird["acquisitions"].as_u64().unwrap_or(0);
@@ -319,19 +320,18 @@ fn probes_are_removed_on_every_exit_path() {
     let py = pythons().pop().expect("a python");
     let target = Target::launch(&py, "contended.py", &["60", "2"]);
     for (signal, ended) in [(libc::SIGINT, "interrupted"), (libc::SIGTERM, "terminated")] {
-        let mut child = Command::new(GILWATCH)
-            .args([
-                "-p",
-                &target.pid().to_string(),
-                "-i",
-                "300ms",
-                "--json",
-                "-",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("gilwatch");
+        let mut child = gilwatch_command(&[
+            "-p",
+            &target.pid().to_string(),
+            "-i",
+            "300ms",
+            "--json",
+            "-",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gilwatch");
         // Its first live table (on stderr, as JSON goes to stdout) means it is attached and
         // counting; then its programs must be in the kernel.
         let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
@@ -369,22 +369,40 @@ fn probes_are_removed_on_every_exit_path() {
             "probes left after signal {signal}"
         );
     }
-    // The target exiting ends the run too.
-    let short = Target::launch(&py, "contended.py", &["1.5", "1"]);
-    let out = gilwatch(&["-p", &short.pid().to_string(), "-q", "--json", "-"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = last_json(&out.stdout);
-    assert_eq!(r["ended"], "target-exited");
-    assert!(ns(&r["gil"]["acquisitions"]) > 10.0);
-    assert_eq!(
-        loaded_gilwatch_programs(),
-        Vec::<String>::new(),
-        "probes left after the target exited"
-    );
+    // The target exiting ends the run too, for every strategy (each has its own programs).
+    for py in [py.clone(), pythons_libc().pop().expect("a python for libc")] {
+        // Long enough to outlast attaching on a loaded machine.
+        let short = Target::launch(&py, "contended.py", &["5", "1"]);
+        let child = gilwatch_command(&[
+            "-p",
+            &short.pid().to_string(),
+            "-q",
+            "--json",
+            "-",
+            "--strategy",
+            py.strategy,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gilwatch");
+        let ids = programs_of_run(child.id(), 2);
+        let out = wait_output(child, Duration::from_secs(30));
+        let label = &py.label;
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = last_json(&out.stdout);
+        assert_eq!(r["ended"], "target-exited", "{label}");
+        assert!(
+            ns(&r["gil"]["acquisitions"]) > 10.0,
+            "{label}: {}",
+            whose(&r)
+        );
+        assert_unloaded(&ids, &format!("{label}: after the target exited"));
+    }
 }
 
 fn assert_one_line_error(out: &std::process::Output, code: i32, needle: &str) {
@@ -420,7 +438,9 @@ fn bad_input_gets_one_line_and_an_exit_code() {
     assert_one_line_error(&out, 4, "is not a CPython process");
     // Python 2.
     let py2 = std::path::Path::new("/root/.pyenv/versions/2.7.18/bin/python2.7");
-    if py2.exists() {
+    if !py2.exists() {
+        missing_fixture("pyenv Python 2.7.18");
+    } else {
         let mut p = Command::new(py2)
             .args(["-c", "import time; time.sleep(30)"])
             .spawn()
@@ -517,7 +537,9 @@ fn both_strategies_agree_on_the_same_process() {
     }
 }
 
-/// `gilwatch doctor` explains the plan for each kind of target, attaching nothing.
+/// `gilwatch doctor` explains the plan for each kind of target, attaching nothing: it runs
+/// without any capability that loads a BPF program or opens a perf event (CAP_BPF,
+/// CAP_PERFMON, CAP_SYS_ADMIN), so an attempt to attach would fail the run.
 #[test]
 #[ignore = "needs root: cargo xtask test"]
 fn doctor_explains_each_kind_of_target() {
@@ -526,7 +548,23 @@ fn doctor_explains_each_kind_of_target() {
     cases.extend(distro_pythons());
     for py in cases {
         let target = Target::launch(&py, "contended.py", &["60", "1"]);
-        let out = gilwatch(&["doctor", "-p", &target.pid().to_string()]);
+        let pid = target.pid().to_string();
+        let out = wait_output(
+            Command::new("setpriv")
+                .args([
+                    "--bounding-set=-bpf,-perfmon,-sys_admin",
+                    "--inh-caps=-bpf,-perfmon,-sys_admin",
+                    GILWATCH,
+                    "doctor",
+                    "-p",
+                    &pid,
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("setpriv"),
+            Duration::from_secs(60),
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let label = &py.label;
         assert!(
@@ -580,9 +618,28 @@ fn doctor_explains_each_kind_of_target() {
                 "{label}: {text}"
             );
         }
-        // Nothing stays attached: doctor only reads.
-        assert_eq!(loaded_gilwatch_programs(), Vec::<String>::new(), "{label}");
     }
+    // The same setpriv really takes the power to load programs away: a watch run fails.
+    let py = pythons().pop().expect("a pyenv python");
+    let target = Target::launch(&py, "contended.py", &["60", "1"]);
+    let out = Command::new("setpriv")
+        .args([
+            "--bounding-set=-bpf,-perfmon,-sys_admin",
+            "--inh-caps=-bpf,-perfmon,-sys_admin",
+            GILWATCH,
+            "-p",
+            &target.pid().to_string(),
+            "-d",
+            "1s",
+        ])
+        .output()
+        .expect("setpriv");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "watching without CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -627,4 +684,343 @@ fn over_budget_it_samples_and_says_so() {
         "overhead {} vs budget {budget}",
         s["overhead_pct"]
     );
+}
+
+/// `gilwatch -- CMD` stopped by SIGINT or SIGTERM mid-run: the command gets the signal (it says
+/// so and exits 40 + N), gilwatch reports how the run ended with the command's exit code,
+/// exits with that code, and leaves no program behind.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn command_mode_passes_stop_signals_on_and_reports() {
+    require_root();
+    let py = pythons().pop().expect("a pyenv python");
+    let exe = py.exe.to_string_lossy().into_owned();
+    let script = workload("signalled.py").to_string_lossy().into_owned();
+    for (signal, ended) in [(libc::SIGINT, "interrupted"), (libc::SIGTERM, "terminated")] {
+        let label = format!("{} signal {signal} mid-run", py.label);
+        let mut child = gilwatch_command(&["-q", "--json", "-", "--", &exe, &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("gilwatch");
+        // The command's own "ready" (its stdout is gilwatch's): it runs, observed.
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        while line.trim() != "ready" {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut out, &mut line).expect("gilwatch stdout");
+            assert!(n > 0, "{label}: the command never said ready");
+        }
+        let ids = programs_of_run(child.id(), 2);
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).expect("gilwatch stdout");
+        let done = wait_output(child, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert!(
+            rest.contains(&format!("got {signal}")),
+            "{label}: the command did not get the signal: {rest} {stderr}"
+        );
+        assert_eq!(
+            done.status.code(),
+            Some(40 + signal),
+            "{label}: gilwatch exits with the command's code: {stderr}"
+        );
+        let r = last_json(rest.as_bytes());
+        assert_eq!(r["ended"], ended, "{label}");
+        assert_eq!(r["exit_code"], 40 + signal, "{label}");
+        thread(&r, "worker");
+        assert_unloaded(&ids, &label);
+    }
+}
+
+/// Waits until gilwatch's main thread has blocked SIGINT and SIGTERM (its first act): before
+/// that, a signal ends it as any program that has not started yet.
+fn wait_stop_signals_blocked(pid: u32) {
+    let want = (1u64 << (libc::SIGINT - 1)) | (1u64 << (libc::SIGTERM - 1));
+    for _ in 0..2000 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0);
+        if blocked & want == want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("gilwatch (PID {pid}) never blocked SIGINT/SIGTERM");
+}
+
+/// A stop signal that arrives before the command is even running (gilwatch still attaching)
+/// is not lost: the command gets it (and never runs, or ends at once), the report is written,
+/// and gilwatch exits with the command's code.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn command_mode_keeps_a_signal_sent_right_after_start() {
+    require_root();
+    let py = pythons().pop().expect("a pyenv python");
+    let exe = py.exe.to_string_lossy().into_owned();
+    let script = workload("signalled.py").to_string_lossy().into_owned();
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        for delay_ms in [0, 20, 100] {
+            let label = format!("{} signal {signal} {delay_ms} ms after start", py.label);
+            let child = gilwatch_command(&["-q", "--json", "-", "--", &exe, &script])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("gilwatch");
+            wait_stop_signals_blocked(child.id());
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            // SAFETY: sending a signal to our own child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let out = wait_output(child, Duration::from_secs(20));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // Killed by the signal (128 + N) before its handler was installed, or by its handler.
+            let code = out.status.code();
+            assert!(
+                code == Some(128 + signal) || code == Some(40 + signal),
+                "{label}: gilwatch exit {:?}: {stderr}",
+                out.status
+            );
+            let r = last_json(&out.stdout);
+            assert_eq!(r["exit_code"], code.unwrap_or(-1), "{label}");
+            let pid = r["pid"].as_u64().expect("pid");
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "{label}: the command (PID {pid}) is still there"
+            );
+        }
+    }
+}
+
+/// A command that ignores SIGTERM: gilwatch waits a moment for it, then reports without its
+/// exit code and exits 143, leaving the command running (it never harms the observed process).
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn command_mode_reports_even_when_the_command_ignores_the_signal() {
+    require_root();
+    let py = pythons().pop().expect("a pyenv python");
+    let exe = py.exe.to_string_lossy().into_owned();
+    let script = workload("signalled.py").to_string_lossy().into_owned();
+    let mut child = gilwatch_command(&["-q", "--json", "-", "--", &exe, &script, "ignore"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gilwatch");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while line.trim() != "ready" {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).expect("gilwatch stdout");
+        assert!(n > 0, "the command never said ready");
+    }
+    let ids = programs_of_run(child.id(), 2);
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("gilwatch stdout");
+    let done = wait_output(child, Duration::from_secs(20));
+    let r = last_json(rest.as_bytes());
+    let pid = r["pid"].as_u64().expect("pid") as i32;
+    let still_running = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    // SAFETY: ending the command the test started (through gilwatch), pass or fail.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(
+        done.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(r["ended"], "terminated");
+    assert_eq!(r["exit_code"], serde_json::Value::Null);
+    assert!(still_running, "the command should still run");
+    thread(&r, "worker");
+    assert_unloaded(&ids, "after the grace period");
+}
+
+/// Starts `python script args…` as the unprivileged user `nobody`, waiting for its `ready`.
+fn start_as_nobody(python: &str, script: &str, args: &[&str]) -> Target {
+    let mut child = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            python,
+            script,
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("ready line");
+    assert_eq!(line.trim(), "ready", "{python} as nobody did not start");
+    // setpriv execs the interpreter: the child's PID is the interpreter's.
+    Target { child, pid: None }
+}
+
+/// gilwatch run by `nobody` with exactly `caps` (ambient capabilities, as `setcap` on the
+/// binary would give).
+fn gilwatch_as_nobody(caps: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    if !caps.is_empty() {
+        cmd.arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"));
+    }
+    let child = cmd
+        .arg(GILWATCH)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv");
+    wait_output(child, Duration::from_secs(60))
+}
+
+/// Least privilege: gilwatch without root, given capabilities. Each missing capability is named
+/// in a one-line refusal (exit 5); the sufficient set gives the full report, Python names
+/// included. Debian's python3.11 (libc strategy: the GIL found in memory) as the target.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn runs_without_root_given_capabilities_and_names_what_is_missing() {
+    require_root();
+    let python = "/usr/bin/python3.11";
+    if !std::path::Path::new(python).exists() {
+        missing_fixture("Debian's /usr/bin/python3.11");
+        return;
+    }
+    let script = workload("contended.py").to_string_lossy().into_owned();
+    let own = start_as_nobody(python, &script, &["60", "1"]);
+    let own_pid = own.pid().to_string();
+    let watch = |pid: &str| ["-p", pid, "-d", "1s", "-q", "--json", "-"].map(str::to_owned);
+
+    // No capability at all: refused before anything is loaded, naming all three.
+    let args = watch(&own_pid);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = gilwatch_as_nobody("", &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "no caps: {err}");
+    for cap in ["CAP_BPF", "CAP_PERFMON", "CAP_CHECKPOINT_RESTORE"] {
+        assert!(err.contains(cap), "no caps: want {cap} named: {err}");
+    }
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // CAP_BPF + CAP_PERFMON (+ map_files): enough on kernels that let CAP_PERFMON open uprobe
+    // events; where the kernel refuses, the refusal says so and names CAP_SYS_ADMIN.
+    let out = gilwatch_as_nobody("+bpf,+perfmon,+checkpoint_restore", &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(5), "bpf+perfmon: {err}");
+        assert!(
+            err.contains("CAP_SYS_ADMIN") && err.contains("uprobe"),
+            "bpf+perfmon: {err}"
+        );
+        eprintln!("CAP_BPF+CAP_PERFMON: {}", err.trim_end());
+    }
+
+    // CAP_SYS_ADMIN on one's own process: the whole report, names read from its memory.
+    let out = gilwatch_as_nobody("+sys_admin", &args);
+    let r = final_report(&out);
+    assert_eq!(r["interpreter"]["strategy"], "libc", "{}", whose(&r));
+    thread(&r, "io-1");
+    thread(&r, "cpu-hog");
+
+    // Another user's process (root's): reading its maps and memory takes CAP_SYS_PTRACE, and
+    // its /proc/PID/map_files directory CAP_DAC_READ_SEARCH.
+    let roots = Target::start(
+        std::path::Path::new(python),
+        &workload("contended.py"),
+        &["60", "1"],
+    );
+    let root_pid = roots.pid().to_string();
+    let args = watch(&root_pid);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = gilwatch_as_nobody("+sys_admin", &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "root's process, no ptrace: {err}"
+    );
+    assert!(err.contains("CAP_SYS_PTRACE"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let out = gilwatch_as_nobody("+sys_admin,+sys_ptrace,+dac_read_search", &args);
+    let r = final_report(&out);
+    thread(&r, "io-1");
+    thread(&r, "cpu-hog");
+}
+
+/// Ctrl-C in a terminal: the terminal signals the whole foreground process group, so the
+/// command gets SIGINT directly; gilwatch must not pass on a second one (it would cut the
+/// command's own clean-up short). A pseudo-terminal made by Python's `pty` module types ^C.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn command_mode_ctrl_c_in_a_terminal_reaches_the_command_once() {
+    require_root();
+    const DRIVER: &str = r#"
+import os, pty, select, sys, time
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out = b""
+def pump(secs):
+    global out
+    end = time.time() + secs
+    while time.time() < end:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return False
+            if not data:
+                return False
+            out += data
+    return True
+while b"ready" not in out and pump(0.2):
+    pass
+time.sleep(0.5)
+os.write(fd, b"\x03")
+while pump(1):
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.write("exit %d\n" % os.waitstatus_to_exitcode(status))
+sys.stdout.write(out.decode(errors="replace"))
+"#;
+    let py = pythons().pop().expect("a pyenv python");
+    let exe = py.exe.to_string_lossy().into_owned();
+    let script = workload("signalled.py").to_string_lossy().into_owned();
+    let json = std::env::temp_dir().join(format!("gilwatch-tty-{}.json", std::process::id()));
+    let json_arg = json.to_string_lossy().into_owned();
+    let out = wait_output(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-c", DRIVER, GILWATCH, "-q", "--json", &json_arg, "--", &exe, &script,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 pty driver"),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("exit 42"), "gilwatch's exit: {text}");
+    assert_eq!(
+        text.matches("got 2").count(),
+        1,
+        "the command must get one SIGINT: {text}"
+    );
+    let r = last_json(&std::fs::read(&json).expect("json file"));
+    std::fs::remove_file(&json).ok();
+    assert_eq!(r["ended"], "interrupted");
+    assert_eq!(r["exit_code"], 42);
 }

@@ -1,16 +1,30 @@
 //! All tests: unit tests (no privileges), then the privileged integration tests, which load the
 //! real BPF programs and observe real interpreters (they are `#[ignore]`d in a plain `cargo test`).
+//!
+//! Here every fixture (each interpreter, the sid root, bpftool) is required: a test that cannot
+//! find one fails instead of skipping (GILWATCH_REQUIRE_FIXTURES, read by the tests' support).
+//! Every group runs even when an earlier one fails, and the failures are listed at the end.
 use anyhow::bail;
 
 use crate::shell::{self, is_root};
+
+/// The variable the tests read: set, a missing fixture is a failure, not a skip.
+const REQUIRE_FIXTURES: &str = "GILWATCH_REQUIRE_FIXTURES";
 
 pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     if !unit_only && is_root() {
         // First, so the unit tests that read the sid interpreters' files find them too.
         crate::sid::ensure()?;
     }
+    let cargo = || {
+        let mut c = shell::cargo();
+        if !unit_only {
+            c.env(REQUIRE_FIXTURES, "1");
+        }
+        c
+    };
     // Default members only: the eBPF crate builds for the BPF target alone (through observer/build.rs).
-    shell::run(shell::cargo().arg("test"))?;
+    shell::run(cargo().arg("test"))?;
     if unit_only {
         return Ok(());
     }
@@ -19,8 +33,9 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
             "the integration tests load eBPF programs: run `sudo -E cargo xtask test` (or --unit for unit tests only)"
         );
     }
+    let mut failed = Vec::new();
     // The thread-name reader against live interpreters (one test per version).
-    shell::run(shell::cargo().args([
+    if let Err(e) = shell::run(cargo().args([
         "test",
         "--package",
         "observer",
@@ -28,13 +43,16 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
         "gilwatch",
         "--",
         "--ignored",
-    ]))?;
+    ])) {
+        eprintln!("{e:#}");
+        failed.push("gilwatch (thread names)");
+    }
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
     // would measure each other. `debuginfo`: stripped interpreters with debug files and
     // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
     for test in ["privileged", "debuginfo", "locks"] {
-        shell::run(
-            shell::cargo()
+        let run = shell::run(
+            cargo()
                 .args([
                     "test",
                     "--package",
@@ -46,7 +64,14 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
                     "--test-threads=1",
                 ])
                 .args(args),
-        )?;
+        );
+        if let Err(e) = run {
+            eprintln!("{e:#}");
+            failed.push(test);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
     }
     Ok(())
 }

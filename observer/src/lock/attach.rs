@@ -13,10 +13,7 @@ use aya::{
 };
 use observer_common::{MUTEX_CFG_ALL, MUTEX_CFG_ARMED, MUTEX_CFG_STACKS, MUTEX_CFG_TGID};
 
-use crate::{
-    error::{Exit, user},
-    lock::plan::LockProbe,
-};
+use crate::lock::plan::LockProbe;
 
 /// What the kernel side tracks.
 pub struct LockConfig<'a> {
@@ -109,13 +106,9 @@ pub fn disarm(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 }
 
 fn refused(e: aya::programs::ProgramError) -> anyhow::Error {
-    let text = format!("{e:#}");
-    if text.contains("Permission denied") || text.contains("Operation not permitted") {
-        user(
-            Exit::Privileges,
-            format!("attaching a probe was refused ({text}): run gilwatch as root"),
-        )
+    if crate::error::is_permission_denied(&e) {
+        crate::probe::attach::refused("attaching a lock probe", &e)
     } else {
-        anyhow!(text)
+        anyhow!(e)
     }
 }

@@ -19,8 +19,9 @@ use observer_common::{
 };
 
 use crate::{
-    error::{Exit, user},
+    error::{Exit, is_permission_denied, os_errno, user},
     gil::{address::GilAddress, plan::ProbePlan},
+    probe::preflight,
 };
 
 /// The kernel programs, built by observer/build.rs and embedded in the binary.
@@ -120,13 +121,8 @@ pub fn attach(plan: &ProbePlan, pid: u32, needs: MapNeeds) -> anyhow::Result<Att
     }
     let btf = aya::Btf::from_sys_fs().ok();
     let ebpf = loader.btf(btf.as_ref()).load(BPF_OBJECT).map_err(|e| {
-        if matches!(&e, aya::EbpfError::MapError(_))
-            || e.to_string().contains("Operation not permitted")
-        {
-            user(
-                Exit::Privileges,
-                format!("loading eBPF maps failed ({e}): run gilwatch as root"),
-            )
+        if is_permission_denied(&e) {
+            refused("creating the eBPF maps", &e)
         } else {
             anyhow!(e).context("loading gilwatch's eBPF object")
         }
@@ -142,8 +138,13 @@ pub fn attach(plan: &ProbePlan, pid: u32, needs: MapNeeds) -> anyhow::Result<Att
     for point in &plan.points {
         let prog = program(&mut attached.ebpf, point.program)?;
         if !loaded.contains(&point.program) {
-            prog.load()
-                .with_context(|| format!("loading BPF program {} (verifier)", point.program))?;
+            prog.load().map_err(|e| {
+                if is_permission_denied(&e) {
+                    refused("loading the eBPF programs", &e)
+                } else {
+                    anyhow!(e).context(format!("loading BPF program {} (verifier)", point.program))
+                }
+            })?;
             loaded.push(point.program);
         }
     }
@@ -268,15 +269,32 @@ fn attach_error(
     symbol: &str,
     object: &Path,
 ) -> anyhow::Error {
-    let text = format!("{e:#}");
-    if text.contains("Permission denied") || text.contains("Operation not permitted") {
-        return user(
-            Exit::Privileges,
-            format!("attaching a uprobe was refused ({text}): run gilwatch as root"),
-        );
+    if is_permission_denied(&e) {
+        return refused("opening a uprobe perf event", &e);
     }
-    anyhow!(text).context(format!(
+    anyhow!(e).context(format!(
         "attaching {program} to {symbol} in {}",
         object.display()
     ))
+}
+
+/// The kernel said EPERM/EACCES to `what`: which capabilities this process lacks, and the fix.
+pub fn refused(what: &str, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+    let errno = match os_errno(e) {
+        Some(libc::EACCES) => "EACCES",
+        _ => "EPERM",
+    };
+    let missing = preflight::missing_for_probes();
+    let lacking = if missing.is_empty() {
+        "without CAP_SYS_ADMIN".to_owned()
+    } else {
+        format!("missing {}", missing.join(", "))
+    };
+    user(
+        Exit::Privileges,
+        format!(
+            "the kernel refused {what} ({errno}, {lacking}): {}",
+            preflight::HOW_TO_GRANT
+        ),
+    )
 }

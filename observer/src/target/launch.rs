@@ -3,7 +3,9 @@
 //! The interpreter file is found before the command runs (PATH, `#!` lines, `env`, and the dynamic
 //! loader's own answer for libpython). The child is forked but held at a gate until the probes
 //! are attached to its PID; only then does it exec. Probes attach to a file and a PID, so they
-//! take effect as soon as the new program maps the interpreter.
+//! take effect as soon as the new program maps the interpreter. gilwatch keeps SIGINT/SIGTERM
+//! blocked (see `stop`); the child gets the signal mask gilwatch was started with back before
+//! it waits at the gate, so a signal forwarded to it there ends it at once.
 use std::{
     ffi::CString,
     fs,
@@ -17,7 +19,11 @@ use std::{
 use anyhow::Context as _;
 use object::Object;
 
-use crate::error::{Exit, user};
+use crate::{
+    error::{Exit, user},
+    stop::Blocked,
+    target::pidfd::PidFd,
+};
 
 /// What the command will run, found before it runs.
 pub struct Resolved {
@@ -143,13 +149,16 @@ fn linked_libraries(exe: &Path) -> anyhow::Result<Vec<(String, String)>> {
 /// A forked child waiting at the gate, not yet running the command.
 pub struct GatedChild {
     pub pid: u32,
+    /// Opened before anything could reap the child: always this child, never a reused PID.
+    pub pidfd: PidFd,
     gate: Option<OwnedFd>,
     reaped: Option<i32>,
 }
 
 /// Forks a child that execs `argv` once [`GatedChild::release`] is called. If gilwatch fails
-/// before that, dropping the gate makes the child exit without running anything.
-pub fn spawn_gated(argv: &[String]) -> anyhow::Result<GatedChild> {
+/// before that, dropping the gate makes the child exit without running anything. `blocked`: the
+/// signal mask the command must run with.
+pub fn spawn_gated(argv: &[String], blocked: &Blocked) -> anyhow::Result<GatedChild> {
     let cargs: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()))
@@ -166,7 +175,8 @@ pub fn spawn_gated(argv: &[String]) -> anyhow::Result<GatedChild> {
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     // SAFETY: gilwatch is single-threaded at this point (no runtime started yet), and the child
-    // only calls async-signal-safe functions (close, read, execvp on prepared arguments, _exit).
+    // only calls async-signal-safe functions (close, sigprocmask, read, execvp on prepared
+    // arguments, _exit).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error()).context("fork");
@@ -175,6 +185,7 @@ pub fn spawn_gated(argv: &[String]) -> anyhow::Result<GatedChild> {
         // SAFETY: child side, see above. Nothing here allocates or unwinds.
         unsafe {
             libc::close(write_end.as_raw_fd());
+            libc::sigprocmask(libc::SIG_SETMASK, &blocked.previous, std::ptr::null_mut());
             let mut b = 0u8;
             loop {
                 let n = libc::read(read_end.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
@@ -189,8 +200,20 @@ pub fn spawn_gated(argv: &[String]) -> anyhow::Result<GatedChild> {
         }
     }
     drop(read_end);
+    let pidfd = match PidFd::open(pid as u32) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Closing the gate makes the child exit; reap it so it is no zombie.
+            drop(write_end);
+            let mut status = 0;
+            // SAFETY: blocking wait for our own child, which is exiting.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            return Err(e).context("pidfd_open on the command (gilwatch needs Linux 5.3 or later)");
+        }
+    };
     Ok(GatedChild {
         pid: pid as u32,
+        pidfd,
         gate: Some(write_end),
         reaped: None,
     })

@@ -9,6 +9,9 @@ use anyhow::Context as _;
 
 use crate::{
     error::{Exit, user},
+    probe::preflight::{
+        self, CAP_CHECKPOINT_RESTORE, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, cap_name,
+    },
     target::maps::{self, Mapping},
 };
 
@@ -79,6 +82,7 @@ impl Process {
     /// The executable's path as the process sees it.
     pub fn exe(&self) -> anyhow::Result<String> {
         let link = fs::read_link(self.proc_path("exe"))
+            .map_err(|e| self.refused(e, "reading its executable's path", &[CAP_SYS_PTRACE]))
             .with_context(|| format!("reading /proc/{}/exe", self.pid))?;
         Ok(link
             .to_string_lossy()
@@ -89,6 +93,7 @@ impl Process {
     /// Every region of the process (anonymous memory too).
     pub fn regions(&self) -> anyhow::Result<Vec<Mapping>> {
         let text = fs::read_to_string(self.proc_path("maps"))
+            .map_err(|e| self.refused(e, "reading its memory maps", &[CAP_SYS_PTRACE]))
             .with_context(|| format!("reading /proc/{}/maps", self.pid))?;
         Ok(maps::parse(&text))
     }
@@ -98,6 +103,42 @@ impl Process {
         let mut maps = self.regions()?;
         maps.retain(Mapping::is_file);
         Ok(maps)
+    }
+
+    /// The owner (real uid) of the process.
+    pub fn uid(&self) -> Option<u32> {
+        let status = fs::read_to_string(self.proc_path("status")).ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+        line.split_whitespace().next()?.parse().ok()
+    }
+
+    /// An EPERM/EACCES from /proc about this process, as the capabilities it takes; other
+    /// errors pass through.
+    fn refused(&self, e: std::io::Error, what: &str, needed: &[u32]) -> anyhow::Error {
+        if !matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+            return e.into();
+        }
+        // SAFETY: geteuid has no arguments and cannot fail.
+        let ours = unsafe { libc::geteuid() };
+        let names: Vec<&str> = needed
+            .iter()
+            .filter(|&&c| !preflight::has_effective(c))
+            .map(|&c| cap_name(c))
+            .collect();
+        let missing = if names.is_empty() {
+            String::new()
+        } else {
+            format!(", missing {}", names.join(" and "))
+        };
+        let owner = self.uid().map_or_else(|| "?".to_owned(), |u| u.to_string());
+        user(
+            Exit::Privileges,
+            format!(
+                "the kernel refused {what} for PID {} (owner uid {owner}, gilwatch runs as uid {ours}{missing}): {}",
+                self.pid,
+                preflight::HOW_TO_GRANT
+            ),
+        )
     }
 
     /// A path inside the process's mount namespace, reachable from ours through /proc/PID/root
@@ -110,6 +151,7 @@ impl Process {
     pub fn exe_mapping<'m>(&self, maps: &'m [Mapping]) -> anyhow::Result<&'m Mapping> {
         use std::os::unix::fs::MetadataExt as _;
         let ino = fs::metadata(self.proc_path("exe"))
+            .map_err(|e| self.refused(e, "reading its executable", &[CAP_SYS_PTRACE]))
             .with_context(|| format!("reading /proc/{}/exe", self.pid))?
             .ino();
         maps.iter().find(|m| m.inode == ino).ok_or_else(|| {
@@ -126,7 +168,16 @@ impl Process {
     pub fn open_mapping(&self, m: &Mapping) -> anyhow::Result<(fs::File, PathBuf)> {
         use std::os::fd::AsRawFd as _;
         let link = self.proc_path(&format!("map_files/{:x}-{:x}", m.start, m.end));
+        // map_files needs CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN), and, for another user's
+        // process, the right to search its directory (CAP_DAC_READ_SEARCH).
         let file = fs::File::open(&link)
+            .map_err(|e| {
+                self.refused(
+                    e,
+                    "opening its mapped files through /proc/PID/map_files",
+                    &[CAP_CHECKPOINT_RESTORE, CAP_DAC_READ_SEARCH],
+                )
+            })
             .with_context(|| format!("opening {} ({})", link.display(), m.path))?;
         let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         Ok((file, fd_path))

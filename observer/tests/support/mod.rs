@@ -27,6 +27,23 @@ pub fn require_root() {
     );
 }
 
+/// Under `cargo xtask test` (which sets GILWATCH_REQUIRE_FIXTURES) every fixture must be there.
+pub fn fixtures_required() -> bool {
+    std::env::var_os("GILWATCH_REQUIRE_FIXTURES").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// A fixture is missing: a failure under `cargo xtask test`, a skip (said out loud) otherwise.
+pub fn missing_fixture(what: &str) {
+    assert!(
+        !fixtures_required(),
+        "{what} is missing (`cargo xtask setup` and `cargo xtask test` provide it)"
+    );
+    eprintln!("note: {what} is missing, skipping it");
+}
+
+/// The pyenv builds the tests expect (test-targets: 3.6–3.13 with `--enable-shared`).
+const PYENV_MINORS: std::ops::RangeInclusive<u32> = 6..=13;
+
 /// Where the Debian sid root with python3.13/3.14/3.15 lives (made by `cargo xtask test`).
 pub const SID_ROOT: &str = "/var/lib/gilwatch-test/sid";
 
@@ -75,7 +92,7 @@ pub fn pythons() -> Vec<Python> {
         let (Some(major), Some(minor)) = (parts.next(), parts.next()) else {
             continue;
         };
-        if major != 3 || !(6..=13).contains(&minor) {
+        if major != 3 || !PYENV_MINORS.contains(&minor) {
             continue;
         }
         let exe = entry.path().join(format!("bin/python{major}.{minor}"));
@@ -95,6 +112,11 @@ pub fn pythons() -> Vec<Python> {
         !out.is_empty(),
         "no pyenv CPython under /root/.pyenv/versions"
     );
+    for minor in PYENV_MINORS {
+        if !out.iter().any(|p| p.version == (3, minor)) {
+            missing_fixture(&format!("pyenv CPython 3.{minor}"));
+        }
+    }
     out
 }
 
@@ -118,7 +140,9 @@ pub fn pythons_libc() -> Vec<Python> {
 /// probed without symbols (`auto` picks libc).
 pub fn distro_pythons() -> Vec<Python> {
     let mut out = Vec::new();
-    if Path::new("/usr/bin/python3.11").exists() {
+    if !Path::new("/usr/bin/python3.11").exists() {
+        missing_fixture("Debian's /usr/bin/python3.11");
+    } else {
         out.push(Python {
             version: (3, 11),
             label: "debian 3.11".into(),
@@ -247,10 +271,30 @@ impl Drop for Target {
     }
 }
 
+/// gilwatch with SIGINT and SIGTERM at their defaults, unblocked: a test run from a shell's
+/// background job would otherwise pass an ignored SIGINT on to gilwatch and its command.
+pub fn gilwatch_command(args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(GILWATCH);
+    cmd.args(args);
+    // SAFETY: between fork and exec only async-signal-safe calls (signal, sigprocmask) on
+    // values that live on this stack frame.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// Runs gilwatch to completion (with a generous timeout) and returns its output.
 pub fn gilwatch(args: &[&str]) -> Output {
-    let child = Command::new(GILWATCH)
-        .args(args)
+    let child = gilwatch_command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -321,18 +365,47 @@ pub fn threads(report: &Value) -> &Vec<Value> {
     report["threads"].as_array().expect("threads array")
 }
 
-/// The thread named `name` (its Python name).
+/// The thread named `name` (its Python name). A failure names the interpreter and strategy
+/// (from the report itself) and every thread with its TID.
 pub fn thread<'a>(report: &'a Value, name: &str) -> &'a Value {
     threads(report)
         .iter()
         .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("no thread named {name} in {}", names(report)))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no thread named {name} in [{}] (ended {}, lost events {})",
+                whose(report),
+                names(report),
+                report["ended"],
+                report["lost_events"]
+            )
+        })
 }
 
+/// "CPython 3.12.1 (/path), strategy libc" from a report's header, for failure messages.
+pub fn whose(report: &Value) -> String {
+    let i = &report["interpreter"];
+    format!(
+        "CPython {} ({}), strategy {}",
+        i["version"].as_str().unwrap_or("?"),
+        i["path"].as_str().unwrap_or("?"),
+        i["strategy"].as_str().unwrap_or("?")
+    )
+}
+
+/// Every thread of a report as `name (os name, tid, acquisitions)`.
 pub fn names(report: &Value) -> String {
     threads(report)
         .iter()
-        .map(|t| t["name"].as_str().unwrap_or("?").to_owned())
+        .map(|t| {
+            format!(
+                "{} (os {}, tid {}, {} acquisitions)",
+                t["name"].as_str().unwrap_or("?"),
+                t["os_name"].as_str().unwrap_or("?"),
+                t["tid"],
+                t["acquisitions"]
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -415,14 +488,45 @@ pub fn loaded_program_names() -> Vec<String> {
         .collect()
 }
 
-/// Names of gilwatch's GIL programs currently loaded in the kernel.
-pub fn loaded_gilwatch_programs() -> Vec<String> {
-    loaded_program_names()
-        .into_iter()
-        .filter(|n| {
-            n.starts_with("take_gil") || n.starts_with("drop_gil") || n.starts_with("gil_cond_wait")
-        })
-        .collect()
+/// The IDs of the BPF programs a running gilwatch holds, once it holds at least `at_least`
+/// (it loads them while attaching). Other runs on the machine have programs of the same names,
+/// so a test follows its own run's programs by ID, whatever the strategy named them.
+pub fn programs_of_run(pid: u32, at_least: usize) -> Vec<u64> {
+    let start = Instant::now();
+    loop {
+        let ids = bpf_prog_ids_of(pid);
+        if ids.len() >= at_least {
+            return ids;
+        }
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+            "gilwatch (PID {pid}) ended before it held {at_least} BPF programs"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "gilwatch (PID {pid}) holds {} BPF programs after 30 s, want {at_least}",
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Panics unless every program of `ids` leaves the kernel within 2 s (freeing follows the last
+/// reference after an RCU grace period).
+pub fn assert_unloaded(ids: &[u64], what: &str) {
+    assert!(!ids.is_empty(), "{what}: no program IDs to follow");
+    let mut left = Vec::new();
+    for _ in 0..40 {
+        left = still_loaded(ids);
+        if left.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: programs {left:?} of {ids:?} still loaded 2 s after gilwatch exited");
 }
 
 /// IDs of the BPF programs a process holds open (its /proc fdinfo), while it runs.
