@@ -6,10 +6,11 @@
 //! a pointer to its GIL. Every candidate is checked against the live struct before use.
 use anyhow::{Context as _, bail};
 
-use crate::python::{memory::ProcessMemory, threads};
+use crate::python::{memory::RemoteMemory, threads};
 
 /// Field offsets in `struct _gil_runtime_state` (x86_64). Default builds 3.8–3.15: interval
 /// +0, last_holder +8, locked +16, switch_number +24, cond +32, mutex +80, switch_cond +120, switch_mutex +168.
+/// `last_holder` and `switch_number` follow `interval` and `locked` by 8 bytes in both layouts.
 /// Free-threaded builds (3.13t+) put `int enabled` first, which moves every field by 8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GilLayout {
@@ -68,7 +69,7 @@ fn place(minor: u8) -> Option<Place> {
 }
 
 pub fn locate(
-    mem: &ProcessMemory,
+    mem: &dyn RemoteMemory,
     version: (u8, u8),
     runtime: u64,
     free_threaded: bool,
@@ -81,7 +82,7 @@ pub fn locate(
     let found = |addr: u64, how: String| -> anyhow::Result<GilAddress> {
         let enabled = match layout.enabled {
             Some(off) => Some(
-                mem.read_u64(addr + off)
+                mem.read_u64(addr.wrapping_add(off))
                     .context("reading the GIL's enabled count")? as u32
                     != 0,
             ),
@@ -101,7 +102,7 @@ pub fn locate(
     };
     match place {
         Place::InRuntime(off) => {
-            let addr = runtime + off;
+            let addr = runtime.wrapping_add(off);
             is_gil(addr).with_context(|| format!("no GIL at _PyRuntime+{off:#x}"))?;
             found(addr, format!("_PyRuntime+{off:#x}"))
         }
@@ -109,36 +110,79 @@ pub fn locate(
             let interp = threads::main_interpreter(mem, version, runtime)
                 .context("finding the main interpreter")?;
             let addr = mem
-                .read_u64(interp + off)
+                .read_u64(interp.wrapping_add(off))
                 .context("reading the interpreter's GIL pointer")?;
-            if is_gil(addr).is_ok() {
-                return found(addr, format!("main interpreter+{off:#x} → GIL"));
-            }
+            // The main interpreter owns its GIL (`interp->_gil`, +0x410 in 3.12, +0x1e38..
+            // +0x1e68 in 3.13–3.15): a pointer elsewhere is not its GIL.
+            let owned = |p: u64| p.wrapping_sub(interp) < MAX_GIL_IN_INTERP;
+            let why = match owned(addr) {
+                true => is_gil(addr),
+                false => Err(anyhow::anyhow!(
+                    "{addr:#x} is outside the interpreter state"
+                )),
+            };
+            let why = match why {
+                Ok(()) => return found(addr, format!("main interpreter+{off:#x} → GIL")),
+                Err(e) => e,
+            };
             // A patch release may have moved the field: look for the one pointer in the
             // interpreter's first fields that leads to a live GIL struct.
             for probe in (0..1024).step_by(8) {
-                let Ok(p) = mem.read_u64(interp + probe) else {
+                let Ok(p) = mem.read_u64(interp.wrapping_add(probe)) else {
                     break;
                 };
-                if p > 4096 && is_gil(p).is_ok() {
+                if owned(p) && is_gil(p).is_ok() {
                     return found(p, format!("main interpreter+{probe:#x} → GIL (searched)"));
                 }
             }
-            bail!("no GIL pointer found in the main interpreter state")
+            bail!(
+                "no GIL found in the main interpreter state at {interp:#x} \
+                 (interp+{off:#x} → {addr:#x}: {why:#})"
+            )
         }
     }
 }
 
-/// A live GIL struct: a sane switch interval (µs) and a `locked` flag of 0 or 1.
-fn check(mem: &ProcessMemory, addr: u64, layout: &GilLayout) -> anyhow::Result<()> {
-    let mut head = [0u8; 32];
-    mem.read(addr, &mut head)
+/// How far into the main interpreter's state its own GIL may sit.
+const MAX_GIL_IN_INTERP: u64 = 1 << 16;
+
+/// Bytes of the GIL struct read to check it (the free-threaded layout is the longer one).
+const GIL_LEN: usize = 216;
+
+/// A live GIL struct, by what holds in every running interpreter and rarely in anything else:
+/// a sane switch interval (µs), a `locked` flag of 0 or 1, two mutexes of the default kind
+/// (their robust-list links at +24..+40 stay zero: glibc's `__list`, musl's `_m_prev/_m_next`),
+/// and, once the GIL is switched on, a last holder and a switch count (the first take sets both).
+fn check(mem: &dyn RemoteMemory, addr: u64, layout: &GilLayout) -> anyhow::Result<()> {
+    let mut raw = [0u8; GIL_LEN];
+    mem.read(addr, &mut raw)
         .with_context(|| format!("reading {addr:#x}"))?;
-    let field = |off: u64, len: usize| &head[off as usize..off as usize + len];
-    let interval = u64::from_ne_bytes(field(layout.interval, 8).try_into()?);
-    let locked = i32::from_ne_bytes(field(layout.locked, 4).try_into()?);
+    let word = |off: u64| -> u64 {
+        let at = off as usize;
+        raw.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_ne_bytes)
+    };
+    let interval = word(layout.interval);
+    let locked = word(layout.locked) as u32 as i32;
     if !(1..=100_000_000).contains(&interval) || !(0..=1).contains(&locked) {
-        bail!("not a GIL: interval {interval}, locked {locked}");
+        bail!("not a GIL at {addr:#x}: interval {interval}, locked {locked}");
+    }
+    for (name, mutex) in [
+        ("mutex", layout.mutex),
+        ("switch_mutex", layout.switch_mutex),
+    ] {
+        if word(mutex + 24) != 0 || word(mutex + 32) != 0 {
+            bail!("not a GIL at {addr:#x}: its {name} is not a plain pthread mutex");
+        }
+    }
+    let switched_on = layout.enabled.is_none_or(|off| word(off) as u32 != 0);
+    let (holder, switches) = (word(layout.interval + 8), word(layout.locked + 8));
+    if switched_on && (holder == 0 || holder % 8 != 0 || switches == 0) {
+        bail!(
+            "not a GIL at {addr:#x}: last holder {holder:#x}, {switches} switches \
+             (a running interpreter's GIL has been taken)"
+        );
     }
     Ok(())
 }

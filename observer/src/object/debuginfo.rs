@@ -35,6 +35,9 @@ const MAX_DEBUG_FILE: u64 = 1 << 30;
 /// MiniDebugInfo holds function symbols only (a few MB for libpython); the cap keeps a corrupt
 /// or hostile section from decompressing into all of memory.
 const MAX_MINIDEBUGINFO: usize = 256 << 20;
+/// The decoder's own memory (its dictionary): `xz -9` needs 65 MiB, MiniDebugInfo is made with
+/// far less.
+const XZ_MEMLIMIT: u64 = 96 << 20;
 
 /// Where the symbol table came from (the report's `interpreter.symbols_from`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,36 +304,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Decompresses an xz stream, refusing output larger than `cap`.
+/// Decompresses an xz stream, refusing output larger than `cap`. liblzma streams: memory is
+/// its dictionary (refused past `XZ_MEMLIMIT`) plus at most `cap` bytes of output, whatever the
+/// stream's headers claim.
 fn decompress_xz(xz: &[u8], cap: usize) -> anyhow::Result<Vec<u8>> {
-    let mut out = Capped {
-        buf: Vec::new(),
-        cap,
-    };
-    lzma_rs::xz_decompress(&mut std::io::BufReader::new(xz), &mut out)
+    let stream = xz2::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
         .map_err(|e| anyhow::anyhow!("xz: {e}"))?;
-    Ok(out.buf)
-}
-
-struct Capped {
-    buf: Vec<u8>,
-    cap: usize,
-}
-
-impl std::io::Write for Capped {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len() + data.len() > self.cap {
-            return Err(std::io::Error::other(format!(
-                "decompresses to more than {} MiB",
-                self.cap >> 20
-            )));
-        }
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
+    let mut out = Vec::new();
+    xz2::read::XzDecoder::new_stream(xz, stream)
+        .take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| anyhow::anyhow!("xz: {e}"))?;
+    if out.len() > cap {
+        anyhow::bail!("decompresses to more than {} MiB", cap >> 20);
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    Ok(out)
 }
 
 /// Reads `rel` inside `root` with every symlink resolved as if `root` were `/` (the kernel's

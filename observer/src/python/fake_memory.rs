@@ -1,0 +1,100 @@
+//! A target's memory made up by a test: chosen bytes at chosen addresses, and optionally garbage
+//! everywhere else, so the readers of interpreter state can be fed what a hostile or corrupt
+//! process would hold.
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::io;
+
+use super::memory::RemoteMemory;
+
+/// Where garbage pointers point: a small pool, so garbage structures link to each other (and
+/// loop) instead of failing at the first dereference.
+pub const POOL: u64 = 0x7f00_0000_0000;
+const POOL_SLOTS: u64 = 64;
+const SLOT: u64 = 0x40;
+
+pub struct FakeMemory {
+    regions: BTreeMap<u64, Vec<u8>>,
+    /// With a seed, every address outside the regions reads as seeded garbage.
+    garbage: Option<u64>,
+    /// The largest single read asked for (the readers' allocations follow it).
+    pub largest_read: Cell<usize>,
+    pub reads: Cell<u64>,
+}
+
+impl FakeMemory {
+    pub fn new() -> Self {
+        Self {
+            regions: BTreeMap::new(),
+            garbage: None,
+            largest_read: Cell::new(0),
+            reads: Cell::new(0),
+        }
+    }
+
+    /// Every address readable, holding pointers into `POOL`, zeros, small numbers and noise.
+    pub fn garbage(seed: u64) -> Self {
+        Self {
+            garbage: Some(seed),
+            ..Self::new()
+        }
+    }
+
+    pub fn put(&mut self, addr: u64, bytes: &[u8]) -> &mut Self {
+        self.regions.insert(addr, bytes.to_vec());
+        self
+    }
+
+    pub fn put_u64(&mut self, addr: u64, v: u64) -> &mut Self {
+        self.put(addr, &v.to_ne_bytes())
+    }
+
+    /// The byte at `addr` from the regions, if one holds it.
+    fn region_byte(&self, addr: u64) -> Option<u8> {
+        let (start, bytes) = self.regions.range(..=addr).next_back()?;
+        bytes.get(usize::try_from(addr - start).ok()?).copied()
+    }
+
+    fn garbage_byte(seed: u64, addr: u64) -> u8 {
+        let h = splitmix(seed ^ (addr / 8));
+        let word = match h % 8 {
+            0..=3 => POOL + (h >> 8) % POOL_SLOTS * SLOT,
+            4 => 0,
+            5 => (h >> 8) % 32,
+            6 => (h >> 8) & 0xffff_ffff,
+            _ => h,
+        };
+        word.to_ne_bytes()[(addr % 8) as usize]
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl RemoteMemory for FakeMemory {
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.reads.set(self.reads.get() + 1);
+        self.largest_read
+            .set(self.largest_read.get().max(buf.len()));
+        if addr.checked_add(buf.len() as u64).is_none() {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr + i as u64;
+            *b = match (self.region_byte(a), self.garbage) {
+                (Some(v), _) => v,
+                (None, Some(seed)) => Self::garbage_byte(seed, a),
+                (None, None) => return Err(io::Error::from_raw_os_error(libc::EFAULT)),
+            };
+        }
+        Ok(())
+    }
+}
