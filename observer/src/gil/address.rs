@@ -186,3 +186,149 @@ fn check(mem: &dyn RemoteMemory, addr: u64, layout: &GilLayout) -> anyhow::Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The GIL locator on made-up memory: a real-looking GIL is found, garbage is refused.
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::python::fake_memory::{FakeMemory, POOL};
+
+    /// A running interpreter's GIL: switch interval 5000 µs, held, taken 7 times, last by
+    /// `holder`; every other byte zero (as live, checked on 3.8–3.15).
+    fn live_gil(layout: &GilLayout, holder: u64) -> Vec<u8> {
+        let mut g = vec![0u8; GIL_LEN];
+        let mut set = |off: u64, v: u64| {
+            g[off as usize..off as usize + 8].copy_from_slice(&v.to_ne_bytes());
+        };
+        set(layout.interval, 5000);
+        set(layout.interval + 8, holder);
+        set(layout.locked, 1);
+        set(layout.locked + 8, 7);
+        if let Some(off) = layout.enabled {
+            set(off, 1);
+        }
+        g
+    }
+
+    const RUNTIME: u64 = 0x10_0000;
+    const INTERP: u64 = 0x20_0000;
+    const TSTATE: u64 = 0x30_0000;
+
+    /// A 3.12 process: `_PyRuntime` → main interpreter → its GIL pointer (+384) → `gil`.
+    fn process_3_12(gil_at: u64, gil: &[u8]) -> FakeMemory {
+        let mut mem = FakeMemory::new();
+        mem.put_u64(RUNTIME + 48, INTERP)
+            .put_u64(INTERP + 72, TSTATE)
+            .put_u64(TSTATE + 16, INTERP)
+            .put_u64(INTERP + 384, gil_at)
+            .put(gil_at, gil);
+        mem
+    }
+
+    #[test]
+    fn finds_the_gil_the_interpreter_owns() {
+        let gil = live_gil(&DEFAULT_LAYOUT, TSTATE);
+        let mem = process_3_12(INTERP + 0x410, &gil);
+        let found = locate(&mem, (3, 12), RUNTIME, false).unwrap();
+        assert_eq!(found.addr, INTERP + 0x410);
+        assert_eq!(found.enabled, None);
+    }
+
+    #[test]
+    fn refuses_a_gil_outside_the_interpreter() {
+        // A perfect GIL, but not the main interpreter's own: some other interpreter's.
+        let gil = live_gil(&DEFAULT_LAYOUT, TSTATE);
+        let mem = process_3_12(0x90_0000, &gil);
+        let e = locate(&mem, (3, 12), RUNTIME, false).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("outside the interpreter"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn refuses_what_only_looks_like_a_gil() {
+        let at = INTERP + 0x410;
+        // Zeroed memory with a small count in front: interval and locked pass, nothing else.
+        let mut zeros_and_a_one = vec![0u8; GIL_LEN];
+        zeros_and_a_one[0] = 1;
+        // A live GIL whose mutex is on a robust list: not CPython's plain mutex.
+        let mut robust = live_gil(&DEFAULT_LAYOUT, TSTATE);
+        robust[(DEFAULT_LAYOUT.mutex + 24) as usize] = 0x40;
+        // Never taken: no holder, no switches.
+        let mut untaken = live_gil(&DEFAULT_LAYOUT, 0);
+        untaken[24] = 0;
+        // Interval out of range, locked not a flag.
+        let mut odd_interval = live_gil(&DEFAULT_LAYOUT, TSTATE);
+        odd_interval[..8].copy_from_slice(&u64::MAX.to_ne_bytes());
+        let mut odd_locked = live_gil(&DEFAULT_LAYOUT, TSTATE);
+        odd_locked[16] = 2;
+        for (what, gil) in [
+            ("zeros and a one", zeros_and_a_one),
+            ("robust mutex", robust),
+            ("never taken", untaken),
+            ("interval", odd_interval),
+            ("locked", odd_locked),
+        ] {
+            let mem = process_3_12(at, &gil);
+            let r = locate(&mem, (3, 12), RUNTIME, false);
+            assert!(r.is_err(), "{what}: accepted {r:?}");
+        }
+    }
+
+    #[test]
+    fn gil_in_the_runtime_is_checked_too() {
+        let mut mem = FakeMemory::new();
+        mem.put(RUNTIME + 360, &live_gil(&DEFAULT_LAYOUT, TSTATE));
+        assert_eq!(
+            locate(&mem, (3, 11), RUNTIME, false).unwrap().addr,
+            RUNTIME + 360
+        );
+        let mut mem = FakeMemory::new();
+        let mut moved = vec![0u8; GIL_LEN];
+        moved[0] = 1;
+        mem.put(RUNTIME + 360, &moved);
+        assert!(locate(&mem, (3, 11), RUNTIME, false).is_err());
+        // A runtime address at the top of the address space wraps instead of panicking.
+        let garbage = FakeMemory::garbage(1);
+        for minor in 8..=15 {
+            let _ = locate(&garbage, (3, minor), u64::MAX - 8, true);
+        }
+    }
+
+    #[test]
+    fn a_disabled_free_threaded_gil_is_found_and_says_so() {
+        // Never switched on: never taken, and that is no reason to refuse it.
+        let mut gil = live_gil(&FREE_THREADED_LAYOUT, 0);
+        gil[..8].fill(0);
+        gil[(FREE_THREADED_LAYOUT.locked + 8) as usize] = 0;
+        let mut mem = FakeMemory::new();
+        mem.put_u64(RUNTIME + 48, INTERP)
+            .put_u64(INTERP + 72, TSTATE)
+            .put_u64(TSTATE + 16, INTERP)
+            .put_u64(INTERP + 384, INTERP + 0x410)
+            .put(INTERP + 0x410, &gil);
+        let found = locate(&mem, (3, 12), RUNTIME, true).unwrap();
+        assert_eq!(found.enabled, Some(false));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Garbage everywhere: an error or a GIL that passes every check, never a panic.
+        #[test]
+        fn locate_survives_garbage(
+            seed in any::<u64>(),
+            minor in 6u8..=16,
+            runtime in prop_oneof![(0u64..64).prop_map(|k| POOL + k * 0x40), any::<u64>()],
+            free_threaded in any::<bool>(),
+        ) {
+            let mem = FakeMemory::garbage(seed);
+            if let Ok(gil) = locate(&mem, (3, minor), runtime, free_threaded) {
+                prop_assert!(check(&mem, gil.addr, &gil.layout).is_ok());
+            }
+        }
+    }
+}
