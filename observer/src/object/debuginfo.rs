@@ -144,12 +144,11 @@ pub fn symbol_file<'a>(
     drop(elf);
 
     let mut candidates: Vec<(PathBuf, PathBuf, Expect)> = Vec::new();
-    if let Some(id) = build_id.as_deref().filter(|id| id.len() >= 2) {
-        candidates.push((
-            roots.debug.clone(),
-            build_id_path(id),
-            Expect::BuildId(id.to_vec()),
-        ));
+    if let Some((id, path)) = build_id
+        .as_deref()
+        .and_then(|id| Some((id, build_id_path(id)?)))
+    {
+        candidates.push((roots.debug.clone(), path, Expect::BuildId(id.to_vec())));
     }
     if let Some((name, crc)) = &link {
         let dir = Path::new(path)
@@ -260,14 +259,18 @@ fn parses_with_local_functions(data: &[u8]) -> bool {
     object::File::parse(data).is_ok_and(|e| has_local_functions(&e))
 }
 
-/// `usr/lib/debug/.build-id/ab/cdef….debug` for build-id `abcdef…` (relative to a root).
-pub fn build_id_path(id: &[u8]) -> PathBuf {
-    let h = hex(id);
-    PathBuf::from(format!(
+/// `usr/lib/debug/.build-id/ab/cdef….debug` for build-id `abcdef…` (relative to a root); None
+/// for an id too short to split that way.
+pub fn build_id_path(id: &[u8]) -> Option<PathBuf> {
+    let (dir, rest) = id.split_first()?;
+    if rest.is_empty() {
+        return None;
+    }
+    Some(PathBuf::from(format!(
         "usr/lib/debug/.build-id/{}/{}.debug",
-        &h[..2],
-        &h[2..]
-    ))
+        hex(&[*dir]),
+        hex(rest)
+    )))
 }
 
 /// Where a `.gnu_debuglink` name is looked for, as gdb does: next to the object, in its
@@ -391,9 +394,12 @@ mod tests {
     fn build_id_paths() {
         let id = [0xf9, 0xd5, 0xc8, 0x2f, 0x00, 0x01];
         assert_eq!(
-            build_id_path(&id),
+            build_id_path(&id).unwrap(),
             Path::new("usr/lib/debug/.build-id/f9/d5c82f0001.debug")
         );
+        // Found by the property test below: a one-byte (or empty) id used to panic.
+        assert_eq!(build_id_path(&[0xf9]), None);
+        assert_eq!(build_id_path(&[]), None);
     }
 
     #[test]
@@ -506,5 +512,86 @@ mod tests {
         );
         assert!(read_in_root(&root, Path::new("inside"), 1).is_err());
         std::fs::remove_dir_all(&base).ok();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        /// A corrupted object: the search answers (found or not), never panics; nothing is
+        /// read outside the (empty) roots.
+        #[test]
+        fn symbol_search_survives_corrupted_objects(
+            data in crate::object::hostile_elf::corrupted(),
+        ) {
+            let empty = std::env::temp_dir().join("gilwatch-no-debug-root");
+            let roots = Roots { target: empty.clone(), debug: empty };
+            let _ = symbol_file("/usr/lib/libpython3.12.so", &data, &roots);
+            let _ = check_debug_file(&data, &Expect::BuildId(vec![1, 2, 3]));
+            let _ = check_debug_file(&data, &Expect::Crc(0, Some(vec![1])));
+        }
+
+        #[test]
+        fn debuglink_and_build_id_of_any_bytes(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            little_endian: bool,
+        ) {
+            if let Some((name, _)) = parse_debuglink(&data, little_endian) {
+                proptest::prop_assert!(!name.is_empty() && !name.contains(&b'/'));
+            }
+            match build_id_path(&data) {
+                Some(path) => proptest::prop_assert!(path.starts_with("usr/lib/debug/.build-id")),
+                None => proptest::prop_assert!(data.len() < 2),
+            }
+        }
+
+        /// A corrupted xz stream: an error or bytes within the cap, never a panic.
+        #[test]
+        fn corrupted_xz_is_an_error_or_capped(
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<u8>(), proptest::prelude::any::<usize>(),
+                 proptest::prelude::any::<u8>()), 1..8),
+            cut: Option<usize>,
+        ) {
+            let mut xz = crate::object::hostile_elf::seeds().xz.clone();
+            crate::object::hostile_elf::corrupt(&mut xz, &edits, cut);
+            if let Ok(out) = decompress_xz(&xz, 1 << 20) {
+                proptest::prop_assert!(out.len() <= 1 << 20);
+            }
+        }
+    }
+
+    /// The MiniDebugInfo of a program compiled here (its .symtab, xz'd, in .gnu_debugdata of
+    /// its stripped copy) names its static function.
+    #[test]
+    fn minidebuginfo_round_trip() {
+        let seeds = crate::object::hostile_elf::seeds();
+        let empty = std::env::temp_dir().join("gilwatch-no-debug-root");
+        let roots = Roots {
+            target: empty.clone(),
+            debug: empty,
+        };
+        let search = symbol_file("/x/prog", &seeds.with_minidebuginfo, &roots).unwrap();
+        let (source, data) = search.found.expect("MiniDebugInfo found");
+        assert_eq!(source, SymbolSource::MiniDebugInfo);
+        assert_eq!(&*data, &seeds.with_symtab[..]);
+        let search = symbol_file("/x/prog", &seeds.stripped, &roots).unwrap();
+        assert!(search.found.is_none());
+    }
+
+    /// 64 MiB of zeros is a 10 KB xz stream: the cap holds without holding the 64 MiB.
+    #[test]
+    fn xz_bomb_is_refused() {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "head -c 67108864 /dev/zero | xz -c"])
+            .output()
+            .expect("xz");
+        assert!(out.status.success());
+        assert!(out.stdout.len() < 64 << 10, "{} bytes", out.stdout.len());
+        let e = decompress_xz(&out.stdout, 1 << 20).unwrap_err();
+        assert!(format!("{e:#}").contains("more than 1 MiB"), "{e:#}");
+        assert_eq!(
+            decompress_xz(&out.stdout, 64 << 20).unwrap().len(),
+            64 << 20
+        );
     }
 }
