@@ -87,6 +87,14 @@ impl RemoteMemory for FakeMemory {
         if addr.checked_add(buf.len() as u64).is_none() {
             return Err(io::Error::from_raw_os_error(libc::EFAULT));
         }
+        // Fast path: the whole read inside one region.
+        if let Some((start, bytes)) = self.regions.range(..=addr).next_back() {
+            let from = (addr - start) as usize;
+            if let Some(src) = bytes.get(from..from + buf.len()) {
+                buf.copy_from_slice(src);
+                return Ok(());
+            }
+        }
         for (i, b) in buf.iter_mut().enumerate() {
             let a = addr + i as u64;
             *b = match (self.region_byte(a), self.garbage) {

@@ -173,3 +173,98 @@ fn exhausting_the_read_budget_is_an_error() {
     assert!(budget.read(POOL, &mut [0u8; 17]).is_err());
     assert!(budget.exhausted());
 }
+
+/// A 3.10 target built to make the naming walk quadratic: `threading._active` holds 100,000
+/// entries, each a "thread" whose instance dict is `_active` itself. Without the read budget
+/// that is 10^10 reads; with it, an error after at most `READ_BUDGET` reads.
+#[test]
+fn a_quadratic_object_graph_ends_in_an_error() {
+    const N: u64 = 100_000;
+    let layout = layout_for(10).expect("3.10");
+    let (runtime, interp, tstate) = (0x1000u64, 0x2000u64, 0x3000u64);
+    let (t_dict, t_str, t_int, t_thread) = (0x10_000u64, 0x11_000, 0x12_000, 0x13_000);
+    let (modules, threading, md_dict) = (0x20_000u64, 0x21_000, 0x22_000);
+    // Far above the rest: its 2.4 MB of entries must not cover the other objects.
+    let active = 0x100_0000u64;
+    let (s_threading, s_active, ident, thread) = (0x30_000u64, 0x31_000, 0x32_000, 0x33_000);
+    let keys_at = |d: u64| d + 0x100;
+    let mut mem = FakeMemory::new();
+    let ty = |flags: u64, dictoffset: u64| {
+        let mut t = vec![0u8; TYPE_HEAD_LEN];
+        t[TP_FLAGS as usize..][..8].copy_from_slice(&flags.to_ne_bytes());
+        t[TP_DICTOFFSET as usize..][..8].copy_from_slice(&dictoffset.to_ne_bytes());
+        t
+    };
+    mem.put(t_dict, &ty(TPFLAGS_DICT_SUBCLASS, 0))
+        .put(t_str, &ty(TPFLAGS_UNICODE_SUBCLASS, 0))
+        .put(t_int, &ty(TPFLAGS_LONG_SUBCLASS, 0))
+        .put(t_thread, &ty(0, 16));
+    // A dict with `entries` (key, value) at `d` (3.10: dk_size, then 8-byte indices, entries).
+    let dict = |mem: &mut FakeMemory, d: u64, entries: &[(u64, u64)], n: u64| {
+        let size = n.next_power_of_two().max(8);
+        let mut head = vec![0u8; 48];
+        head[8..16].copy_from_slice(&t_dict.to_ne_bytes());
+        head[16..24].copy_from_slice(&n.to_ne_bytes());
+        head[32..40].copy_from_slice(&keys_at(d).to_ne_bytes());
+        mem.put(d, &head);
+        let width = if size <= 0xff {
+            1
+        } else if size <= 0xffff {
+            2
+        } else {
+            4
+        };
+        let mut keys = vec![0u8; 40 + (size * width) as usize];
+        keys[8..16].copy_from_slice(&size.to_ne_bytes());
+        keys[32..40].copy_from_slice(&n.to_ne_bytes());
+        for i in 0..n as usize {
+            let (k, v) = entries[i % entries.len()];
+            keys.extend_from_slice(&0u64.to_ne_bytes());
+            keys.extend_from_slice(&k.to_ne_bytes());
+            keys.extend_from_slice(&v.to_ne_bytes());
+        }
+        mem.put(keys_at(d), &keys);
+    };
+    let string = |mem: &mut FakeMemory, at: u64, text: &str| {
+        let mut s = vec![0u8; 48];
+        s[8..16].copy_from_slice(&t_str.to_ne_bytes());
+        s[16..24].copy_from_slice(&(text.len() as u64).to_ne_bytes());
+        s[32..36].copy_from_slice(&0xe4u32.to_ne_bytes()); // ready, compact ASCII, kind 1
+        s.extend_from_slice(text.as_bytes());
+        mem.put(at, &s);
+    };
+    mem.put_u64(runtime + layout.runtime_interp_main, interp)
+        .put_u64(interp + layout.interp_threads_head, tstate)
+        .put_u64(tstate + 16, interp)
+        .put_u64(interp + layout.interp_modules, modules)
+        .put_u64(threading + MD_DICT, md_dict);
+    string(&mut mem, s_threading, "threading");
+    string(&mut mem, s_active, "_active");
+    dict(&mut mem, modules, &[(s_threading, threading)], 1);
+    dict(&mut mem, md_dict, &[(s_active, active)], 1);
+    dict(&mut mem, active, &[(ident, thread)], N);
+    let mut int = vec![0u8; 64];
+    int[8..16].copy_from_slice(&t_int.to_ne_bytes());
+    int[16..24].copy_from_slice(&1u64.to_ne_bytes());
+    int[24..28].copy_from_slice(&7u32.to_ne_bytes());
+    mem.put(ident, &int);
+    let mut obj = vec![0u8; 24];
+    obj[8..16].copy_from_slice(&t_thread.to_ne_bytes());
+    obj[16..24].copy_from_slice(&active.to_ne_bytes());
+    mem.put(thread, &obj);
+
+    let started = std::time::Instant::now();
+    let r = thread_names(&mem, (3, 10), runtime, &HashMap::new());
+    let e = r.expect_err("the walk must give up");
+    assert!(format!("{e:#}").contains("look corrupt"), "{e:#}");
+    assert!(
+        mem.reads.get() <= READ_BUDGET.0,
+        "{} reads",
+        mem.reads.get()
+    );
+    eprintln!(
+        "quadratic graph: refused after {} reads in {:?}",
+        mem.reads.get(),
+        started.elapsed()
+    );
+}
