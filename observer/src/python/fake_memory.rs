@@ -12,6 +12,10 @@ use super::memory::RemoteMemory;
 pub const POOL: u64 = 0x7f00_0000_0000;
 const POOL_SLOTS: u64 = 64;
 const SLOT: u64 = 0x40;
+/// Two type objects the garbage points at often, so objects pass the readers' type checks and
+/// the walks go deep: one claims to be every kind the readers look for (dict, str, int, with a
+/// managed dict and inline values), the other the same with its dict at a fixed offset.
+const TYPES: [u64; 2] = [POOL + 0x1_0000, POOL + 0x1_0200];
 
 pub struct FakeMemory {
     regions: BTreeMap<u64, Vec<u8>>,
@@ -34,10 +38,23 @@ impl FakeMemory {
 
     /// Every address readable, holding pointers into `POOL`, zeros, small numbers and noise.
     pub fn garbage(seed: u64) -> Self {
-        Self {
+        let mut mem = Self {
             garbage: Some(seed),
             ..Self::new()
+        };
+        // tp_basicsize +32, tp_flags +168, tp_dictoffset +288 (x86_64, every version).
+        let every_kind: u64 = (1 << 2) | (1 << 4) | (1 << 24) | (1 << 28) | (1 << 29);
+        for (ty, flags, dictoffset) in [
+            (TYPES[0], every_kind, 0u64),
+            (TYPES[1], every_kind & !((1 << 2) | (1 << 4)), 16),
+        ] {
+            let mut t = vec![0u8; 296];
+            t[32..40].copy_from_slice(&16u64.to_ne_bytes());
+            t[168..176].copy_from_slice(&flags.to_ne_bytes());
+            t[288..296].copy_from_slice(&dictoffset.to_ne_bytes());
+            mem.put(ty, &t);
         }
+        mem
     }
 
     pub fn put(&mut self, addr: u64, bytes: &[u8]) -> &mut Self {
@@ -58,7 +75,8 @@ impl FakeMemory {
     fn garbage_byte(seed: u64, addr: u64) -> u8 {
         let h = splitmix(seed ^ (addr / 8));
         let word = match h % 8 {
-            0..=3 => POOL + (h >> 8) % POOL_SLOTS * SLOT,
+            0..=2 => POOL + (h >> 8) % POOL_SLOTS * SLOT,
+            3 => TYPES[((h >> 8) & 1) as usize],
             4 => 0,
             5 => (h >> 8) % 32,
             6 => (h >> 8) & 0xffff_ffff,
