@@ -74,3 +74,20 @@ impl Libc {
             .ok_or_else(|| anyhow!("{name} in {} is outside its segments", self.file.path))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn corrupted_files_never_panic(data in crate::object::hostile_elf::corrupted()) {
+            let libc = Libc { file: ObjectFile::in_memory("/lib/libc.so.6", data) };
+            for name in ["pthread_mutex_lock", "main", "take_gil"] {
+                let _ = libc.function(name);
+            }
+        }
+    }
+}

@@ -152,3 +152,21 @@ fn load_bias(interp: &Interpreter, maps: &[Mapping]) -> Option<u64> {
         .min_by_key(|m| m.start)?;
     elf::load_bias(&file, first.start, first.offset)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// A corrupted file is identified or refused with a user error, never a panic.
+        #[test]
+        fn corrupted_files_never_panic(data in crate::object::hostile_elf::corrupted()) {
+            let file = ObjectFile::in_memory("/usr/lib/libpython3.12.so.1.0", data);
+            if let Ok(i) = identify(file, || "PID 1".to_owned()) {
+                let _ = load_bias(&i, &[]);
+            }
+        }
+    }
+}

@@ -123,4 +123,19 @@ mod tests {
         assert!(!is_clone_of("take_gil_helper", "take_gil"));
         assert!(!is_clone_of("_take_gil", "take_gil"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Corrupted interpreters: whatever is found has a file offset inside the object.
+        #[test]
+        fn corrupted_files_never_panic(data in crate::object::hostile_elf::corrupted()) {
+            if let Ok(elf) = object::File::parse(&*data) {
+                let found = find_gil_functions(&elf, &elf);
+                for f in found.take.iter().chain(&found.drop) {
+                    proptest::prop_assert!(is_clone_of(&f.name, "take_gil") || is_clone_of(&f.name, "drop_gil"));
+                }
+            }
+        }
+    }
 }

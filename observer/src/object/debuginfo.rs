@@ -35,6 +35,9 @@ const MAX_DEBUG_FILE: u64 = 1 << 30;
 /// MiniDebugInfo holds function symbols only (a few MB for libpython); the cap keeps a corrupt
 /// or hostile section from decompressing into all of memory.
 const MAX_MINIDEBUGINFO: usize = 256 << 20;
+/// The decoder's own memory (its dictionary): `xz -9` needs 65 MiB, MiniDebugInfo is made with
+/// far less.
+const XZ_MEMLIMIT: u64 = 96 << 20;
 
 /// Where the symbol table came from (the report's `interpreter.symbols_from`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,12 +144,11 @@ pub fn symbol_file<'a>(
     drop(elf);
 
     let mut candidates: Vec<(PathBuf, PathBuf, Expect)> = Vec::new();
-    if let Some(id) = build_id.as_deref().filter(|id| id.len() >= 2) {
-        candidates.push((
-            roots.debug.clone(),
-            build_id_path(id),
-            Expect::BuildId(id.to_vec()),
-        ));
+    if let Some((id, path)) = build_id
+        .as_deref()
+        .and_then(|id| Some((id, build_id_path(id)?)))
+    {
+        candidates.push((roots.debug.clone(), path, Expect::BuildId(id.to_vec())));
     }
     if let Some((name, crc)) = &link {
         let dir = Path::new(path)
@@ -257,14 +259,18 @@ fn parses_with_local_functions(data: &[u8]) -> bool {
     object::File::parse(data).is_ok_and(|e| has_local_functions(&e))
 }
 
-/// `usr/lib/debug/.build-id/ab/cdef….debug` for build-id `abcdef…` (relative to a root).
-pub fn build_id_path(id: &[u8]) -> PathBuf {
-    let h = hex(id);
-    PathBuf::from(format!(
+/// `usr/lib/debug/.build-id/ab/cdef….debug` for build-id `abcdef…` (relative to a root); None
+/// for an id too short to split that way.
+pub fn build_id_path(id: &[u8]) -> Option<PathBuf> {
+    let (dir, rest) = id.split_first()?;
+    if rest.is_empty() {
+        return None;
+    }
+    Some(PathBuf::from(format!(
         "usr/lib/debug/.build-id/{}/{}.debug",
-        &h[..2],
-        &h[2..]
-    ))
+        hex(&[*dir]),
+        hex(rest)
+    )))
 }
 
 /// Where a `.gnu_debuglink` name is looked for, as gdb does: next to the object, in its
@@ -301,36 +307,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Decompresses an xz stream, refusing output larger than `cap`.
+/// Decompresses an xz stream, refusing output larger than `cap`. liblzma streams: memory is
+/// its dictionary (refused past `XZ_MEMLIMIT`) plus at most `cap` bytes of output, whatever the
+/// stream's headers claim.
 fn decompress_xz(xz: &[u8], cap: usize) -> anyhow::Result<Vec<u8>> {
-    let mut out = Capped {
-        buf: Vec::new(),
-        cap,
-    };
-    lzma_rs::xz_decompress(&mut std::io::BufReader::new(xz), &mut out)
+    let stream = xz2::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, 0)
         .map_err(|e| anyhow::anyhow!("xz: {e}"))?;
-    Ok(out.buf)
-}
-
-struct Capped {
-    buf: Vec<u8>,
-    cap: usize,
-}
-
-impl std::io::Write for Capped {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len() + data.len() > self.cap {
-            return Err(std::io::Error::other(format!(
-                "decompresses to more than {} MiB",
-                self.cap >> 20
-            )));
-        }
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
+    let mut out = Vec::new();
+    xz2::read::XzDecoder::new_stream(xz, stream)
+        .take(cap as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| anyhow::anyhow!("xz: {e}"))?;
+    if out.len() > cap {
+        anyhow::bail!("decompresses to more than {} MiB", cap >> 20);
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    Ok(out)
 }
 
 /// Reads `rel` inside `root` with every symlink resolved as if `root` were `/` (the kernel's
@@ -403,9 +394,12 @@ mod tests {
     fn build_id_paths() {
         let id = [0xf9, 0xd5, 0xc8, 0x2f, 0x00, 0x01];
         assert_eq!(
-            build_id_path(&id),
+            build_id_path(&id).unwrap(),
             Path::new("usr/lib/debug/.build-id/f9/d5c82f0001.debug")
         );
+        // Found by the property test below: a one-byte (or empty) id used to panic.
+        assert_eq!(build_id_path(&[0xf9]), None);
+        assert_eq!(build_id_path(&[]), None);
     }
 
     #[test]
@@ -518,5 +512,86 @@ mod tests {
         );
         assert!(read_in_root(&root, Path::new("inside"), 1).is_err());
         std::fs::remove_dir_all(&base).ok();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        /// A corrupted object: the search answers (found or not), never panics; nothing is
+        /// read outside the (empty) roots.
+        #[test]
+        fn symbol_search_survives_corrupted_objects(
+            data in crate::object::hostile_elf::corrupted(),
+        ) {
+            let empty = std::env::temp_dir().join("gilwatch-no-debug-root");
+            let roots = Roots { target: empty.clone(), debug: empty };
+            let _ = symbol_file("/usr/lib/libpython3.12.so", &data, &roots);
+            let _ = check_debug_file(&data, &Expect::BuildId(vec![1, 2, 3]));
+            let _ = check_debug_file(&data, &Expect::Crc(0, Some(vec![1])));
+        }
+
+        #[test]
+        fn debuglink_and_build_id_of_any_bytes(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            little_endian: bool,
+        ) {
+            if let Some((name, _)) = parse_debuglink(&data, little_endian) {
+                proptest::prop_assert!(!name.is_empty() && !name.contains(&b'/'));
+            }
+            match build_id_path(&data) {
+                Some(path) => proptest::prop_assert!(path.starts_with("usr/lib/debug/.build-id")),
+                None => proptest::prop_assert!(data.len() < 2),
+            }
+        }
+
+        /// A corrupted xz stream: an error or bytes within the cap, never a panic.
+        #[test]
+        fn corrupted_xz_is_an_error_or_capped(
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<u8>(), proptest::prelude::any::<usize>(),
+                 proptest::prelude::any::<u8>()), 1..8),
+            cut: Option<usize>,
+        ) {
+            let mut xz = crate::object::hostile_elf::seeds().xz.clone();
+            crate::object::hostile_elf::corrupt(&mut xz, &edits, cut);
+            if let Ok(out) = decompress_xz(&xz, 1 << 20) {
+                proptest::prop_assert!(out.len() <= 1 << 20);
+            }
+        }
+    }
+
+    /// The MiniDebugInfo of a program compiled here (its .symtab, xz'd, in .gnu_debugdata of
+    /// its stripped copy) names its static function.
+    #[test]
+    fn minidebuginfo_round_trip() {
+        let seeds = crate::object::hostile_elf::seeds();
+        let empty = std::env::temp_dir().join("gilwatch-no-debug-root");
+        let roots = Roots {
+            target: empty.clone(),
+            debug: empty,
+        };
+        let search = symbol_file("/x/prog", &seeds.with_minidebuginfo, &roots).unwrap();
+        let (source, data) = search.found.expect("MiniDebugInfo found");
+        assert_eq!(source, SymbolSource::MiniDebugInfo);
+        assert_eq!(&*data, &seeds.with_symtab[..]);
+        let search = symbol_file("/x/prog", &seeds.stripped, &roots).unwrap();
+        assert!(search.found.is_none());
+    }
+
+    /// 64 MiB of zeros is a 10 KB xz stream: the cap holds without holding the 64 MiB.
+    #[test]
+    fn xz_bomb_is_refused() {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "head -c 67108864 /dev/zero | xz -c"])
+            .output()
+            .expect("xz");
+        assert!(out.status.success());
+        assert!(out.stdout.len() < 64 << 10, "{} bytes", out.stdout.len());
+        let e = decompress_xz(&out.stdout, 1 << 20).unwrap_err();
+        assert!(format!("{e:#}").contains("more than 1 MiB"), "{e:#}");
+        assert_eq!(
+            decompress_xz(&out.stdout, 64 << 20).unwrap().len(),
+            64 << 20
+        );
     }
 }

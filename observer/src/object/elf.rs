@@ -14,12 +14,13 @@ pub struct Sym {
     pub dynamic: bool,
 }
 
-/// Virtual address → file offset, through the loadable segment that contains it.
+/// Virtual address → file offset, through the loadable segment that contains it. Segment
+/// fields are the file's word: sums that do not fit mean no answer, not a wrapped one.
 pub fn file_offset(elf: &object::File<'_>, address: u64) -> Option<u64> {
     elf.segments().find_map(|seg| {
         let (off, size) = seg.file_range();
-        let start = seg.address();
-        (start <= address && address < start + size).then(|| address - start + off)
+        let into = address.checked_sub(seg.address())?;
+        (into < size).then(|| off.checked_add(into)).flatten()
     })
 }
 
@@ -28,10 +29,12 @@ pub fn file_offset(elf: &object::File<'_>, address: u64) -> Option<u64> {
 pub fn load_bias(elf: &object::File<'_>, start: u64, offset: u64) -> Option<u64> {
     let seg = elf.segments().find(|s| {
         let (off, size) = s.file_range();
-        off <= offset && offset < off + size.max(1)
+        offset
+            .checked_sub(off)
+            .is_some_and(|into| into < size.max(1))
     })?;
     let (seg_off, _) = seg.file_range();
-    let vaddr_at_mapping = seg.address() + (offset - seg_off);
+    let vaddr_at_mapping = seg.address().checked_add(offset - seg_off)?;
     Some(start.wrapping_sub(vaddr_at_mapping & !0xfff))
 }
 
@@ -78,5 +81,49 @@ mod tests {
         let first = elf.segments().next().unwrap();
         let bias = load_bias(&elf, 0x5555_0000_0000, 0).unwrap();
         assert_eq!(bias, 0x5555_0000_0000 - (first.address() & !0xfff));
+    }
+
+    /// Found by the property test below: a segment at the top of the address space (or of the
+    /// file) made the containment sums overflow.
+    #[test]
+    fn segments_at_the_top_of_the_address_space() {
+        let mut data = std::fs::read("/usr/bin/true").unwrap();
+        let phoff = u64::from_le_bytes(data[0x20..0x28].try_into().unwrap()) as usize;
+        let phnum = u16::from_le_bytes(data[0x38..0x3a].try_into().unwrap()) as usize;
+        let load = (0..phnum)
+            .map(|i| phoff + 56 * i)
+            .find(|&p| data[p..p + 4] == 1u32.to_le_bytes())
+            .expect("a PT_LOAD");
+        let top = (u64::MAX - 0x10).to_le_bytes();
+        data[load + 8..load + 16].copy_from_slice(&top); // p_offset
+        data[load + 16..load + 24].copy_from_slice(&top); // p_vaddr
+        let elf = object::File::parse(&*data).unwrap();
+        // 8 bytes into the segment: 8 bytes past its file offset, no wrap-around on the way.
+        assert_eq!(file_offset(&elf, u64::MAX - 0x8), Some(u64::MAX - 0x8));
+        assert!(load_bias(&elf, 0x5555_0000_0000, u64::MAX - 0x8).is_some());
+        assert_eq!(file_offset(&elf, 0x1000), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        /// Corrupted files: no panic, and what comes back stays inside what the file says.
+        #[test]
+        fn corrupted_files_never_panic(
+            data in crate::object::hostile_elf::corrupted(),
+            address: u64,
+            start: u64,
+            offset: u64,
+        ) {
+            let syms = symbols(&data);
+            proptest::prop_assert!(syms.windows(2).all(|w| w[0].address <= w[1].address));
+            if let Ok(elf) = object::File::parse(&*data) {
+                let _ = file_offset(&elf, address);
+                let _ = load_bias(&elf, start, offset);
+                for s in syms.iter().take(64) {
+                    let _ = file_offset(&elf, s.address);
+                }
+            }
+        }
     }
 }

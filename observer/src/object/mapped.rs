@@ -39,7 +39,7 @@ impl MappedObject {
             .rev()
             .take(64)
             .filter(|s| s.kind == SymbolKind::Data)
-            .find(|s| vaddr < s.address + s.size.max(1))
+            .find(|s| vaddr - s.address < s.size.max(1))
             .map(|s| (s, vaddr - s.address))
     }
 }
@@ -113,5 +113,58 @@ impl AddressSpace {
         } else {
             format!("{}:{}+{off:#x}", obj.file_name(), sym.name)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::object::file::ObjectFile;
+
+    fn object(bias: u64, mut symbols: Vec<Sym>) -> MappedObject {
+        symbols.sort_by_key(|s| s.address);
+        MappedObject {
+            file: ObjectFile::in_memory("/lib/x.so", Vec::new()),
+            bias,
+            is_executable: false,
+            symbols,
+        }
+    }
+
+    fn data(address: u64, size: u64) -> Sym {
+        Sym {
+            name: format!("d{address:x}"),
+            address,
+            size,
+            kind: SymbolKind::Data,
+            dynamic: true,
+        }
+    }
+
+    #[test]
+    fn a_symbol_at_the_top_of_the_address_space() {
+        // Found by the property test below: address + size used to overflow.
+        let o = object(0, vec![data(u64::MAX - 1, 16)]);
+        let (s, off) = o.data_symbol_at(u64::MAX).expect("inside");
+        assert_eq!((s.address, off), (u64::MAX - 1, 1));
+        assert!(o.data_symbol_at(u64::MAX - 2).is_none());
+    }
+
+    proptest! {
+        /// Symbols of a corrupt file: the answer, if any, is a symbol that contains the address.
+        #[test]
+        fn data_symbol_at_any_address(
+            bias: u64,
+            addr: u64,
+            syms in proptest::collection::vec((any::<u64>(), any::<u64>()), 0..16),
+        ) {
+            let o = object(bias, syms.into_iter().map(|(a, s)| data(a, s)).collect());
+            if let Some((s, off)) = o.data_symbol_at(addr) {
+                prop_assert_eq!(s.address.wrapping_add(off), addr.wrapping_sub(bias));
+                prop_assert!(off < s.size.max(1));
+            }
+        }
     }
 }

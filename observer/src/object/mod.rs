@@ -4,4 +4,6 @@
 pub mod debuginfo;
 pub mod elf;
 pub mod file;
+#[cfg(test)]
+pub mod hostile_elf;
 pub mod mapped;

@@ -6,7 +6,72 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Reads of another address space: a live process, or (in tests) bytes served at will. The
+/// readers of interpreter state go through this, so tests can feed them garbage.
+pub trait RemoteMemory {
+    /// The process whose memory this is (its /proc entries name its threads).
+    fn pid(&self) -> u32;
+
+    /// Fills `buf` from `addr`, or fails: a short read is an error, because a half-filled
+    /// struct is worse than none.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    fn read_u64(&self, addr: u64) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_ne_bytes(b))
+    }
+}
+
+/// Caps what one walk of a target's memory may read, in calls and in bytes: each structure
+/// read is bounded on its own, but garbage can chain bounded structures (every entry of a big
+/// dict pointing at another big dict) into hours of reading.
+pub struct ReadBudget<'a> {
+    inner: &'a dyn RemoteMemory,
+    reads_left: AtomicU64,
+    bytes_left: AtomicU64,
+    refused: AtomicBool,
+}
+
+impl<'a> ReadBudget<'a> {
+    pub fn new(inner: &'a dyn RemoteMemory, reads: u64, bytes: u64) -> Self {
+        Self {
+            inner,
+            reads_left: AtomicU64::new(reads),
+            bytes_left: AtomicU64::new(bytes),
+            refused: AtomicBool::new(false),
+        }
+    }
+
+    /// True once a read has been refused for lack of budget.
+    pub fn exhausted(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl RemoteMemory for ReadBudget<'_> {
+    fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+
+    fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        let take = |left: &AtomicU64, n: u64| {
+            left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(n))
+                .is_ok()
+        };
+        if !take(&self.reads_left, 1) || !take(&self.bytes_left, buf.len() as u64) {
+            self.reads_left.store(0, Ordering::Relaxed);
+            self.refused.store(true, Ordering::Relaxed);
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "read budget of this walk exhausted",
+            ));
+        }
+        self.inner.read(addr, buf)
+    }
+}
 
 pub struct ProcessMemory {
     pid: u32,
@@ -25,46 +90,6 @@ impl ProcessMemory {
             vm_readv_unusable: AtomicBool::new(false),
             mem_file: Mutex::new(None),
         }
-    }
-
-    /// Fills `buf` from `addr` in the target, or fails: a short read is an error, because a
-    /// half-filled struct is worse than none.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    pub fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        if addr.checked_add(buf.len() as u64).is_none() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("read of {} bytes at {addr:#x} wraps around", buf.len()),
-            ));
-        }
-        if !self.vm_readv_unusable.load(Ordering::Relaxed) {
-            match self.read_vm(addr, buf) {
-                Ok(()) => return Ok(()),
-                Err(e) => match e.raw_os_error() {
-                    // The address (or part of the range) is not mapped, or the process is gone:
-                    // /proc/PID/mem would say the same, so do not pay for a second attempt.
-                    Some(libc::EFAULT) | Some(libc::ESRCH) => return Err(e),
-                    Some(libc::ENOSYS) | Some(libc::EPERM) => {
-                        self.vm_readv_unusable.store(true, Ordering::Relaxed);
-                    }
-                    _ if e.kind() == io::ErrorKind::UnexpectedEof => return Err(e),
-                    _ => {}
-                },
-            }
-        }
-        self.read_proc_mem(addr, buf)
-    }
-
-    pub fn read_u64(&self, addr: u64) -> io::Result<u64> {
-        let mut b = [0u8; 8];
-        self.read(addr, &mut b)?;
-        Ok(u64::from_ne_bytes(b))
     }
 
     fn read_vm(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
@@ -107,6 +132,40 @@ impl ProcessMemory {
             Some(f) => f.read_exact_at(buf, addr),
             None => Err(io::Error::other("/proc/PID/mem not open")),
         }
+    }
+}
+
+impl RemoteMemory for ProcessMemory {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if addr.checked_add(buf.len() as u64).is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("read of {} bytes at {addr:#x} wraps around", buf.len()),
+            ));
+        }
+        if !self.vm_readv_unusable.load(Ordering::Relaxed) {
+            match self.read_vm(addr, buf) {
+                Ok(()) => return Ok(()),
+                Err(e) => match e.raw_os_error() {
+                    // The address (or part of the range) is not mapped, or the process is gone:
+                    // /proc/PID/mem would say the same, so do not pay for a second attempt.
+                    Some(libc::EFAULT) | Some(libc::ESRCH) => return Err(e),
+                    Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                        self.vm_readv_unusable.store(true, Ordering::Relaxed);
+                    }
+                    _ if e.kind() == io::ErrorKind::UnexpectedEof => return Err(e),
+                    _ => {}
+                },
+            }
+        }
+        self.read_proc_mem(addr, buf)
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result, bail};
 
-use super::memory::ProcessMemory;
+use super::memory::{ReadBudget, RemoteMemory};
 use crate::target::process::Process;
 
 /// Python names longer than this many code points are cut (no real thread name comes close).
@@ -24,6 +24,9 @@ const MAX_NAME_CHARS: u64 = 256;
 const MAX_DICT_ENTRIES: u64 = 1 << 17;
 const MAX_THREADS: usize = 1 << 14;
 const MAX_INTERPRETERS: usize = 256;
+/// What one naming pass may read from the target (calls, bytes): a real one takes a few
+/// thousand reads; garbage must not turn the bounded structures into hours of reading.
+const READ_BUDGET: (u64, u64) = (1 << 18, 256 << 20);
 
 // Type flags (Include/object.h), unchanged 3.7–3.14.
 const TPFLAGS_INLINE_VALUES: u64 = 1 << 2; // 3.13+
@@ -140,7 +143,8 @@ const fn layout_for(minor: u8) -> Option<Layout> {
         interp_threads_head: 8,
         tstate_thread_id: 176,
         tstate_native_thread_id: None,
-        tstate_interp: None,
+        // `prev, next, interp` open PyThreadState in every version (checked live 3.7–3.15).
+        tstate_interp: Some(16),
         ht_cached_keys: 872,
         dict_keys: DictKeys::Sized,
         values_array: 0,
@@ -203,7 +207,7 @@ const fn layout_for(minor: u8) -> Option<Layout> {
             interp_threads_head: 7344,
             tstate_thread_id: 152,
             tstate_native_thread_id: Some(160),
-            tstate_interp: None,
+            tstate_interp: Some(16),
             ht_cached_keys: 880,
             dict_keys: DictKeys::Log2,
             values_array: 8,
@@ -419,7 +423,7 @@ const HEAPTYPE_CACHED_KEYS_AFTER_TYPE: u64 = 464;
 /// too. Threads not registered in `threading._active` (bare `_thread.start_new_thread`) have
 /// no name and are absent from the result. 3.6 and older give an empty map.
 pub fn thread_names(
-    mem: &ProcessMemory,
+    mem: &dyn RemoteMemory,
     version: (u8, u8),
     runtime_addr: u64,
     tstates: &HashMap<u32, u64>,
@@ -429,6 +433,20 @@ pub fn thread_names(
         // No `_PyRuntime` before 3.7; naming threads there is not supported.
         return Ok(HashMap::new());
     }
+    let budget = ReadBudget::new(mem, READ_BUDGET.0, READ_BUDGET.1);
+    let names = thread_names_within(&budget, version, runtime_addr, tstates);
+    if budget.exhausted() {
+        bail!("gave up reading thread names: the interpreter's structures look corrupt");
+    }
+    names
+}
+
+fn thread_names_within(
+    mem: &dyn RemoteMemory,
+    version: (u8, u8),
+    runtime_addr: u64,
+    tstates: &HashMap<u32, u64>,
+) -> Result<HashMap<u32, String>> {
     let (mut reader, interp) = Reader::at_main_interpreter(mem, version, runtime_addr)?;
     let layout = reader.layout;
 
@@ -441,6 +459,12 @@ pub fn thread_names(
     let here = Process { pid: mem.pid() }.namespace_tids();
     let mut out = HashMap::new();
     for (&tid, &tstate) in tstates {
+        // A stale thread state (its thread gone, its memory reused) must not lend a name.
+        if let Some(off) = layout.tstate_interp {
+            if mem.read_u64(tstate.wrapping_add(off)).ok() != Some(interp) {
+                continue;
+            }
+        }
         let Ok(ident) = mem.read_u64(tstate.wrapping_add(layout.tstate_thread_id)) else {
             continue;
         };
@@ -479,7 +503,11 @@ pub fn thread_names(
 const GLIBC_PTHREAD_TID: u64 = 0x2d0;
 
 /// The main interpreter's `PyInterpreterState*` (3.7+; 3.13+ through `_Py_DebugOffsets`).
-pub fn main_interpreter(mem: &ProcessMemory, version: (u8, u8), runtime_addr: u64) -> Result<u64> {
+pub fn main_interpreter(
+    mem: &dyn RemoteMemory,
+    version: (u8, u8),
+    runtime_addr: u64,
+) -> Result<u64> {
     Reader::at_main_interpreter(mem, version, runtime_addr).map(|(_, interp)| interp)
 }
 
@@ -487,7 +515,7 @@ impl<'a> Reader<'a> {
     /// A reader with this version's layout (refreshed from `_Py_DebugOffsets` on 3.13+), and the
     /// main interpreter it found.
     fn at_main_interpreter(
-        mem: &'a ProcessMemory,
+        mem: &'a dyn RemoteMemory,
         version: (u8, u8),
         runtime_addr: u64,
     ) -> Result<(Self, u64)> {
@@ -513,7 +541,7 @@ struct TypeInfo {
 }
 
 struct Reader<'a> {
-    mem: &'a ProcessMemory,
+    mem: &'a dyn RemoteMemory,
     layout: Layout,
     /// Types are few (str, int, dict, Thread subclasses) and never move while alive.
     types: HashMap<u64, TypeInfo>,
@@ -545,10 +573,22 @@ impl Reader<'_> {
                 Err(e) => return Err(e),
             }
         }
-        self.nonnull(
+        let interp = self.nonnull(
             runtime.wrapping_add(layout.runtime_interp_main),
             "_PyRuntime.interpreters.main",
-        )
+        )?;
+        // Garbage there would pass for an interpreter: its first thread state must name it.
+        let head = self.nonnull(
+            interp.wrapping_add(layout.interp_threads_head),
+            "main interpreter's thread list",
+        )?;
+        if let Some(off) = layout.tstate_interp {
+            let owner = self.ptr(head.wrapping_add(off))?;
+            if owner != interp {
+                bail!("{interp:#x} is not an interpreter: its first thread state names {owner:#x}");
+            }
+        }
+        Ok(interp)
     }
 
     /// Ok(None) when `_PyRuntime` carries no debug table (so the static layout stands).
@@ -1009,11 +1049,15 @@ fn word4(buf: &[u8], at: usize) -> [u8; 4] {
 }
 
 #[cfg(test)]
+mod hostile;
+
+#[cfg(test)]
 mod tests {
     //! Live tests: start a real interpreter with named threads, read it from outside, compare
     //! with what the interpreter says about itself.
 
     use super::*;
+    use crate::python::memory::ProcessMemory;
     use std::io::{BufRead, BufReader};
     use std::process::{Child, Command, Stdio};
 

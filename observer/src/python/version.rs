@@ -85,7 +85,7 @@ fn from_py_version_symbol(elf: &object::File<'_>) -> Option<PythonVersion> {
     let section = elf.section_by_index(sym.section_index()?).ok()?;
     let data = section.data().ok()?;
     let at = usize::try_from(sym.address().checked_sub(section.address())?).ok()?;
-    let bytes: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+    let bytes: [u8; 4] = data.get(at..at.checked_add(4)?)?.try_into().ok()?;
     let hex = u32::from_le_bytes(bytes);
     let (major, minor, patch) = ((hex >> 24) as u8, (hex >> 16) as u8, (hex >> 8) as u8);
     (major == 3).then_some(PythonVersion {
@@ -160,5 +160,33 @@ mod tests {
         assert_eq!(patch_from_rodata(b"\x003.12.0rc1\x00", 3, 12), Some(0));
         assert_eq!(patch_from_rodata(b"\x003.12.1+\x00", 3, 12), Some(1));
         assert_eq!(patch_from_rodata(b"\x003.12.x\x00", 3, 12), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn corrupted_files_never_panic(data in crate::object::hostile_elf::corrupted()) {
+            if let Ok(elf) = object::File::parse(&*data) {
+                let _ = detect("libpython3.12.so.1.0", &elf);
+                let _ = detect("python3", &elf);
+                let _ = is_free_threaded("python3.13", &elf);
+                let _ = from_py_version_symbol(&elf);
+            }
+        }
+
+        #[test]
+        fn names_and_rodata_of_any_bytes(
+            name in "\\PC{0,24}(python[0-9.tm]{0,8})?\\PC{0,8}",
+            rodata in proptest::collection::vec(
+                proptest::prop_oneof![proptest::prelude::any::<u8>(), proptest::sample::select(b"3.12\0".to_vec())],
+                0..64),
+        ) {
+            let _ = from_file_name(&name);
+            if let Some(p) = patch_from_rodata(&rodata, 3, 12) {
+                let text = format!("3.12.{p}");
+                proptest::prop_assert!(find(&rodata, text.as_bytes()).is_some());
+            }
+        }
     }
 }

@@ -75,4 +75,16 @@ mod tests {
         let files: Vec<&Mapping> = m.iter().filter(|m| m.is_file()).collect();
         assert_eq!(files.len(), 3);
     }
+
+    proptest::proptest! {
+        /// The kernel writes maps, but a path can hold anything: every line parses or is skipped.
+        #[test]
+        fn any_text_parses_or_is_skipped(
+            text in "([0-9a-f]{1,16}-[0-9a-f]{1,16} [rwxp-]{4} [0-9a-f]{1,16} ..:.. [0-9]{1,8} *\\PC{0,20}\n|\\PC{0,40}\n){0,8}",
+        ) {
+            for m in parse(&text) {
+                proptest::prop_assert!(!m.path.contains('\n'));
+            }
+        }
+    }
 }
