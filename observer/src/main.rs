@@ -293,6 +293,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         exit_code: None,
         interpreter: info_interp,
         max_overhead_pct: cli.max_overhead.0,
+        trap_costs: probe::cost::TrapCosts::ASSUMED,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

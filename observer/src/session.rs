@@ -68,7 +68,7 @@ impl Session<'_> {
         let start_ns = first.at_ns;
         let mut duty = self
             .max_overhead
-            .map(|max| DutyCycle::new(max, start_ns, first.hits));
+            .map(|max| DutyCycle::new(max, self.info.trap_costs, start_ns, first.hits));
         let deadline = self.duration.map(|d| start + d);
         let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
         // Poll fast while the GIL's address is still unknown: every millisecond before it is

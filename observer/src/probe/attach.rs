@@ -21,6 +21,7 @@ use observer_common::{
 use crate::{
     error::{Exit, user},
     gil::{address::GilAddress, plan::ProbePlan},
+    probe::cost::Hits,
 };
 
 /// The kernel programs, built by observer/build.rs and embedded in the binary.
@@ -117,8 +118,8 @@ impl Attached {
         !self.links.is_empty()
     }
 
-    /// Probe traps taken so far: (uprobes, uretprobes), summed over CPUs.
-    pub fn hits(&self) -> anyhow::Result<(u64, u64)> {
+    /// Probe traps taken so far, by kind, summed over CPUs.
+    pub fn hits(&self) -> anyhow::Result<Hits> {
         let hits: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(self.ebpf.map("HITS").context("HITS map missing")?)?;
         let sum = |i| -> anyhow::Result<u64> {
@@ -128,7 +129,12 @@ impl Attached {
                 .iter()
                 .sum())
         };
-        Ok((sum(HIT_UPROBE)?, sum(HIT_URETPROBE)?))
+        // Interim: every entry trap counted as emulated until per-site counters land.
+        Ok(Hits {
+            emulated: sum(HIT_UPROBE)?,
+            stepped: 0,
+            returns: sum(HIT_URETPROBE)?,
+        })
     }
 
     /// Tells the symbol-free strategy's kernel programs where the GIL is.

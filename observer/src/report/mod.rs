@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::{
     collect::Snapshot,
     histogram::{Distribution, Summary},
+    probe::cost::TrapCosts,
 };
 
 /// JSON schema version; bump on any incompatible change (README, "JSON output").
@@ -121,6 +122,8 @@ pub struct RunInfo<'a> {
     pub exit_code: Option<i32>,
     pub interpreter: InterpreterInfo,
     pub max_overhead_pct: Option<f64>,
+    /// What a trap of each kind costs on this machine (calibrated at start).
+    pub trap_costs: TrapCosts,
 }
 
 /// Builds a report from two snapshots (`from` may be the empty snapshot taken at attach).
@@ -195,10 +198,9 @@ pub fn build(
 fn sampling(info: &RunInfo<'_>, from: &Snapshot, to: &Snapshot, duration_ns: u64) -> Sampling {
     let observed_ns = to.probed_ns.saturating_sub(from.probed_ns).min(duration_ns);
     let probed_s = observed_ns.max(1) as f64 / 1e9;
-    let probe_cost_pct = crate::probe::budget::cost_pct(
-        to.hits.0.saturating_sub(from.hits.0) as f64 / probed_s,
-        to.hits.1.saturating_sub(from.hits.1) as f64 / probed_s,
-    );
+    let probe_cost_pct = info
+        .trap_costs
+        .cost_pct(&to.hits.since(&from.hits), probed_s);
     let coverage = observed_ns as f64 / duration_ns as f64;
     Sampling {
         sampled: to.sampled,
