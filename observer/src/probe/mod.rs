@@ -4,3 +4,4 @@ pub mod attach;
 pub mod budget;
 pub mod cost;
 pub mod preflight;
+pub mod site;
