@@ -81,7 +81,8 @@ pub fn prepare(pid: u32, strategy: plan::Strategy) -> anyhow::Result<Target> {
     let process = Process::open(pid)?;
     let interpreter = locate::locate(&process)?;
     let libc = libc::locate(&process, &process.maps()?).ok();
-    let plan = plan::plan(&interpreter, libc.as_ref(), strategy)?;
+    let mut plan = plan::plan(&interpreter, libc.as_ref(), strategy)?;
+    probe::site::apply(&mut plan.points, &mut []);
     Ok(Target {
         process,
         interpreter,
@@ -179,12 +180,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Target {
         process,
         interpreter,
-        plan,
+        mut plan,
         ..
     } = target;
     let mut locks = lock::requested(&cli)
         .then(|| lock::prepare(&process, &cli))
         .transpose()?;
+    // Sites: the GIL's and the locks' probes together (a function both probe gets one site).
+    probe::site::apply(
+        &mut plan.points,
+        locks.as_mut().map_or(&mut [], |l| l.probes_mut()),
+    );
     let mut attached = attach::attach(&plan, process.pid).map_err(|e| {
         if child.is_none() && !process.is_alive() {
             user(
@@ -197,6 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     })?;
     if let Some(l) = locks.as_mut() {
         l.attach(&mut attached.ebpf)?;
+        attached.count_lock_sites(l.probes())?;
     }
     let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();
     let gil = if (wants_gil || interpreter.free_threaded) && child.is_none() {
@@ -293,7 +300,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         exit_code: None,
         interpreter: info_interp,
         max_overhead_pct: cli.max_overhead.0,
-        trap_costs: probe::cost::TrapCosts::ASSUMED,
+        trap_costs: attached.costs,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

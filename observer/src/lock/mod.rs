@@ -99,6 +99,15 @@ pub fn prepare(process: &Process, cli: &Cli) -> anyhow::Result<LockWatch> {
 }
 
 impl LockWatch {
+    pub fn probes(&self) -> &[LockProbe] {
+        &self.probes
+    }
+
+    /// For the site pass (probe/site.rs), before attaching.
+    pub fn probes_mut(&mut self) -> &mut [LockProbe] {
+        &mut self.probes
+    }
+
     /// Attaches the lock probes on the loaded BPF object; measuring starts now.
     pub fn attach(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
         let watch: Vec<u64> = self.named.iter().map(|n| n.addr).collect();
@@ -197,6 +206,7 @@ pub fn write(cli: &Cli, report: &LockReport) -> anyhow::Result<()> {
 /// A process without a GIL (C, C++, Rust…): locks only.
 pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> {
     let mut watch = prepare(&process, cli)?;
+    crate::probe::site::apply(&mut [], watch.probes_mut());
     // The BPF object with no GIL probe attached: its maps and the mutex programs.
     let empty = ProbePlan {
         strategy: "none",
@@ -209,16 +219,19 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
         },
     };
     let mut attached = gil_attach::attach(&empty, process.pid)?;
-    watch.attach(&mut attached.ebpf).map_err(|e| {
-        if !process.is_alive() {
-            user(
-                Exit::NoSuchProcess,
-                format!("PID {} exited while gilwatch was attaching", process.pid),
-            )
-        } else {
-            e
-        }
-    })?;
+    watch
+        .attach(&mut attached.ebpf)
+        .and_then(|()| attached.count_lock_sites(watch.probes()))
+        .map_err(|e| {
+            if !process.is_alive() {
+                user(
+                    Exit::NoSuchProcess,
+                    format!("PID {} exited while gilwatch was attaching", process.pid),
+                )
+            } else {
+                e
+            }
+        })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -15,6 +15,7 @@ use crate::{
         locate::Function,
         objects::{AddressSpace, MappedObject, file_offset},
     },
+    probe::site::Site,
 };
 
 /// A kernel program (by its name in observer-ebpf/src/mutex.rs) and where it attaches.
@@ -24,9 +25,19 @@ pub struct LockProbe {
     /// `object:function`, for messages and the report.
     pub symbol: String,
     pub open_path: PathBuf,
+    /// The function's entry, as a file offset.
     pub file_offset: u64,
     /// For custom lock functions: which argument identifies the lock.
     pub cookie: Option<u64>,
+    /// Where in the function the probe goes (probe/site.rs; None until placed: the entry).
+    pub site: Option<Site>,
+}
+
+impl LockProbe {
+    /// The file offset the probe attaches at.
+    pub fn attach_offset(&self) -> u64 {
+        self.file_offset + self.site.as_ref().map_or(0, |s| s.offset)
+    }
 }
 
 /// The pthread functions, what probes their entry, and whether their return is probed.
@@ -81,6 +92,7 @@ pub fn pthread_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<Lock
                 open_path: obj.open_path.clone(),
                 file_offset: off,
                 cookie: None,
+                site: None,
             });
             if ret {
                 probes.push(LockProbe {
@@ -89,6 +101,7 @@ pub fn pthread_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<Lock
                     open_path: obj.open_path.clone(),
                     file_offset: off,
                     cookie: None,
+                    site: None,
                 });
             }
         }
@@ -116,6 +129,7 @@ pub fn custom_probes(acquire: &Function, release: &Function, arg: u8, pair: u8) 
         open_path: f.open_path.clone(),
         file_offset: f.file_offset,
         cookie: Some(u64::from(arg) | (u64::from(pair & 0x7f) << 8)),
+        site: None,
     };
     vec![
         at("lockfn_acquire_enter", acquire),

@@ -54,6 +54,7 @@ impl Hits {
         }
     }
 
+    #[cfg(test)]
     pub fn total(&self) -> u64 {
         self.emulated + self.stepped + self.returns
     }

@@ -2,6 +2,7 @@
 //! what the probes cost.
 pub mod attach;
 pub mod budget;
+pub mod calibrate;
 pub mod cost;
 pub mod preflight;
 pub mod site;

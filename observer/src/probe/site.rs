@@ -28,7 +28,7 @@ use iced_x86::{
 use object::{Object as _, ObjectSection as _, SectionKind};
 use serde::Serialize;
 
-use crate::probe::cost::TrapKind;
+use crate::{gil::plan::ProbePoint, lock::plan::LockProbe, probe::cost::TrapKind};
 
 /// How far past the entry a site is looked for.
 const MAX_INSTRUCTIONS: usize = 24;
@@ -99,6 +99,31 @@ pub fn needs(program: &str) -> Option<Needs> {
     })
 }
 
+/// The pass between planning and attaching: places every probe of the GIL plan and of the lock
+/// plan together (a function both probe gets one site, so one trap).
+pub fn apply(gil: &mut [ProbePoint], locks: &mut [LockProbe]) {
+    let requests: Vec<Request> = gil
+        .iter()
+        .map(|p| Request {
+            program: p.program,
+            object: p.object.clone(),
+            entry: p.file_offset,
+        })
+        .chain(locks.iter().map(|p| Request {
+            program: p.program,
+            object: p.open_path.clone(),
+            entry: p.file_offset,
+        }))
+        .collect();
+    let mut sites = place(&requests).into_iter();
+    for p in gil.iter_mut() {
+        p.site = sites.next();
+    }
+    for p in locks.iter_mut() {
+        p.site = sites.next();
+    }
+}
+
 /// One probe to place: a program on the function at `entry` (a file offset) of `object`.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -149,14 +174,14 @@ fn unreadable() -> Site {
 }
 
 /// Identifies a file across the names it is opened by (a path, /proc/PID/map_files/…).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum FileKey {
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileKey {
     Inode(u64, u64),
     Path(PathBuf),
 }
 
 impl FileKey {
-    fn of(path: &Path) -> FileKey {
+    pub fn of(path: &Path) -> FileKey {
         match std::fs::metadata(path) {
             Ok(m) => FileKey::Inode(m.dev(), m.ino()),
             Err(_) => FileKey::Path(path.to_owned()),
@@ -370,6 +395,8 @@ fn intact(registers: &[Register], return_address: bool) -> String {
 
 fn text(instr: &Instruction) -> String {
     let mut f = GasFormatter::new();
+    f.options_mut().set_uppercase_hex(false);
+    f.options_mut().set_branch_leading_zeros(false);
     let mut s = String::new();
     f.format(instr, &mut s);
     s
