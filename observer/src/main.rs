@@ -124,6 +124,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     preflight::check_privileges()?;
 
     // Locate and plan; for `-- CMD`, start the command held at its gate.
+    // The target's CPU time before anything is attached: the baseline its probed time is
+    // compared with (probe/cpu_time.rs).
+    let cpu_at_start = cli
+        .pid
+        .and_then(|pid| probe::cpu_time::CpuTime::read(pid).ok());
     let (target, child) = match cli.pid {
         Some(pid) => {
             let process = Process::open(pid)?;
@@ -233,9 +238,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         gil_location = Some(gil.how);
     }
+    let cpu_baseline = cpu_at_start
+        .zip(attached.cpu_before_attach)
+        .and_then(|(a, b)| probe::cpu_time::Baseline::between(&a, &b));
     run_attached(
         cli,
         Attachment {
+            cpu_baseline,
             process,
             interpreter,
             plan,
@@ -256,6 +265,7 @@ struct Attachment {
     child: Option<launch::GatedChild>,
     gil_location: Option<String>,
     locks: Option<lock::LockWatch>,
+    cpu_baseline: Option<probe::cpu_time::Baseline>,
 }
 
 /// The run once probes are in place: release a gated command, watch, report.
@@ -268,6 +278,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         mut child,
         gil_location,
         locks,
+        cpu_baseline,
     } = a;
     if let Some(c) = child.as_mut() {
         c.release()?;
@@ -318,6 +329,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         duration: cli.duration,
         gil_pending,
         max_overhead: cli.max_overhead.0,
+        cpu_baseline,
     };
     let report = runtime.block_on(session.run(outputs))?;
     if let Some(l) = &locks {

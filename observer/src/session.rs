@@ -15,6 +15,7 @@ use crate::{
     probe::{
         attach::Attached,
         budget::{DutyCycle, Switch},
+        cpu_time::{Baseline, CpuTime},
     },
     report::{self, EndReason, Report, RunInfo, json, terminal},
     target::{launch::GatedChild, process::Process},
@@ -52,6 +53,8 @@ pub struct Session<'a> {
     pub gil_pending: bool,
     /// `--max-overhead`: duty-cycle the probes past this cost (% of one CPU).
     pub max_overhead: Option<f64>,
+    /// The target's system share of CPU time before the probes were attached.
+    pub cpu_baseline: Option<Baseline>,
 }
 
 impl Session<'_> {
@@ -65,6 +68,7 @@ impl Session<'_> {
         // since attach (finding the GIL and naming threads came in between), and everything
         // before the window's start must stay out of it.
         let first = collect::snapshot(self.attached, true)?;
+        let cpu_start = CpuTime::read(self.process.pid).ok();
         let start_ns = first.at_ns;
         let mut duty = self
             .max_overhead
@@ -137,11 +141,19 @@ impl Session<'_> {
             self.learn_names();
         }
         let last = self.snapshot(duty.as_ref(), start_ns, !target_gone)?;
+        let cpu_end = (!target_gone)
+            .then(|| CpuTime::read(self.process.pid).ok())
+            .flatten();
         if matches!(ended, EndReason::Interrupted | EndReason::Terminated) {
             self.grace_for_child().await;
         }
         self.info.exit_code = self.child.as_mut().and_then(GatedChild::try_wait);
-        let report = self.report("final", ended, &first, &last);
+        let mut report = self.report("final", ended, &first, &last);
+        if let (Some(b), Some(from), Some(to)) = (self.cpu_baseline, cpu_start, cpu_end) {
+            report.sampling.measured_overhead_pct = b
+                .overhead_pct(&from, &to)
+                .map(|p| (p * 100.0).round() / 100.0);
+        }
         write!(out.human, "{}", terminal::final_report(&report)).context("writing the report")?;
         out.human.flush().ok();
         if let Some(j) = out.json.as_mut() {

@@ -26,6 +26,7 @@ use crate::{
     probe::{
         calibrate::CALIBRATION_SLOT,
         cost::{Hits, TrapCosts, TrapKind},
+        cpu_time::CpuTime,
         site::{self, FileKey},
     },
 };
@@ -44,6 +45,8 @@ pub struct Attached {
     counters: Vec<Counter>,
     /// What a trap of each kind costs here (calibrated at load).
     pub costs: TrapCosts,
+    /// The target's CPU time just before its first probe went in (the unobserved baseline's end).
+    pub cpu_before_attach: Option<CpuTime>,
 }
 
 /// A `site_hit`/`site_return_hit` program on one probed instruction, counting its traps.
@@ -130,6 +133,7 @@ pub fn attach(plan: &ProbePlan, pid: u32) -> anyhow::Result<Attached> {
         pid,
         counters: Vec::new(),
         costs,
+        cpu_before_attach: None,
     };
     let sites: Vec<(PathBuf, u64, u64, &'static str, Option<site::Site>)> = plan
         .points
@@ -145,6 +149,7 @@ pub fn attach(plan: &ProbePlan, pid: u32) -> anyhow::Result<Attached> {
         })
         .collect();
     attached.add_counters(&sites, true);
+    attached.cpu_before_attach = CpuTime::read(pid.get()).ok();
     let mut loaded: Vec<&'static str> = Vec::new();
     for point in &plan.points {
         let prog = program(&mut attached.ebpf, point.program)?;

@@ -4,5 +4,6 @@ pub mod attach;
 pub mod budget;
 pub mod calibrate;
 pub mod cost;
+pub mod cpu_time;
 pub mod preflight;
 pub mod site;

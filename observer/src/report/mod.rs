@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::{
     collect::Snapshot,
     histogram::{Distribution, Summary},
-    probe::cost::TrapCosts,
+    probe::cost::{Hits, TrapCosts},
 };
 
 /// JSON schema version; bump on any incompatible change (README, "JSON output").
@@ -109,6 +109,14 @@ pub struct Sampling {
     pub probe_cost_pct: f64,
     /// The same averaged over the wall time: probe_cost_pct × coverage.
     pub overhead_pct: f64,
+    /// The check of that estimate from the target's own CPU time: its system time beyond its
+    /// unobserved share, % of one CPU over the wall time (probe/cpu_time.rs). Null when there
+    /// was no unobserved baseline (`-- CMD`, a target that hardly ran) or the target exited.
+    pub measured_overhead_pct: Option<f64>,
+    /// Probe traps taken in the window, by kind.
+    pub traps: Hits,
+    /// What one trap of each kind costs on this machine (calibrated at start).
+    pub trap_costs: TrapCosts,
 }
 
 /// Names for a thread: (os_name, python_name).
@@ -209,6 +217,9 @@ fn sampling(info: &RunInfo<'_>, from: &Snapshot, to: &Snapshot, duration_ns: u64
         max_overhead_pct: info.max_overhead_pct,
         probe_cost_pct: round2(probe_cost_pct),
         overhead_pct: round2(probe_cost_pct * coverage),
+        measured_overhead_pct: None,
+        traps: to.hits.since(&from.hits),
+        trap_costs: info.trap_costs,
     }
 }
 
