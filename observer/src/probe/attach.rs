@@ -49,9 +49,21 @@ pub struct Attached {
     pub cpu_before_attach: Option<CpuTime>,
 }
 
+/// A probed instruction: its file, the attach offset, and whether it counts uretprobe returns.
+type SiteKey = (FileKey, u64, bool);
+
+/// One probe as the counters see it.
+struct Probed {
+    object: PathBuf,
+    entry: u64,
+    offset: u64,
+    program: &'static str,
+    site: Option<site::Site>,
+}
+
 /// A `site_hit`/`site_return_hit` program on one probed instruction, counting its traps.
 struct Counter {
-    key: (FileKey, u64, bool),
+    key: SiteKey,
     object: PathBuf,
     file_offset: u64,
     /// None: a uretprobe's returns.
@@ -135,17 +147,15 @@ pub fn attach(plan: &ProbePlan, pid: u32) -> anyhow::Result<Attached> {
         costs,
         cpu_before_attach: None,
     };
-    let sites: Vec<(PathBuf, u64, u64, &'static str, Option<site::Site>)> = plan
+    let sites: Vec<Probed> = plan
         .points
         .iter()
-        .map(|p| {
-            (
-                p.object.clone(),
-                p.file_offset,
-                p.attach_offset(),
-                p.program,
-                p.site.clone(),
-            )
+        .map(|p| Probed {
+            object: p.object.clone(),
+            entry: p.file_offset,
+            offset: p.attach_offset(),
+            program: p.program,
+            site: p.site.clone(),
         })
         .collect();
     attached.add_counters(&sites, true);
@@ -188,20 +198,16 @@ impl Attached {
     }
 
     /// Registers trap counters for probes (deduplicated by site), attaching those that are not
-    /// duty-cycled now. `sites`: (object, entry, attach offset, program, site).
-    fn add_counters(
-        &mut self,
-        sites: &[(PathBuf, u64, u64, &'static str, Option<site::Site>)],
-        duty_cycled: bool,
-    ) {
-        for (object, entry, offset, program, site) in sites {
-            let is_return = site::needs(program).is_some_and(|n| n.is_return);
-            let file = FileKey::of(object);
+    /// duty-cycled now.
+    fn add_counters(&mut self, sites: &[Probed], duty_cycled: bool) {
+        for p in sites {
+            let is_return = site::needs(p.program).is_some_and(|n| n.is_return);
+            let file = FileKey::of(&p.object);
             let (file_offset, kind) = if is_return {
-                (*entry, None)
+                (p.entry, None)
             } else {
-                let kind = site.as_ref().map_or(TrapKind::SingleStepped, |s| s.trap);
-                (*offset, Some(kind))
+                let kind = p.site.as_ref().map_or(TrapKind::SingleStepped, |s| s.trap);
+                (p.offset, Some(kind))
             };
             let key = (file, file_offset, is_return);
             if self
@@ -219,7 +225,7 @@ impl Attached {
             }
             self.counters.push(Counter {
                 key,
-                object: object.clone(),
+                object: p.object.clone(),
                 file_offset,
                 kind,
                 duty_cycled,
@@ -250,16 +256,14 @@ impl Attached {
 
     /// Counts the traps of the lock probes too (attached for the whole run).
     pub fn count_lock_sites(&mut self, probes: &[LockProbe]) -> anyhow::Result<()> {
-        let sites: Vec<_> = probes
+        let sites: Vec<Probed> = probes
             .iter()
-            .map(|p| {
-                (
-                    p.open_path.clone(),
-                    p.file_offset,
-                    p.attach_offset(),
-                    p.program,
-                    p.site.clone(),
-                )
+            .map(|p| Probed {
+                object: p.open_path.clone(),
+                entry: p.file_offset,
+                offset: p.attach_offset(),
+                program: p.program,
+                site: p.site.clone(),
             })
             .collect();
         self.add_counters(&sites, false);
@@ -307,7 +311,7 @@ impl Attached {
                 .map("SITE_HITS")
                 .context("SITE_HITS map missing")?,
         )?;
-        let mut per_site: Vec<(&(FileKey, u64, bool), Option<TrapKind>, u64)> = Vec::new();
+        let mut per_site: Vec<(&SiteKey, Option<TrapKind>, u64)> = Vec::new();
         for (slot, c) in self.counters.iter().enumerate() {
             let n: u64 = map
                 .get(&(slot as u32), 0)
