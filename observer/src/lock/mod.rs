@@ -24,7 +24,11 @@ use crate::{
     error::{Exit, user},
     gil::plan::ProbePlan,
     lock::{collect::LockSnapshot, objects::AddressSpace, plan::LockProbe},
-    probe::attach as gil_attach,
+    probe::{
+        attach as gil_attach,
+        cost::Overhead,
+        cpu_time::{Baseline, CpuTime},
+    },
     report::{
         EndReason,
         lock::{self as lock_report, LockContext, LockReport, Named},
@@ -205,6 +209,7 @@ pub fn write(cli: &Cli, report: &LockReport) -> anyhow::Result<()> {
 
 /// A process without a GIL (C, C++, Rust…): locks only.
 pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> {
+    let cpu_at_start = CpuTime::read(process.pid).ok();
     let mut watch = prepare(&process, cli)?;
     crate::probe::site::apply(&mut [], watch.probes_mut());
     // The BPF object with no GIL probe attached: its maps and the mutex programs.
@@ -232,13 +237,30 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
                 e
             }
         })?;
+    let baseline = cpu_at_start
+        .zip(attached.cpu_before_attach)
+        .and_then(|(a, b)| Baseline::between(&a, &b));
+    let (hits_start, cpu_start) = (attached.hits()?, CpuTime::read(process.pid).ok());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
     let mut names = HashMap::new();
     let ended = runtime.block_on(session::wait(&process, cli.duration, &mut names))?;
-    let report = watch.report(&attached.ebpf, ended, &names)?;
+    let mut report = watch.report(&attached.ebpf, ended, &names)?;
+    let cpu_end = CpuTime::read(process.pid).ok();
+    let traps = attached.hits()?.since(&hits_start);
+    let secs = report.duration_ns as f64 / 1e9;
+    let round = |p: f64| (p * 100.0).round() / 100.0;
+    report.overhead = Some(Overhead {
+        estimate_pct: round(attached.costs.cost_pct(&traps, secs)),
+        measured_pct: baseline
+            .zip(cpu_start.zip(cpu_end))
+            .and_then(|(b, (from, to))| b.overhead_pct(&from, &to))
+            .map(round),
+        traps,
+        trap_costs: attached.costs,
+    });
     drop(attached);
     write(cli, &report)?;
     Ok(Exit::Ok.into())

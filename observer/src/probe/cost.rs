@@ -105,6 +105,19 @@ impl TrapCosts {
     }
 }
 
+/// What observing cost a run without a GIL report (locks only): the estimate, and its check
+/// from the target's CPU time (probe/cpu_time.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Overhead {
+    /// % of one CPU over the run: traps × their calibrated cost.
+    pub estimate_pct: f64,
+    /// % of one CPU from the target's system time beyond its unobserved share; null without a
+    /// baseline.
+    pub measured_pct: Option<f64>,
+    pub traps: Hits,
+    pub trap_costs: TrapCosts,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,8 @@ pub struct LockReport {
     /// Discover mode: every contended mutex, most waiting first.
     pub locks: Vec<LockEntry>,
     pub lost_events: u64,
+    /// What the probes cost (runs without a GIL report; with one, its `sampling` says it).
+    pub overhead: Option<crate::probe::cost::Overhead>,
 }
 
 /// A lock the user named (`--lock`): always reported, even when nothing happened to it.
@@ -337,6 +339,7 @@ pub fn build(
         probes: ctx.probes.clone(),
         locks,
         lost_events: to.lost_events.saturating_sub(from.lost_events),
+        overhead: None,
     }
 }
 
