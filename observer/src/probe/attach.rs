@@ -24,7 +24,7 @@ use crate::{
     gil::{address::GilAddress, plan::ProbePlan},
     lock::plan::LockProbe,
     probe::{
-        calibrate::CALIBRATION_SLOT,
+        calibrate::FIRST_CALIBRATION_SLOT,
         cost::{Hits, TrapCosts, TrapKind},
         cpu_time::CpuTime,
         site::{self, FileKey},
@@ -217,9 +217,9 @@ impl Attached {
             {
                 continue;
             }
-            if self.counters.len() >= CALIBRATION_SLOT as usize {
+            if self.counters.len() >= FIRST_CALIBRATION_SLOT as usize {
                 eprintln!(
-                    "gilwatch: more than {CALIBRATION_SLOT} probe sites: traps beyond are not counted"
+                    "gilwatch: more than {FIRST_CALIBRATION_SLOT} probe sites: traps beyond are not counted"
                 );
                 return;
             }

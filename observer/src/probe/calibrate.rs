@@ -1,7 +1,10 @@
 //! Measures what a trap of each kind costs on this machine, in gilwatch's own process, before the
-//! target is touched: two functions of our own, one whose first instruction the kernel emulates
-//! (`push`) and one it must single-step (`mov`), each called in a loop with and without a
-//! counting uprobe on it, and the first again with a uretprobe. A few milliseconds.
+//! target is touched: three functions of our own, one whose first instruction the kernel emulates
+//! (`push`), one it must single-step (`mov`), and one with a uretprobe, each called in a loop
+//! with and without a counting probe on it. A few milliseconds of calls.
+//!
+//! The probes stay attached until gilwatch exits: nothing calls these functions afterwards, and
+//! detaching a uprobe waits for an RCU grace period (about 0.1 s each here).
 //!
 //! The figures include the counting program every site carries (observer-ebpf/src/site_hits.rs),
 //! not the GIL and lock programs' own work, which is small beside the trap.
@@ -11,13 +14,11 @@ use anyhow::{Context as _, anyhow};
 use aya::{Ebpf, maps::PerCpuArray, programs::uprobe::UProbeScope};
 use observer_common::MAX_SITES;
 
-use crate::probe::{
-    attach::{attach_counter, detach_counter},
-    cost::TrapCosts,
-};
+use crate::probe::{attach::attach_counter, cost::TrapCosts};
 
-/// The counter slot calibration uses; run probes use the slots below it.
-pub const CALIBRATION_SLOT: u32 = MAX_SITES - 1;
+/// The counter slots calibration uses (emulated, single-stepped, return); run probes use the
+/// slots below them.
+pub const FIRST_CALIBRATION_SLOT: u32 = MAX_SITES - 3;
 /// Calls per batch, and batches (the median batch is kept: other work on the machine only ever
 /// makes a batch slower).
 const EMULATED_CALLS: u32 = 2000;
@@ -42,6 +43,15 @@ global_asm!(
     "    mov %rdi, %rax",
     "    ret",
     ".size gilwatch_calibrate_stepped, .-gilwatch_calibrate_stepped",
+    ".globl gilwatch_calibrate_return",
+    ".type gilwatch_calibrate_return,@function",
+    ".p2align 4",
+    "gilwatch_calibrate_return:",
+    "    push %rbp",
+    "    mov %rdi, %rax",
+    "    pop %rbp",
+    "    ret",
+    ".size gilwatch_calibrate_return, .-gilwatch_calibrate_return",
     options(att_syntax)
 );
 
@@ -50,6 +60,8 @@ unsafe extern "C" {
     fn gilwatch_calibrate_emulated(x: u64) -> u64;
     /// Returns its argument; starts with `mov %rdi,%rax` (single-stepped).
     fn gilwatch_calibrate_stepped(x: u64) -> u64;
+    /// The same as the emulated one, for the uretprobe (a probe of its own).
+    fn gilwatch_calibrate_return(x: u64) -> u64;
 }
 
 type Probe = unsafe extern "C" fn(u64) -> u64;
@@ -58,14 +70,37 @@ type Probe = unsafe extern "C" fn(u64) -> u64;
 pub fn run(ebpf: &mut Ebpf) -> anyhow::Result<TrapCosts> {
     let emulated: Probe = gilwatch_calibrate_emulated;
     let stepped: Probe = gilwatch_calibrate_stepped;
-    let e_site = own_file_offset(emulated as usize as u64)?;
-    let s_site = own_file_offset(stepped as usize as u64)?;
+    let returning: Probe = gilwatch_calibrate_return;
     let base_e = median(|| time(emulated, EMULATED_CALLS));
     let base_s = median(|| time(stepped, STEPPED_CALLS));
-    let emulated_ns = probed(ebpf, &e_site, false, emulated, EMULATED_CALLS)? - base_e;
-    let stepped_ns = probed(ebpf, &s_site, false, stepped, STEPPED_CALLS)? - base_s;
+    let base_r = median(|| time(returning, EMULATED_CALLS));
+    let scope = UProbeScope::OneProcess(
+        std::num::NonZeroU32::new(std::process::id()).ok_or_else(|| anyhow!("PID 0"))?,
+    );
+    // Slot by slot: emulated entry, single-stepped entry, a uretprobe's entry and return.
+    let probes = [
+        (emulated, false, EMULATED_CALLS),
+        (stepped, false, STEPPED_CALLS),
+        (returning, true, EMULATED_CALLS),
+    ];
+    for (slot, &(f, is_return, _)) in (FIRST_CALIBRATION_SLOT..).zip(&probes) {
+        let (object, offset) = own_file_offset(f as usize as u64)?;
+        attach_counter(ebpf, is_return, slot, &object, offset, scope)?;
+    }
+    let mut ns = [0.0; 3];
+    for (i, (slot, &(f, _, calls))) in (FIRST_CALIBRATION_SLOT..).zip(&probes).enumerate() {
+        let before = slot_hits(ebpf, slot)?;
+        ns[i] = median(|| time(f, calls));
+        // The probe must have fired on every call, or there was nothing to time.
+        let fired = slot_hits(ebpf, slot)? - before;
+        if fired < BATCHES as u64 * u64::from(calls) {
+            return Err(anyhow!("a calibration probe fired {fired} times"));
+        }
+    }
+    let emulated_ns = ns[0] - base_e;
+    let stepped_ns = ns[1] - base_s;
     // A uretprobe alone: its entry trap (emulated here) plus the return.
-    let with_return = probed(ebpf, &e_site, true, emulated, EMULATED_CALLS)? - base_e;
+    let with_return = ns[2] - base_r;
     Ok(TrapCosts {
         emulated_ns: emulated_ns.max(1.0),
         stepped_ns: stepped_ns.max(1.0),
@@ -74,33 +109,10 @@ pub fn run(ebpf: &mut Ebpf) -> anyhow::Result<TrapCosts> {
     })
 }
 
-/// ns per call, with a counter attached at the site (and its return counter if `is_return`).
-fn probed(
-    ebpf: &mut Ebpf,
-    site: &(PathBuf, u64),
-    is_return: bool,
-    f: Probe,
-    calls: u32,
-) -> anyhow::Result<f64> {
-    let scope = UProbeScope::OneProcess(
-        std::num::NonZeroU32::new(std::process::id()).ok_or_else(|| anyhow!("PID 0"))?,
-    );
-    let before = slot_hits(ebpf)?;
-    let link = attach_counter(ebpf, is_return, CALIBRATION_SLOT, &site.0, site.1, scope)?;
-    let ns = median(|| time(f, calls));
-    detach_counter(ebpf, is_return, link)?;
-    // The probe must have fired on every call, or there was nothing to time.
-    let fired = slot_hits(ebpf)? - before;
-    if fired < BATCHES as u64 * u64::from(calls) {
-        return Err(anyhow!("the calibration probe fired {fired} times"));
-    }
-    Ok(ns)
-}
-
-fn slot_hits(ebpf: &Ebpf) -> anyhow::Result<u64> {
+fn slot_hits(ebpf: &Ebpf, slot: u32) -> anyhow::Result<u64> {
     let map: PerCpuArray<_, u64> =
         PerCpuArray::try_from(ebpf.map("SITE_HITS").context("SITE_HITS map missing")?)?;
-    Ok(map.get(&CALIBRATION_SLOT, 0)?.iter().sum())
+    Ok(map.get(&slot, 0)?.iter().sum())
 }
 
 /// CPU ns per call of `calls` calls. The thread's own CPU time, not the wall clock: on a busy
