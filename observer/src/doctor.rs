@@ -158,7 +158,7 @@ pub fn site_line(symbol: &str, program: &str, site: Option<&Site>, costs: &TrapC
         format!("{:.2} µs/hit", costs.of(s.trap) / 1e3)
     };
     let at = if is_return {
-        "return".to_owned()
+        " (return)".to_owned()
     } else {
         format!("+{:#x}", s.offset)
     };
