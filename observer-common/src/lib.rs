@@ -62,10 +62,9 @@ pub const ERR_STATS_MAP_FULL: u32 = 0;
 pub const ERR_THREADS_MAP_FULL: u32 = 1;
 pub const ERR_COUNTERS: u32 = 2;
 
-/// Slots of the kernel's HITS array: probe traps taken, by kind (a uretprobe costs more).
-pub const HIT_UPROBE: u32 = 0;
-pub const HIT_URETPROBE: u32 = 1;
-pub const HIT_KINDS: u32 = 2;
+/// Slots of the kernel's per-site trap counters (observer-ebpf/src/site_hits.rs): distinct
+/// probed instructions and uretprobe returns of one run.
+pub const MAX_SITES: u32 = 256;
 
 /// Slots of the kernel's GIL_ADDRS array (the symbol-free strategy's filter addresses).
 pub const GIL_ADDR_MUTEX: u32 = 0;

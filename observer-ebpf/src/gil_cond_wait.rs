@@ -11,14 +11,13 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use observer_common::{GIL_ADDR_COND, HIT_UPROBE, HIT_URETPROBE};
+use observer_common::GIL_ADDR_COND;
 
-use crate::{THREADS, count_hit, current_tid, gil_libc::gil_addr, now_ns};
+use crate::{THREADS, current_tid, gil_libc::gil_addr, now_ns};
 
 /// `pthread_cond_timedwait` entry: a thread inside take_gil blocks on the GIL's condition.
 #[uprobe]
 pub fn gil_cond_wait_enter(ctx: ProbeContext) -> u32 {
-    count_hit(HIT_UPROBE);
     let cond: u64 = ctx.arg(0).unwrap_or(0);
     let gil_cond = gil_addr(GIL_ADDR_COND);
     // Until userspace has found the GIL (`-- CMD`, the first milliseconds), any timed wait of a
@@ -44,7 +43,6 @@ pub fn gil_cond_wait_enter(ctx: ProbeContext) -> u32 {
 /// now unless another thread got it first (then it waits again, and this is overwritten).
 #[uretprobe]
 pub fn gil_cond_wait_return(_ctx: RetProbeContext) -> u32 {
-    count_hit(HIT_URETPROBE);
     let tid = current_tid();
     let Some(st) = THREADS.get_ptr_mut(&tid) else {
         return 0;

@@ -20,11 +20,10 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use observer_common::{
-    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SLOTS, GIL_ADDR_SWITCH_MUTEX, HIT_UPROBE, StatKind,
-    ThreadGilState,
+    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SLOTS, GIL_ADDR_SWITCH_MUTEX, StatKind, ThreadGilState,
 };
 
-use crate::{THREADS, count_hit, current_tid, now_ns, record, track_thread};
+use crate::{THREADS, current_tid, now_ns, record, track_thread};
 
 #[map]
 static GIL_ADDRS: Array<u64> = Array::with_max_entries(GIL_ADDR_SLOTS, 0);
@@ -36,7 +35,6 @@ pub(crate) fn gil_addr(slot: u32) -> u64 {
 
 #[uprobe]
 pub fn gil_mutex_lock(ctx: ProbeContext) -> u32 {
-    count_hit(HIT_UPROBE);
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         return 0;
@@ -90,7 +88,6 @@ pub fn gil_mutex_lock(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn gil_cond_signal(ctx: ProbeContext) -> u32 {
-    count_hit(HIT_UPROBE);
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 || addr != gil_addr(GIL_ADDR_COND) {
         return 0;

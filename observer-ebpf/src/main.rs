@@ -27,10 +27,11 @@ use aya_ebpf::{
 mod gil_cond_wait;
 mod gil_libc;
 mod histogram;
+mod site_hits;
 
 use observer_common::{
-    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, HIT_KINDS, HIT_UPROBE, HIT_URETPROBE,
-    Histogram, MAX_STATS, MAX_THREADS, StatKey, StatKind, ThreadGilState,
+    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, Histogram, MAX_STATS, MAX_THREADS,
+    StatKey, StatKind, ThreadGilState,
 };
 
 /// Hash maps that allocate entries as they are inserted (BPF_F_NO_PREALLOC): kernel memory grows
@@ -58,19 +59,6 @@ static LAST_DROP: Array<u64> = Array::with_max_entries(1, 0);
 /// Events we could not record, by cause (ERR_*): reported so a full map is never silent.
 #[map]
 static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ERR_COUNTERS, 0);
-
-/// Probe traps taken, by kind (HIT_UPROBE, HIT_URETPROBE), counted before any filtering: every
-/// trap costs the target the same. The overhead budget (probe/budget.rs) reads them.
-#[map]
-static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIT_KINDS, 0);
-
-#[inline(always)]
-pub(crate) fn count_hit(kind: u32) {
-    if let Some(c) = HITS.get_ptr_mut(kind) {
-        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-        unsafe { *c += 1 };
-    }
-}
 
 #[inline(always)]
 pub(crate) fn current_tid() -> u32 {
@@ -105,7 +93,6 @@ pub(crate) fn record(tid: u32, kind: StatKind, ns: u64) {
 
 #[inline(always)]
 fn take_enter(tstate: u64, tentative_hold: bool) {
-    count_hit(HIT_UPROBE);
     let tid = current_tid();
     let now = now_ns();
     track_thread(
@@ -165,7 +152,6 @@ pub fn take_gil_tentative_arg1(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
-    count_hit(HIT_URETPROBE);
     let tid = current_tid();
     let Some(st) = THREADS.get_ptr_mut(&tid) else {
         return 0;
@@ -190,7 +176,6 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
 /// end (the hold's start) was only final once the thread stopped waking up in take_gil.
 #[uprobe]
 pub fn drop_gil_enter(_ctx: ProbeContext) -> u32 {
-    count_hit(HIT_UPROBE);
     let tid = current_tid();
     let Some(st) = THREADS.get_ptr_mut(&tid) else {
         return 0;

@@ -7,7 +7,10 @@ use observer_common::{
     ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, Histogram, StatKey, StatKind, ThreadGilState,
 };
 
-use crate::{histogram::Distribution, probe::attach::Attached};
+use crate::{
+    histogram::Distribution,
+    probe::{attach::Attached, cost::Hits},
+};
 
 /// One thread's cumulative numbers at a moment.
 #[derive(Clone, Default)]
@@ -26,8 +29,8 @@ pub struct Snapshot {
     pub tstates: HashMap<u32, u64>,
     /// Events dropped because a kernel map was full.
     pub lost_events: u64,
-    /// Probe traps taken since attach: (uprobes, uretprobes).
-    pub hits: (u64, u64),
+    /// Probe traps taken since attach, by kind.
+    pub hits: Hits,
     /// Time the probes were attached since attach (less than the wall time when duty cycling).
     pub probed_ns: u64,
     /// Whether duty cycling has had the probes off at some point up to now.

@@ -3,7 +3,12 @@ use std::fmt::Write as _;
 
 use object::Object;
 
-use crate::{find_gil, gil::plan::Strategy, prepare};
+use crate::{
+    find_gil,
+    gil::plan::Strategy,
+    prepare,
+    probe::{cost::TrapCosts, site::Site},
+};
 
 pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     let t = prepare(pid, strategy)?;
@@ -79,14 +84,34 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     }
     let asked = format!("{strategy:?}").to_lowercase();
     let _ = writeln!(out, "strategy     {} (asked: {asked})", t.plan.strategy);
+    // What a trap costs here: measured like a run does (needs root), else the assumed figures.
+    let costs = crate::probe::attach::load_object(crate::probe::attach::MapNeeds::NONE)
+        .and_then(|mut ebpf| {
+            crate::probe::attach::load_counters(&mut ebpf)?;
+            crate::probe::calibrate::run(&mut ebpf)
+        })
+        .unwrap_or(TrapCosts::ASSUMED);
+    let _ = writeln!(
+        out,
+        "trap cost    {}: emulated {:.2} µs, single-stepped {:.2} µs, uretprobe return +{:.2} µs",
+        costs.source,
+        costs.emulated_ns / 1e3,
+        costs.stepped_ns / 1e3,
+        costs.return_ns / 1e3
+    );
     for point in &t.plan.points {
         let _ = writeln!(
             out,
             "  probe      {:<20} at {}+{:#x} → {}",
             point.symbol,
             crate::target::process::file_name(&point.object_name),
-            point.file_offset,
+            point.attach_offset(),
             point.program
+        );
+        let _ = writeln!(
+            out,
+            "{}",
+            site_line(&point.symbol, point.program, point.site.as_ref(), &costs)
         );
     }
     if t.plan.needs_gil_address() || t.plan.wants_gil_address() || i.free_threaded {
@@ -116,6 +141,37 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     }
     print!("{out}");
     Ok(())
+}
+
+/// `    site  pthread_mutex_lock+0xe  jne …  emulated, 0.45 µs/hit: why`
+pub fn site_line(symbol: &str, program: &str, site: Option<&Site>, costs: &TrapCosts) -> String {
+    let Some(s) = site else {
+        return format!("    site     {symbol}+0x0, not placed (counted as single-stepped)");
+    };
+    let is_return = crate::probe::site::needs(program).is_some_and(|n| n.is_return);
+    let cost = if is_return {
+        format!(
+            "{:.2} µs/hit with the entry trap it shares",
+            costs.return_ns / 1e3
+        )
+    } else {
+        format!("{:.2} µs/hit", costs.of(s.trap) / 1e3)
+    };
+    let at = if is_return {
+        " (return)".to_owned()
+    } else {
+        format!("+{:#x}", s.offset)
+    };
+    format!(
+        "    site     {symbol}{at}  `{}`  {}, {cost}: {}",
+        s.instruction,
+        if is_return {
+            "uretprobe"
+        } else {
+            s.trap.label()
+        },
+        s.why
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {

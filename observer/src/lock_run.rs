@@ -11,7 +11,11 @@ use crate::{
     error::{Exit, user},
     gil::plan::ProbePlan,
     lock::{LockWatch, attach, collect, plan, prepare, session, symbolize},
-    probe::attach as gil_attach,
+    probe::{
+        attach as gil_attach,
+        cost::Overhead,
+        cpu_time::{Baseline, CpuTime},
+    },
     report::{
         json,
         lock::{self as lock_report, LockContext, LockReport},
@@ -88,7 +92,9 @@ pub fn write(cli: &Cli, report: &LockReport) -> anyhow::Result<()> {
 
 /// A process without a GIL (C, C++, Rust…): locks only.
 pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> {
+    let cpu_at_start = CpuTime::read(process.pid).ok();
     let mut watch = prepare(&process, cli)?;
+    crate::probe::site::apply(&mut [], watch.probes_mut());
     // The BPF object with no GIL probe attached: its maps and the mutex programs.
     let empty = ProbePlan {
         strategy: "none",
@@ -106,23 +112,43 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
         call_sites: cli.mutexes,
     };
     let mut attached = gil_attach::attach(&empty, process.pid, needs)?;
-    watch.attach(&mut attached.ebpf).map_err(|e| {
-        if !process.is_alive() {
-            user(
-                Exit::NoSuchProcess,
-                format!("PID {} exited while gilwatch was attaching", process.pid),
-            )
-        } else {
-            e
-        }
-    })?;
+    watch
+        .attach(&mut attached.ebpf)
+        .and_then(|()| attached.count_lock_sites(watch.probes()))
+        .map_err(|e| {
+            if !process.is_alive() {
+                user(
+                    Exit::NoSuchProcess,
+                    format!("PID {} exited while gilwatch was attaching", process.pid),
+                )
+            } else {
+                e
+            }
+        })?;
+    let baseline = cpu_at_start
+        .zip(attached.cpu_before_attach)
+        .and_then(|(a, b)| Baseline::between(&a, &b));
+    let (hits_start, cpu_start) = (attached.hits()?, CpuTime::read(process.pid).ok());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
     let mut names = HashMap::new();
     let ended = runtime.block_on(session::wait(&process, cli.duration, &mut names))?;
-    let report = report(&watch, &mut attached.ebpf, ended, &names)?;
+    let mut report = report(&watch, &mut attached.ebpf, ended, &names)?;
+    let cpu_end = CpuTime::read(process.pid).ok();
+    let traps = attached.hits()?.since(&hits_start);
+    let secs = report.duration_ns as f64 / 1e9;
+    let round = |p: f64| (p * 100.0).round() / 100.0;
+    report.overhead = Some(Overhead {
+        estimate_pct: round(attached.costs.cost_pct(&traps, secs)),
+        measured_pct: baseline
+            .zip(cpu_start.zip(cpu_end))
+            .and_then(|(b, (from, to))| b.overhead_pct(&from, &to))
+            .map(round),
+        traps,
+        trap_costs: attached.costs,
+    });
     drop(attached);
     write(cli, &report)?;
     Ok(Exit::Ok.into())

@@ -101,7 +101,8 @@ pub fn prepare(pid: u32, strategy: plan::Strategy) -> anyhow::Result<Target> {
     let process = Process::open(pid)?;
     let interpreter = locate::locate(&process)?;
     let libc = libc::locate(&process, &process.maps()?).ok();
-    let plan = plan::plan(&interpreter, libc.as_ref(), strategy)?;
+    let mut plan = plan::plan(&interpreter, libc.as_ref(), strategy)?;
+    probe::site::apply(&mut plan.points, &mut []);
     Ok(Target {
         process,
         interpreter,
@@ -147,6 +148,11 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     preflight::check_privileges()?;
 
     // Locate and plan; for `-- CMD`, start the command held at its gate.
+    // The target's CPU time before anything is attached: the baseline its probed time is
+    // compared with (probe/cpu_time.rs).
+    let cpu_at_start = cli
+        .pid
+        .and_then(|pid| probe::cpu_time::CpuTime::read(pid).ok());
     let (target, child) = match cli.pid {
         Some(pid) => {
             let process = Process::open(pid)?;
@@ -204,12 +210,17 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     let Target {
         process,
         interpreter,
-        plan,
+        mut plan,
         ..
     } = target;
     let mut locks = lock::requested(&cli)
         .then(|| lock::prepare(&process, &cli))
         .transpose()?;
+    // Sites: the GIL's and the locks' probes together (a function both probe gets one site).
+    probe::site::apply(
+        &mut plan.points,
+        locks.as_mut().map_or(&mut [], |l| l.probes_mut()),
+    );
     let needs = attach::MapNeeds {
         gil: true,
         locks: lock::requested(&cli),
@@ -227,6 +238,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     })?;
     if let Some(l) = locks.as_mut() {
         l.attach(&mut attached.ebpf)?;
+        attached.count_lock_sites(l.probes())?;
     }
     let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();
     let gil = if (wants_gil || interpreter.free_threaded) && child.is_none() {
@@ -256,9 +268,13 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         }
         gil_location = Some(gil.how);
     }
+    let cpu_baseline = cpu_at_start
+        .zip(attached.cpu_before_attach)
+        .and_then(|(a, b)| probe::cpu_time::Baseline::between(&a, &b));
     run_attached(
         cli,
         Attachment {
+            cpu_baseline,
             process,
             interpreter,
             plan,
@@ -279,6 +295,7 @@ struct Attachment {
     child: Option<launch::GatedChild>,
     gil_location: Option<String>,
     locks: Option<lock::LockWatch>,
+    cpu_baseline: Option<probe::cpu_time::Baseline>,
 }
 
 /// The run once probes are in place: watch (the session releases a gated command), report.
@@ -291,6 +308,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         child,
         gil_location,
         locks,
+        cpu_baseline,
     } = a;
     let info_interp = InterpreterInfo {
         path: interpreter.file.path.clone(),
@@ -319,6 +337,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         exit_code: None,
         interpreter: info_interp,
         max_overhead_pct: cli.max_overhead.0,
+        trap_costs: attached.costs,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -336,6 +355,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         duration: cli.duration,
         gil_pending,
         max_overhead: cli.max_overhead.0,
+        cpu_baseline,
     };
     let report = runtime.block_on(session.run(outputs))?;
     if let Some(l) = &locks {

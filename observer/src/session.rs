@@ -16,6 +16,7 @@ use crate::{
     probe::{
         attach::Attached,
         budget::{DutyCycle, Switch},
+        cpu_time::{Baseline, CpuTime},
     },
     report::{self, EndReason, Report, RunInfo, json, terminal},
     stop::{self, Event, Watcher},
@@ -60,6 +61,8 @@ pub struct Session<'a> {
     pub gil_pending: bool,
     /// `--max-overhead`: duty-cycle the probes past this cost (% of one CPU).
     pub max_overhead: Option<f64>,
+    /// The target's system share of CPU time before the probes were attached.
+    pub cpu_baseline: Option<Baseline>,
 }
 
 impl Session<'_> {
@@ -83,10 +86,11 @@ impl Session<'_> {
         if let Some(c) = self.child.as_mut() {
             c.release()?;
         }
+        let cpu_start = CpuTime::read(self.process.pid).ok();
         let start_ns = first.at_ns;
         let mut duty = self
             .max_overhead
-            .map(|max| DutyCycle::new(max, start_ns, first.hits));
+            .map(|max| DutyCycle::new(max, self.info.trap_costs, start_ns, first.hits));
         let deadline = self.duration.map(|d| start + d);
         let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
         // Poll fast while the GIL's address is still unknown: every millisecond before it is
@@ -190,8 +194,16 @@ impl Session<'_> {
             self.learn_names();
         }
         let last = self.snapshot(duty.as_ref(), start_ns, !target_gone)?;
+        let cpu_end = (!target_gone)
+            .then(|| CpuTime::read(self.process.pid).ok())
+            .flatten();
         self.info.exit_code = self.child.as_mut().and_then(GatedChild::try_wait);
-        let report = self.report("final", ended, &first, &last);
+        let mut report = self.report("final", ended, &first, &last);
+        if let (Some(b), Some(from), Some(to)) = (self.cpu_baseline, cpu_start, cpu_end) {
+            report.sampling.measured_overhead_pct = b
+                .overhead_pct(&from, &to)
+                .map(|p| (p * 100.0).round() / 100.0);
+        }
         write!(out.human, "{}", terminal::final_report(&report)).context("writing the report")?;
         out.human.flush().ok();
         if let Some(j) = out.json.as_mut() {

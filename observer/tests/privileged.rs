@@ -650,13 +650,14 @@ fn over_budget_it_samples_and_says_so() {
         .into_iter()
         .find(|p| p.version == (3, 12))
         .expect("pyenv 3.12");
-    // One thread cycling the GIL ~900 times a second: two traps each ≈ 0.2% of a CPU.
+    // One thread cycling the GIL ~900 times a second: two emulated traps each, ≈ 0.1% of a CPU
+    // at the ≈ 0.5 µs an emulated trap costs on this machine kind (calibrated at start).
     let target = Target::launch(&py, "single.py", &["60"]);
     let full = observe(target.pid(), "2s");
     assert_eq!(full["sampling"]["sampled"], false, "{}", full["sampling"]);
     assert!(ns(&full["sampling"]["coverage"]) > 0.95);
     let cost = ns(&full["sampling"]["probe_cost_pct"]);
-    assert!((0.05..2.0).contains(&cost), "probe cost {cost}%");
+    assert!((0.02..2.0).contains(&cost), "probe cost {cost}%");
     let full_rate = ns(&full["gil"]["acquisitions_per_sec"]);
 
     // A budget a quarter of that: probes attached about a quarter of the time.

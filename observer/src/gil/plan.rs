@@ -18,6 +18,7 @@ use crate::{
         symbols::{self, GilFunctions},
     },
     object::debuginfo::SymbolSource,
+    probe::site::Site,
 };
 
 /// A kernel program (by its name in observer-ebpf) and where it attaches.
@@ -30,7 +31,17 @@ pub struct ProbePoint {
     pub object: PathBuf,
     /// The file as the target names it, for people.
     pub object_name: String,
+    /// The function's entry, as a file offset.
     pub file_offset: u64,
+    /// Where in the function the probe goes (probe/site.rs; None until placed: the entry).
+    pub site: Option<Site>,
+}
+
+impl ProbePoint {
+    /// The file offset the probe attaches at.
+    pub fn attach_offset(&self) -> u64 {
+        self.file_offset + self.site.as_ref().map_or(0, |s| s.offset)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -156,6 +167,7 @@ fn symtab_plan(
             object: object.clone(),
             object_name: interp.file.path.clone(),
             file_offset: f.file_offset,
+            site: None,
         };
         points.push(at(program));
         if cond_wait.is_none() {
@@ -169,6 +181,7 @@ fn symtab_plan(
             object: object.clone(),
             object_name: interp.file.path.clone(),
             file_offset: f.file_offset,
+            site: None,
         });
     }
     if let Some((libc, offset)) = cond_wait {
@@ -179,6 +192,7 @@ fn symtab_plan(
                 object: libc.file.open_path.clone(),
                 object_name: libc.file.path.clone(),
                 file_offset: offset,
+                site: None,
             });
         }
     }
@@ -225,6 +239,7 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
             object: libc.file.open_path.clone(),
             object_name: libc.file.path.clone(),
             file_offset: libc.function(name)?,
+            site: None,
         })
     };
     Ok(ProbePlan {

@@ -63,7 +63,7 @@ pub fn attach(
             loaded.push(p.program);
         }
         let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
+            location: UProbeAttachLocation::AbsoluteOffset(p.attach_offset()),
             cookie: p.cookie,
         };
         prog.attach(point, &p.open_path, UProbeScope::OneProcess(pid))

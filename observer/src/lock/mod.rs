@@ -97,6 +97,15 @@ pub fn prepare(process: &Process, cli: &Cli) -> anyhow::Result<LockWatch> {
 }
 
 impl LockWatch {
+    pub fn probes(&self) -> &[LockProbe] {
+        &self.probes
+    }
+
+    /// For the site pass (probe/site.rs), before attaching.
+    pub fn probes_mut(&mut self) -> &mut [LockProbe] {
+        &mut self.probes
+    }
+
     /// Attaches the lock probes on the loaded BPF object; measuring starts now.
     pub fn attach(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
         let watch: Vec<u64> = self.named.iter().map(|n| n.addr).collect();

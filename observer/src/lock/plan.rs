@@ -16,6 +16,7 @@ use crate::{
         elf::file_offset,
         mapped::{AddressSpace, MappedObject},
     },
+    probe::site::Site,
 };
 
 /// A kernel program (by its name in observer-ebpf/src/mutex.rs) and where it attaches.
@@ -25,9 +26,19 @@ pub struct LockProbe {
     /// `object:function`, for messages and the report.
     pub symbol: String,
     pub open_path: PathBuf,
+    /// The function's entry, as a file offset.
     pub file_offset: u64,
     /// For custom lock functions: which argument identifies the lock.
     pub cookie: Option<u64>,
+    /// Where in the function the probe goes (probe/site.rs; None until placed: the entry).
+    pub site: Option<Site>,
+}
+
+impl LockProbe {
+    /// The file offset the probe attaches at.
+    pub fn attach_offset(&self) -> u64 {
+        self.file_offset + self.site.as_ref().map_or(0, |s| s.offset)
+    }
 }
 
 /// The pthread functions, what probes their entry, and whether their return is probed. The hot
@@ -85,6 +96,7 @@ pub fn pthread_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<Lock
                 open_path: obj.file.open_path.clone(),
                 file_offset: off,
                 cookie: None,
+                site: None,
             });
             if ret {
                 probes.push(LockProbe {
@@ -93,6 +105,7 @@ pub fn pthread_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<Lock
                     open_path: obj.file.open_path.clone(),
                     file_offset: off,
                     cookie: None,
+                    site: None,
                 });
             }
         }
@@ -120,6 +133,7 @@ pub fn custom_probes(acquire: &Function, release: &Function, arg: u8, pair: u8) 
         open_path: f.open_path.clone(),
         file_offset: f.file_offset,
         cookie: Some(u64::from(arg) | (u64::from(pair & 0x7f) << 8)),
+        site: None,
     };
     vec![
         at("lockfn_acquire_enter", acquire),

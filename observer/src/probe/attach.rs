@@ -2,26 +2,35 @@
 //!
 //! Nothing is pinned: every program and link belongs to file descriptors of this process, so the
 //! kernel removes the probes whenever gilwatch exits, however it exits (even SIGKILL).
-use std::{collections::HashSet, num::NonZeroU32, path::Path};
+use std::{
+    collections::HashSet,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
         UProbe,
-        uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
-use observer_common::{
-    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, HIT_UPROBE, HIT_URETPROBE, ThreadGilState,
-};
+use observer_common::{GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, ThreadGilState};
 
 use crate::{
     error::{Exit, is_permission_denied, os_errno, user},
     gil::{address::GilAddress, plan::ProbePlan},
-    probe::preflight,
+    lock::plan::LockProbe,
+    probe::{
+        calibrate::FIRST_CALIBRATION_SLOT,
+        cost::{Hits, TrapCosts, TrapKind},
+        cpu_time::CpuTime,
+        preflight,
+        site::{self, FileKey},
+    },
 };
 
 /// The kernel programs, built by observer/build.rs and embedded in the binary.
@@ -34,6 +43,12 @@ pub struct Attached {
     links: Vec<(&'static str, UProbeLinkId)>,
     plan: ProbePlan,
     pid: NonZeroU32,
+    /// One trap counter per probed instruction (and per uretprobe's returns): slot = index.
+    counters: Vec<Counter>,
+    /// What a trap of each kind costs here (calibrated at load).
+    pub costs: TrapCosts,
+    /// The target's CPU time just before its first probe went in (the unobserved baseline's end).
+    pub cpu_before_attach: Option<CpuTime>,
 }
 
 /// What a run measures, which decides the size of the kernel maps: every map the object
@@ -46,6 +61,15 @@ pub struct MapNeeds {
     pub locks: bool,
     /// `--mutexes`: call-site stacks.
     pub call_sites: bool,
+}
+
+impl MapNeeds {
+    /// No measuring maps at all (calibration, `doctor`).
+    pub const NONE: MapNeeds = MapNeeds {
+        gil: false,
+        locks: false,
+        call_sites: false,
+    };
 }
 
 const GIL_MAPS: &[&str] = &["STATS", "THREADS"];
@@ -113,27 +137,118 @@ pub fn kernel_memory_bytes() -> u64 {
     total
 }
 
-pub fn attach(plan: &ProbePlan, pid: u32, needs: MapNeeds) -> anyhow::Result<Attached> {
+/// A probed instruction: its file, the attach offset, and whether it counts uretprobe returns.
+type SiteKey = (FileKey, u64, bool);
+
+/// One probe as the counters see it.
+struct Probed {
+    object: PathBuf,
+    entry: u64,
+    offset: u64,
+    program: &'static str,
+    site: Option<site::Site>,
+}
+
+/// A `site_hit`/`site_return_hit` program on one probed instruction, counting its traps.
+struct Counter {
+    key: SiteKey,
+    object: PathBuf,
+    file_offset: u64,
+    /// None: a uretprobe's returns.
+    kind: Option<TrapKind>,
+    /// Follows the GIL probes through duty cycling (lock probes stay attached).
+    duty_cycled: bool,
+    link: Option<UProbeLinkId>,
+}
+
+/// The counting programs (observer-ebpf/src/site_hits.rs).
+const SITE_HIT: &str = "site_hit";
+const SITE_RETURN_HIT: &str = "site_return_hit";
+
+/// Loads the embedded BPF object (nothing attached), its maps sized for what the run needs.
+pub fn load_object(needs: MapNeeds) -> anyhow::Result<Ebpf> {
     let sizes = map_sizes(needs);
     let mut loader = EbpfLoader::new();
     for (name, n) in &sizes {
         loader.map_max_entries(name, *n);
     }
     let btf = aya::Btf::from_sys_fs().ok();
-    let ebpf = loader.btf(btf.as_ref()).load(BPF_OBJECT).map_err(|e| {
+    loader.btf(btf.as_ref()).load(BPF_OBJECT).map_err(|e| {
         if is_permission_denied(&e) {
             refused("creating the eBPF maps", &e)
         } else {
             anyhow!(e).context("loading gilwatch's eBPF object")
         }
-    })?;
+    })
+}
+
+/// Loads the trap-counting programs into a loaded object.
+pub fn load_counters(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    for name in [SITE_HIT, SITE_RETURN_HIT] {
+        program(ebpf, name)?
+            .load()
+            .with_context(|| format!("loading BPF program {name} (verifier)"))?;
+    }
+    Ok(())
+}
+
+/// Attaches a counting program (loaded) with its slot as cookie.
+pub fn attach_counter(
+    ebpf: &mut Ebpf,
+    is_return: bool,
+    slot: u32,
+    object: &Path,
+    file_offset: u64,
+    scope: UProbeScope,
+) -> anyhow::Result<UProbeLinkId> {
+    let name = if is_return { SITE_RETURN_HIT } else { SITE_HIT };
+    let point = UProbeAttachPoint {
+        location: UProbeAttachLocation::AbsoluteOffset(file_offset),
+        cookie: Some(u64::from(slot)),
+    };
+    program(ebpf, name)?
+        .attach(point, object, scope)
+        .map_err(|e| attach_error(e, name, "a probe site", object))
+}
+
+/// Detaches a counting program.
+pub fn detach_counter(ebpf: &mut Ebpf, is_return: bool, link: UProbeLinkId) -> anyhow::Result<()> {
+    let name = if is_return { SITE_RETURN_HIT } else { SITE_HIT };
+    program(ebpf, name)?
+        .detach(link)
+        .with_context(|| format!("detaching {name}"))
+}
+
+pub fn attach(plan: &ProbePlan, pid: u32, needs: MapNeeds) -> anyhow::Result<Attached> {
+    let mut ebpf = load_object(needs)?;
     let pid = NonZeroU32::new(pid).ok_or_else(|| anyhow!("PID 0 cannot be observed"))?;
+    load_counters(&mut ebpf)?;
+    let costs = crate::probe::calibrate::run(&mut ebpf).unwrap_or_else(|e| {
+        eprintln!("gilwatch: trap costs not measured ({e:#}): using the assumed figures");
+        TrapCosts::ASSUMED
+    });
     let mut attached = Attached {
         ebpf,
         links: Vec::new(),
         plan: plan.clone(),
         pid,
+        counters: Vec::new(),
+        costs,
+        cpu_before_attach: None,
     };
+    let sites: Vec<Probed> = plan
+        .points
+        .iter()
+        .map(|p| Probed {
+            object: p.object.clone(),
+            entry: p.file_offset,
+            offset: p.attach_offset(),
+            program: p.program,
+            site: p.site.clone(),
+        })
+        .collect();
+    attached.add_counters(&sites, true);
+    attached.cpu_before_attach = CpuTime::read(pid.get()).ok();
     let mut loaded: Vec<&'static str> = Vec::new();
     for point in &plan.points {
         let prog = program(&mut attached.ebpf, point.program)?;
@@ -166,14 +281,87 @@ impl Attached {
             let prog = program(&mut self.ebpf, point.program)?;
             let link = prog
                 .attach(
-                    UProbeAttachLocation::AbsoluteOffset(point.file_offset),
+                    UProbeAttachLocation::AbsoluteOffset(point.attach_offset()),
                     &point.object,
                     UProbeScope::OneProcess(self.pid),
                 )
                 .map_err(|e| attach_error(e, point.program, &point.symbol, &point.object))?;
             self.links.push((point.program, link));
         }
+        self.attach_counters(true)
+    }
+
+    /// Registers trap counters for probes (deduplicated by site), attaching those that are not
+    /// duty-cycled now.
+    fn add_counters(&mut self, sites: &[Probed], duty_cycled: bool) {
+        for p in sites {
+            let is_return = site::needs(p.program).is_some_and(|n| n.is_return);
+            let file = FileKey::of(&p.object);
+            let (file_offset, kind) = if is_return {
+                (p.entry, None)
+            } else {
+                let kind = p.site.as_ref().map_or(TrapKind::SingleStepped, |s| s.trap);
+                (p.offset, Some(kind))
+            };
+            let key = (file, file_offset, is_return);
+            if self
+                .counters
+                .iter()
+                .any(|c| c.key == key && c.duty_cycled == duty_cycled)
+            {
+                continue;
+            }
+            if self.counters.len() >= FIRST_CALIBRATION_SLOT as usize {
+                eprintln!(
+                    "gilwatch: more than {FIRST_CALIBRATION_SLOT} probe sites: traps beyond are not counted"
+                );
+                return;
+            }
+            self.counters.push(Counter {
+                key,
+                object: p.object.clone(),
+                file_offset,
+                kind,
+                duty_cycled,
+                link: None,
+            });
+        }
+    }
+
+    /// Attaches the counters of one group (duty-cycled or permanent) not attached yet.
+    fn attach_counters(&mut self, duty_cycled: bool) -> anyhow::Result<()> {
+        for slot in 0..self.counters.len() {
+            let c = &self.counters[slot];
+            if c.duty_cycled != duty_cycled || c.link.is_some() {
+                continue;
+            }
+            let link = attach_counter(
+                &mut self.ebpf,
+                c.kind.is_none(),
+                slot as u32,
+                &c.object.clone(),
+                c.file_offset,
+                UProbeScope::OneProcess(self.pid),
+            )?;
+            self.counters[slot].link = Some(link);
+        }
         Ok(())
+    }
+
+    /// Counts the traps of the lock probes too (attached for the whole run).
+    pub fn count_lock_sites(&mut self, probes: &[LockProbe]) -> anyhow::Result<()> {
+        let sites: Vec<Probed> = probes
+            .iter()
+            .map(|p| Probed {
+                object: p.open_path.clone(),
+                entry: p.file_offset,
+                offset: p.attach_offset(),
+                program: p.program,
+                site: p.site.clone(),
+            })
+            .collect();
+        self.add_counters(&sites, false);
+        self.attach_counters(false)
     }
 
     /// Removes every probe, keeping the maps (duty cycling's off window). Per-thread state is
@@ -183,6 +371,14 @@ impl Attached {
             program(&mut self.ebpf, name)?
                 .detach(link)
                 .with_context(|| format!("detaching {name}"))?;
+        }
+        for slot in 0..self.counters.len() {
+            if !self.counters[slot].duty_cycled {
+                continue;
+            }
+            if let Some(link) = self.counters[slot].link.take() {
+                detach_counter(&mut self.ebpf, self.counters[slot].kind.is_none(), link)?;
+            }
         }
         let mut threads: BpfHashMap<&mut MapData, u32, ThreadGilState> = BpfHashMap::try_from(
             self.ebpf
@@ -228,18 +424,34 @@ impl Attached {
         !self.links.is_empty()
     }
 
-    /// Probe traps taken so far: (uprobes, uretprobes), summed over CPUs.
-    pub fn hits(&self) -> anyhow::Result<(u64, u64)> {
-        let hits: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map("HITS").context("HITS map missing")?)?;
-        let sum = |i| -> anyhow::Result<u64> {
-            Ok(hits
-                .get(&i, 0)
-                .context("reading the HITS map")?
+    /// Probe traps taken so far, by kind, summed over CPUs. A site with two counters (GIL and
+    /// lock probes on one instruction) counts once: the larger count, the one attached longer.
+    pub fn hits(&self) -> anyhow::Result<Hits> {
+        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map("SITE_HITS")
+                .context("SITE_HITS map missing")?,
+        )?;
+        let mut per_site: Vec<(&SiteKey, Option<TrapKind>, u64)> = Vec::new();
+        for (slot, c) in self.counters.iter().enumerate() {
+            let n: u64 = map
+                .get(&(slot as u32), 0)
+                .context("reading the SITE_HITS map")?
                 .iter()
-                .sum())
-        };
-        Ok((sum(HIT_UPROBE)?, sum(HIT_URETPROBE)?))
+                .sum();
+            match per_site.iter_mut().find(|(k, _, _)| **k == c.key) {
+                Some(s) => s.2 = s.2.max(n),
+                None => per_site.push((&c.key, c.kind, n)),
+            }
+        }
+        let mut hits = Hits::default();
+        for (_, kind, n) in per_site {
+            match kind {
+                Some(k) => hits.add(k, n),
+                None => hits.returns += n,
+            }
+        }
+        Ok(hits)
     }
 
     /// Tells the symbol-free strategy's kernel programs where the GIL is.

@@ -2,17 +2,13 @@
 //! the traps it takes, and past the budget observe in windows (duty cycling) instead of always.
 //!
 //! Cost model: every probe hit is a trap the target's thread pays for, in the kernel, on its own
-//! CPU time: about [`UPROBE_HIT_NS`] per uprobe and [`URETPROBE_HIT_NS`] per uretprobe on this
-//! machine kind (measured with `cargo xtask bench`'s GIL-cycle microbenchmark; see
-//! docs/performance.md). The estimate is traps per second × cost per trap, as a share of one CPU.
+//! CPU time, at the cost of its kind measured at start (probe/cost.rs, probe/calibrate.rs). The
+//! estimate is traps per second × cost per trap, as a share of one CPU.
 //! Over budget, the probes are attached for `coverage` of the time only, in windows of at least
 //! [`MIN_WINDOW`]: the report then says `sampled` with the coverage, and nothing is scaled up.
 use std::time::Duration;
 
-/// One uprobe hit (a breakpoint trap, its handler, the return to user space), measured here.
-pub const UPROBE_HIT_NS: f64 = 1170.0;
-/// One uretprobe hit (the return trampoline's trap on top of the entry's bookkeeping).
-pub const URETPROBE_HIT_NS: f64 = 1780.0;
+use crate::probe::cost::{Hits, TrapCosts};
 /// Shortest probed window: attaching costs a few milliseconds, and a window must see enough
 /// GIL cycles to measure the rate it is judged by.
 pub const MIN_WINDOW: Duration = Duration::from_millis(100);
@@ -20,11 +16,6 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(100);
 pub const FULL_PHASE: Duration = Duration::from_millis(200);
 /// Never probe less than this share of the time (the report would say too little).
 pub const MIN_COVERAGE: f64 = 0.01;
-
-/// Estimated cost of probe traps, in % of one CPU.
-pub fn cost_pct(uprobes_per_s: f64, uretprobes_per_s: f64) -> f64 {
-    (uprobes_per_s * UPROBE_HIT_NS + uretprobes_per_s * URETPROBE_HIT_NS) / 1e9 * 100.0
-}
 
 /// Share of the time the probes may be attached to stay within `max_pct`.
 pub fn coverage_for(cost_pct: f64, max_pct: f64) -> f64 {
@@ -51,8 +42,10 @@ pub struct DutyCycle {
     on: bool,
     phase_start_ns: u64,
     phase_len_ns: u64,
+    /// What a trap of each kind costs (calibrated at start).
+    costs: TrapCosts,
     /// Trap counters at the start of the current probed phase.
-    hits_at_start: (u64, u64),
+    hits_at_start: Hits,
     /// Total time probed, closed phases only.
     probed_ns: u64,
     /// The last estimate of the full-coverage cost, % of one CPU.
@@ -65,14 +58,15 @@ pub struct DutyCycle {
     /// budget bounds, so the controller corrects for every trap taken, including those while
     /// probes were being attached or detached.
     start_ns: u64,
-    hits_at_run_start: (u64, u64),
+    hits_at_run_start: Hits,
 }
 
 impl DutyCycle {
     /// Starts with the probes attached at `now_ns`.
-    pub fn new(max_pct: f64, now_ns: u64, hits: (u64, u64)) -> DutyCycle {
+    pub fn new(max_pct: f64, costs: TrapCosts, now_ns: u64, hits: Hits) -> DutyCycle {
         DutyCycle {
             max_pct,
+            costs,
             on: true,
             phase_start_ns: now_ns,
             phase_len_ns: FULL_PHASE.as_nanos() as u64,
@@ -116,7 +110,7 @@ impl DutyCycle {
 
     /// Called at (or after) [`phase_end_ns`](Self::phase_end_ns) with the trap counters: decides
     /// the next phase.
-    pub fn next(&mut self, now_ns: u64, hits: (u64, u64)) -> Switch {
+    pub fn next(&mut self, now_ns: u64, hits: Hits) -> Switch {
         let elapsed = now_ns.saturating_sub(self.phase_start_ns).max(1);
         if !self.on {
             // Off phase over: probe again for a window sized by the last estimate.
@@ -128,9 +122,7 @@ impl DutyCycle {
         }
         self.probed_ns += elapsed;
         let secs = elapsed as f64 / 1e9;
-        let up = hits.0.saturating_sub(self.hits_at_start.0) as f64 / secs;
-        let ret = hits.1.saturating_sub(self.hits_at_start.1) as f64 / secs;
-        self.estimated_full_pct = cost_pct(up, ret);
+        self.estimated_full_pct = self.costs.cost_pct(&hits.since(&self.hits_at_start), secs);
         self.target_coverage = coverage_for(self.estimated_full_pct, self.max_pct);
         if self.target_coverage >= 1.0 {
             self.phase_start_ns = now_ns;
@@ -143,11 +135,7 @@ impl DutyCycle {
         let on = elapsed.min(window_ns(self.target_coverage)) as f64;
         let off = on * (1.0 / self.target_coverage - 1.0);
         // ...and at least until the run's average cost is back within the budget.
-        let spent_ns = cost_pct(
-            hits.0.saturating_sub(self.hits_at_run_start.0) as f64,
-            hits.1.saturating_sub(self.hits_at_run_start.1) as f64,
-        ) / 100.0
-            * 1e9;
+        let spent_ns = self.costs.ns(&hits.since(&self.hits_at_run_start));
         let even_at = self.start_ns as f64 + spent_ns / (self.max_pct / 100.0);
         let catch_up = even_at - now_ns as f64;
         self.on = false;
@@ -190,13 +178,19 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+    /// 1.17 µs per trap: the figures these tests were written with.
+    const COSTS: TrapCosts = TrapCosts {
+        emulated_ns: 1170.0,
+        stepped_ns: 15_000.0,
+        return_ns: 610.0,
+        source: "assumed",
+    };
 
-    #[test]
-    fn cost_is_traps_times_cost_per_trap() {
-        // 10^5 GIL cycles/s, two uprobes each: 0.234 s of traps per second.
-        assert!((cost_pct(2e5, 0.0) - 23.4).abs() < 1e-9);
-        // The naive design's three traps (one a uretprobe) cost 1.77× as much.
-        assert!((cost_pct(2e5, 1e5) / cost_pct(2e5, 0.0) - 1.76).abs() < 0.01);
+    fn emulated(n: u64) -> Hits {
+        Hits {
+            emulated: n,
+            ..Hits::default()
+        }
     }
 
     #[test]
@@ -209,20 +203,20 @@ mod tests {
 
     #[test]
     fn under_budget_stays_attached() {
-        let mut d = DutyCycle::new(5.0, 0, (0, 0));
+        let mut d = DutyCycle::new(5.0, COSTS, 0, Hits::default());
         // 500 ms at 10^4 cycles/s, two traps each: 2.34%.
-        assert_eq!(d.next(500 * MS, (10_000, 0)), Switch::Stay);
+        assert_eq!(d.next(500 * MS, emulated(10_000)), Switch::Stay);
         assert!(!d.sampled);
         assert_eq!(d.probed_ns(1000 * MS), 1000 * MS);
     }
 
     #[test]
     fn over_budget_cycles_to_the_target_coverage() {
-        let mut d = DutyCycle::new(5.0, 0, (0, 0));
+        let mut d = DutyCycle::new(5.0, COSTS, 0, Hits::default());
         // 500 ms at 10^5 cycles/s (23.4%): coverage 5/23.4 ≈ 0.214.
         let mut now = 500 * MS;
         let mut hits = 100_000;
-        assert_eq!(d.next(now, (hits, 0)), Switch::Detach);
+        assert_eq!(d.next(now, emulated(hits)), Switch::Detach);
         assert!(d.sampled);
         let target = d.target_coverage;
         assert!((target - 0.2137).abs() < 1e-3);
@@ -233,7 +227,7 @@ mod tests {
                 hits += 200_000 * (end - now) / 1_000_000_000;
             }
             now = end;
-            d.next(now, (hits, 0));
+            d.next(now, emulated(hits));
         }
         let coverage = d.probed_ns(now) as f64 / now as f64;
         assert!(

@@ -135,6 +135,8 @@ pub struct LockReport {
     pub call_site_stacks_lost: u64,
     /// Kernel memory held by gilwatch's BPF maps at the end (the sum of their `memlock`).
     pub kernel_memory_bytes: u64,
+    /// What the probes cost (runs without a GIL report; with one, its `sampling` says it).
+    pub overhead: Option<crate::probe::cost::Overhead>,
 }
 
 /// What the report needs besides the measurements.
@@ -353,6 +355,7 @@ pub fn build(
             .call_site_stacks_lost
             .saturating_sub(from.call_site_stacks_lost),
         kernel_memory_bytes: to.kernel_memory_bytes,
+        overhead: None,
     }
 }
 

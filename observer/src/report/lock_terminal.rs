@@ -35,6 +35,21 @@ fn final_body(r: &LockReport) -> String {
     let _ = writeln!(out, "gilwatch · PID {} · {what}", r.pid);
     let _ = writeln!(out, "probes: {}", short_probes(&r.probes));
     let _ = writeln!(out, "observed {} · ended: {ended}", fmt_ns(r.duration_ns));
+    if let Some(o) = &r.overhead {
+        let measured = o
+            .measured_pct
+            .map_or("not measured (no unobserved baseline)".to_owned(), |m| {
+                format!("measured {m:.2}%")
+            });
+        let _ = writeln!(
+            out,
+            "overhead: estimate {:.2}% of a CPU, {measured} · trap cost {:.2} µs emulated, {:.2} µs single-stepped ({})",
+            o.estimate_pct,
+            o.trap_costs.emulated_ns / 1e3,
+            o.trap_costs.stepped_ns / 1e3,
+            o.trap_costs.source
+        );
+    }
     if r.lost_events > 0 {
         let _ = writeln!(
             out,

@@ -14,6 +14,7 @@ pub use crate::ending::EndReason;
 use crate::{
     collect::Snapshot,
     histogram::{Distribution, Summary},
+    probe::cost::{Hits, TrapCosts},
 };
 
 /// JSON schema version; bump on any incompatible change (docs/json.md).
@@ -105,6 +106,14 @@ pub struct Sampling {
     pub probe_cost_pct: f64,
     /// The same averaged over the wall time: probe_cost_pct × coverage.
     pub overhead_pct: f64,
+    /// The check of that estimate from the target's own CPU time: its system time beyond its
+    /// unobserved share, % of one CPU over the wall time (probe/cpu_time.rs). Null when there
+    /// was no unobserved baseline (`-- CMD`, a target that hardly ran) or the target exited.
+    pub measured_overhead_pct: Option<f64>,
+    /// Probe traps taken in the window, by kind.
+    pub traps: Hits,
+    /// What one trap of each kind costs on this machine (calibrated at start).
+    pub trap_costs: TrapCosts,
 }
 
 /// Names for a thread: (os_name, python_name).
@@ -118,6 +127,8 @@ pub struct RunInfo<'a> {
     pub exit_code: Option<i32>,
     pub interpreter: InterpreterInfo,
     pub max_overhead_pct: Option<f64>,
+    /// What a trap of each kind costs on this machine (calibrated at start).
+    pub trap_costs: TrapCosts,
 }
 
 /// Builds a report from two snapshots (`from` may be the empty snapshot taken at attach).
@@ -193,10 +204,9 @@ pub fn build(
 fn sampling(info: &RunInfo<'_>, from: &Snapshot, to: &Snapshot, duration_ns: u64) -> Sampling {
     let observed_ns = to.probed_ns.saturating_sub(from.probed_ns).min(duration_ns);
     let probed_s = observed_ns.max(1) as f64 / 1e9;
-    let probe_cost_pct = crate::probe::budget::cost_pct(
-        to.hits.0.saturating_sub(from.hits.0) as f64 / probed_s,
-        to.hits.1.saturating_sub(from.hits.1) as f64 / probed_s,
-    );
+    let probe_cost_pct = info
+        .trap_costs
+        .cost_pct(&to.hits.since(&from.hits), probed_s);
     let coverage = observed_ns as f64 / duration_ns as f64;
     Sampling {
         sampled: to.sampled,
@@ -205,5 +215,8 @@ fn sampling(info: &RunInfo<'_>, from: &Snapshot, to: &Snapshot, duration_ns: u64
         max_overhead_pct: info.max_overhead_pct,
         probe_cost_pct: round2(probe_cost_pct),
         overhead_pct: round2(probe_cost_pct * coverage),
+        measured_overhead_pct: None,
+        traps: to.hits.since(&from.hits),
+        trap_costs: info.trap_costs,
     }
 }

@@ -132,7 +132,23 @@ fn cost_line(r: &Report) -> String {
     let budget = s
         .max_overhead_pct
         .map_or("no budget".to_owned(), |m| format!("budget {m}%"));
-    if s.sampled {
+    let costs = format!(
+        "trap cost {} µs emulated, {} µs single-stepped ({})",
+        fmt_us(s.trap_costs.emulated_ns),
+        fmt_us(s.trap_costs.stepped_ns),
+        s.trap_costs.source
+    );
+    let check = match s.measured_overhead_pct {
+        Some(m) => format!(
+            "overhead: estimate {}% of a CPU, measured {m}% (target's system time beyond its own) · {costs}",
+            s.overhead_pct
+        ),
+        None => format!(
+            "overhead: estimate {}% of a CPU, not measured (no unobserved baseline) · {costs}",
+            s.overhead_pct
+        ),
+    };
+    let line = if s.sampled {
         format!(
             "SAMPLED: probes attached {:.1}% of the time (they cost ≈{}% of a CPU while attached, over the {budget}): \
              counts and totals are of the probed windows only, %wall is over the probed time",
@@ -144,7 +160,12 @@ fn cost_line(r: &Report) -> String {
             "probe cost ≈{}% of a CPU ({budget}) · every GIL cycle observed",
             s.probe_cost_pct
         )
-    }
+    };
+    format!("{line}\n{check}")
+}
+
+fn fmt_us(ns: f64) -> String {
+    format!("{:.2}", ns / 1e3)
 }
 
 /// One interval's line block for the live view.
