@@ -95,11 +95,22 @@ impl Attached {
     /// Removes every probe, keeping the maps (duty cycling's off window). Per-thread state is
     /// forgotten: a span that began before the window must not be measured across it.
     pub fn detach_all(&mut self) -> anyhow::Result<()> {
+        let mut owned = Vec::new();
         for (name, link) in std::mem::take(&mut self.links) {
-            program(&mut self.ebpf, name)?
-                .detach(link)
-                .with_context(|| format!("detaching {name}"))?;
+            owned.push(
+                program(&mut self.ebpf, name)?
+                    .take_link(link)
+                    .with_context(|| format!("detaching {name}"))?,
+            );
         }
+        // Each uprobe's removal waits for the kernel's grace periods (hundreds of ms on a busy
+        // machine), with the remaining probes still trapping meanwhile: removed side by side,
+        // the waits overlap.
+        std::thread::scope(|s| {
+            for link in owned {
+                s.spawn(move || drop(link));
+            }
+        });
         let mut threads: BpfHashMap<&mut MapData, u32, ThreadGilState> = BpfHashMap::try_from(
             self.ebpf
                 .map_mut("THREADS")
