@@ -2,7 +2,12 @@
 //! by writing a breakpoint (int3, 0xCC) at the probed instruction in the process's copy of the
 //! page. Reading those bytes in /proc/PID/mem works the same for gilwatch and for bpftrace,
 //! whatever each does with its file descriptors.
-use std::{fs::File, os::unix::fs::FileExt as _, path::Path, process::Command};
+use std::{
+    fs::File,
+    os::unix::fs::FileExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context as _, bail};
 
@@ -42,6 +47,60 @@ fn parse_point(s: &str) -> Option<Point> {
         object: object.to_owned(),
         offset: u64::from_str_radix(off, 16).ok()?,
     })
+}
+
+/// The libc a process maps (its path from here) and the
+/// entries of its pthread_mutex_lock and pthread_mutex_unlock, where bpftrace puts its probes.
+pub fn libc_mutex_points(pid: u32) -> anyhow::Result<(PathBuf, Vec<Point>)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .with_context(|| format!("reading /proc/{pid}/maps"))?;
+    // Paths in /proc/PID/maps are as the reader sees them: from here, even for a process in
+    // another root.
+    let path = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libc.so.6"))
+        .with_context(|| format!("PID {pid} maps no libc.so.6"))?;
+    let lib = PathBuf::from(path);
+    let text = |cmd: &mut Command| -> anyhow::Result<String> {
+        let out = cmd.output().context("running binutils")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let symbols = text(Command::new("nm").args(["-D", "--defined-only"]).arg(&lib))?;
+    let segments = text(Command::new("readelf").args(["-lW"]).arg(&lib))?;
+    // LOAD lines: Offset VirtAddr PhysAddr FileSiz MemSiz Flg Align.
+    let loads: Vec<(u64, u64, u64)> = segments
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.first() != Some(&"LOAD") {
+                return None;
+            }
+            let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+            Some((hex(f.get(1)?)?, hex(f.get(2)?)?, hex(f.get(5)?)?))
+        })
+        .collect();
+    let object = path.rsplit('/').next().unwrap_or(path).to_owned();
+    let mut points = Vec::new();
+    for name in ["pthread_mutex_lock", "pthread_mutex_unlock"] {
+        let vaddr = symbols
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let sym = f.get(2)?.split('@').next()?;
+                (sym == name).then(|| u64::from_str_radix(f[0], 16).ok())?
+            })
+            .with_context(|| format!("{} exports no {name}", lib.display()))?;
+        let (off, va, _) = loads
+            .iter()
+            .find(|(_, va, mem)| (*va..va + mem).contains(&vaddr))
+            .with_context(|| format!("{name} is in no LOAD segment of {}", lib.display()))?;
+        points.push(Point {
+            object: object.clone(),
+            offset: vaddr - va + off,
+        });
+    }
+    Ok((lib, points))
 }
 
 /// True when every point has a breakpoint in the process's memory.
