@@ -103,20 +103,47 @@ pub fn libc_mutex_points(pid: u32) -> anyhow::Result<(PathBuf, Vec<Point>)> {
     Ok((lib, points))
 }
 
-/// True when every point has a breakpoint in the process's memory.
-pub fn all_armed(pid: u32, points: &[Point]) -> bool {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return false;
-    };
-    let Ok(mem) = File::open(format!("/proc/{pid}/mem")) else {
-        return false;
-    };
-    points.iter().all(|p| {
-        address(&maps, p).is_some_and(|addr| {
+/// The probed instructions of one process, resolved to addresses once: watching for the
+/// breakpoints then reads a byte each, not the maps of a process with 1000 threads' stacks
+/// every time (which slowed what it measures).
+pub struct Armed {
+    mem: Option<File>,
+    addrs: Vec<u64>,
+}
+
+impl Armed {
+    pub fn new(pid: u32, points: &[Point]) -> anyhow::Result<Armed> {
+        if points.is_empty() {
+            return Ok(Armed {
+                mem: None,
+                addrs: Vec::new(),
+            });
+        }
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .with_context(|| format!("reading /proc/{pid}/maps"))?;
+        let addrs = points
+            .iter()
+            .map(|p| {
+                address(&maps, p)
+                    .with_context(|| format!("{}+{:#x} is not mapped in {pid}", p.object, p.offset))
+            })
+            .collect::<anyhow::Result<Vec<u64>>>()?;
+        let mem = File::open(format!("/proc/{pid}/mem"))
+            .with_context(|| format!("opening /proc/{pid}/mem"))?;
+        Ok(Armed {
+            mem: Some(mem),
+            addrs,
+        })
+    }
+
+    /// True when every point has a breakpoint in the process's memory.
+    pub fn all(&self) -> bool {
+        let Some(mem) = &self.mem else { return true };
+        self.addrs.iter().all(|&addr| {
             let mut b = [0u8; 1];
             mem.read_exact_at(&mut b, addr).is_ok() && b[0] == 0xCC
         })
-    })
+    }
 }
 
 /// Virtual address of a file offset, from the mapping that covers it.

@@ -286,6 +286,7 @@ impl Observer {
                 (c, points, None)
             }
         };
+        let armed = attached::Armed::new(pid, &points)?;
         let started = Instant::now();
         let child = cmd
             .stdout(Stdio::null())
@@ -294,7 +295,7 @@ impl Observer {
             .with_context(|| format!("starting {}", config.name()))?;
         let guard = Guard(child);
         loop {
-            if attached::all_armed(pid, &points) {
+            if armed.all() {
                 break;
             }
             if started.elapsed() > Duration::from_secs(30) {
