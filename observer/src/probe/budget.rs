@@ -149,7 +149,11 @@ impl DutyCycle {
         self.switch_ns = 0.5 * self.switch_ns + 0.5 * took_ns as f64;
         self.credit_ns -= took_ns as f64;
         self.pay_in(now_ns);
-        if self.on {
+        if !self.on {
+            // Breakpoints go one by one during a detach, and what they see until then is in the
+            // report: the detach is probed time.
+            self.probed_ns += took_ns;
+        } else {
             // The window measures from here: traps taken while attaching were charged above.
             self.phase_start_ns = now_ns;
             self.phase_cost_ns = 0.0;
