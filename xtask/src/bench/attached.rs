@@ -49,19 +49,26 @@ fn parse_point(s: &str) -> Option<Point> {
     })
 }
 
-/// The libc a process maps (its path from here) and the
-/// entries of its pthread_mutex_lock and pthread_mutex_unlock, where bpftrace puts its probes.
+/// The libc a process maps (its path as the process sees it: bpftrace -p resolves it in the
+/// process's root) and the entries of its pthread_mutex_lock and pthread_mutex_unlock, where
+/// bpftrace puts its probes.
 pub fn libc_mutex_points(pid: u32) -> anyhow::Result<(PathBuf, Vec<Point>)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .with_context(|| format!("reading /proc/{pid}/maps"))?;
-    // Paths in /proc/PID/maps are as the reader sees them: from here, even for a process in
-    // another root.
     let path = maps
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .find(|p| p.ends_with("/libc.so.6"))
         .with_context(|| format!("PID {pid} maps no libc.so.6"))?;
-    let lib = PathBuf::from(path);
+    // A path in /proc/PID/maps is as the reader sees it when it can see the process's root
+    // (then /proc/PID/root reads as that directory), else as the process does: made relative
+    // to the process's root either way, and read through /proc/PID/root.
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap_or_else(|_| "/".into());
+    let inside = match Path::new(path).strip_prefix(&root) {
+        Ok(rel) if root != Path::new("/") => Path::new("/").join(rel),
+        _ => PathBuf::from(path),
+    };
+    let lib = PathBuf::from(format!("/proc/{pid}/root{}", inside.display()));
     let text = |cmd: &mut Command| -> anyhow::Result<String> {
         let out = cmd.output().context("running binutils")?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -100,7 +107,7 @@ pub fn libc_mutex_points(pid: u32) -> anyhow::Result<(PathBuf, Vec<Point>)> {
             offset: vaddr - va + off,
         });
     }
-    Ok((lib, points))
+    Ok((inside, points))
 }
 
 /// The probed instructions of one process, resolved to addresses once: watching for the

@@ -293,8 +293,11 @@ impl Observer {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", config.name()))?;
-        let guard = Guard(child);
+        let mut guard = Guard(child);
         loop {
+            if let Some(status) = guard.0.try_wait()? {
+                bail!("{} exited before attaching ({status})", config.name());
+            }
             if armed.all() {
                 break;
             }
