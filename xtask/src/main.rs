@@ -46,7 +46,7 @@ enum Task {
     },
     /// Setup, build, then measure what observing costs the observed process: gilwatch, its
     /// default overhead budget, and an equivalent bpftrace script, side by side (root; writes
-    /// bench/results/latest.md and latest.json; about 10 minutes).
+    /// bench/results/latest.md and latest.json; about 12 minutes, 5 with --quick).
     Bench {
         /// Repetitions of each configuration (interleaved).
         #[arg(long, default_value_t = 3)]

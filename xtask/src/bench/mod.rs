@@ -4,6 +4,12 @@
 //! observing everything, and the bpftrace script a user would write) run interleaved, A B C D A B
 //! C D, so a machine that gets busier during the run hurts them all alike. Medians and min–max
 //! over the repetitions go to bench/results/latest.md and latest.json.
+//!
+//! Cases: the GIL-cycle loop on pyenv's CPython (symbols) and on the distributions' stripped
+//! builds (Debian's python3.11, sid's 3.13–3.15 in the test root), the tight-lock loop (a C
+//! program; `--lock`, `--mutexes`, bpftrace), the contended mix, Flask, and gilwatch's own cost.
+//! Each row shows gilwatch's estimate of its cost next to the cost measured on the target.
+//! `--only gil-cycle,lock` runs a subset (name prefixes), `--quick` 2 repetitions of 2 s.
 mod attached;
 mod deps;
 mod run;
