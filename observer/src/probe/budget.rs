@@ -34,6 +34,12 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(100);
 /// Cycle only when the full cost is at least this many times the budget: closer to it, the
 /// saving is small and the switches' effects (page rewrites, lock holds) not all counted.
 pub const CYCLE_FROM: f64 = 2.0;
+/// A short probed phase (under [`JUDGE_AFTER`]) decides to cycle only this far over the budget:
+/// a few tens of milliseconds can be a burst (a program starting up), and a wrong decision
+/// costs an off window; this far over, every millisecond probed is dear and the traps many.
+pub const URGENT: f64 = 10.0;
+/// A phase this long judges with [`CYCLE_FROM`].
+pub const JUDGE_AFTER: Duration = Duration::from_secs(1);
 /// ...and only when a period's saving is at least this many times what its switches cost.
 pub const PAYS_BY: f64 = 4.0;
 /// What a switch is assumed to cost before one has been measured.
@@ -203,7 +209,10 @@ impl DutyCycle {
         let phase = now_ns.saturating_sub(self.phase_start_ns).max(1) as f64;
         self.estimated_full_pct = self.phase_cost_ns / phase * 100.0;
         self.target_coverage = coverage_for(self.estimated_full_pct, self.max_pct);
-        self.cycling = self.pays();
+        let settled = phase >= JUDGE_AFTER.as_nanos() as f64
+            || self.estimated_full_pct >= URGENT * self.max_pct
+            || self.sampled;
+        self.cycling = settled && self.pays();
         // Off when cycling pays and the account cannot pay for the detach on top of this
         // window (the first window: as soon as the cost is known to be far over the budget).
         if self.cycling && self.credit_ns <= self.switch_ns {
@@ -402,6 +411,14 @@ mod tests {
             r.detaches
         );
         assert!(r.d.is_on());
+    }
+
+    #[test]
+    fn a_short_burst_at_the_start_is_not_judged_on() {
+        // Four times the budget for the first 200 ms (a program starting up), then quiet.
+        let r = simulate(5.0, 30, 2, |t| if t < 200 * MS { 20.0 } else { 1.0 });
+        assert_eq!(r.attaches + r.detaches, 0);
+        assert!(!r.d.sampled);
     }
 
     #[test]
