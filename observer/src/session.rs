@@ -163,15 +163,8 @@ impl Session<'_> {
             Switch::Stay => return Ok((now, hits)),
         }
         let end = collect::monotonic_ns();
-        let after = self.attached.hits()?;
-        let took = end.saturating_sub(now);
-        let secs = took.max(1) as f64 / 1e9;
-        let during = budget::cost_pct(
-            after.0.saturating_sub(hits.0) as f64 / secs,
-            after.1.saturating_sub(hits.1) as f64 / secs,
-        );
-        d.switched(end, took, during);
-        Ok((end, after))
+        d.switched(end, end.saturating_sub(now));
+        Ok((end, self.attached.hits()?))
     }
 
     /// The kernel's numbers now, with how long the probes were attached.

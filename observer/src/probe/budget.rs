@@ -148,22 +148,17 @@ impl DutyCycle {
     }
 
     /// A switch the session made took `took_ns` (measured around the attach or detach), ending
-    /// at `now_ns`: it is charged to the account as if the target had stalled for all of it.
-    /// `cost_pct`: the estimated cost of the traps taken during the switch, % of one CPU.
-    pub fn switched(&mut self, now_ns: u64, took_ns: u64, cost_pct: f64) {
+    /// at `now_ns`: it is charged to the account as if the target had stalled for all of it
+    /// (breakpoints go one by one, the last ones at the end of a detach, and trap meanwhile).
+    /// A detach is not probed time: its first breakpoint goes at once, and with it the start of
+    /// every new GIL wait, so what the others still see is not a sample of the GIL.
+    pub fn switched(&mut self, now_ns: u64, took_ns: u64) {
         self.switches += 1;
         self.switch_total_ns += took_ns;
         self.switch_ns = 0.5 * self.switch_ns + 0.5 * took_ns as f64;
         self.credit_ns -= took_ns as f64;
         self.pay_in(now_ns);
-        if !self.on && self.estimated_full_pct > 0.0 {
-            // Breakpoints go one by one during a detach, and what they see until then is in the
-            // report: the detach is probed time in the measure of the traps taken meanwhile
-            // (all of it on a hot target, whose trapping threads hold the removal up; little
-            // on a quiet one, whose breakpoints go at once).
-            let share = (cost_pct / self.estimated_full_pct).clamp(0.0, 1.0);
-            self.probed_ns += (took_ns as f64 * share) as u64;
-        } else {
+        if self.on {
             // The window measures from here: traps taken while attaching were charged above.
             self.phase_start_ns = now_ns;
             self.phase_cost_ns = 0.0;
@@ -346,7 +341,7 @@ mod tests {
                     }
                     now += switch_ms * MS;
                     spent += (switch_ms * MS) as f64;
-                    d.switched(now, switch_ms * MS, full_pct(now));
+                    d.switched(now, switch_ms * MS);
                 }
             }
             run_spent.push((now, spent));
