@@ -37,9 +37,9 @@ pub const CYCLE_FROM: f64 = 2.0;
 /// A short probed phase (under [`JUDGE_AFTER`]) decides to cycle only this far over the budget:
 /// a few tens of milliseconds can be a burst (a program starting up), and a wrong decision
 /// costs an off window; this far over, every millisecond probed is dear and the traps many.
-pub const URGENT: f64 = 10.0;
+pub const URGENT: f64 = 4.0;
 /// A phase this long judges with [`CYCLE_FROM`].
-pub const JUDGE_AFTER: Duration = Duration::from_secs(1);
+pub const JUDGE_AFTER: Duration = Duration::from_millis(500);
 /// ...and only when a period's saving is at least this many times what its switches cost.
 pub const PAYS_BY: f64 = 4.0;
 /// What a switch is assumed to cost before one has been measured.
@@ -181,6 +181,7 @@ impl DutyCycle {
     /// traps taken since the last call, % of one CPU (meaningless while off).
     pub fn next(&mut self, now_ns: u64, cost_pct: f64) -> Switch {
         let dt = now_ns.saturating_sub(self.last_ns) as f64;
+        let on_cost_pct = if self.on { cost_pct.max(0.0) } else { 0.0 };
         if self.on {
             let cost = dt * cost_pct.max(0.0) / 100.0;
             self.credit_ns -= cost;
@@ -203,9 +204,14 @@ impl DutyCycle {
         }
         let phase = now_ns.saturating_sub(self.phase_start_ns).max(1) as f64;
         self.estimated_full_pct = self.phase_cost_ns / phase * 100.0;
+        let urgent = URGENT * self.max_pct;
+        if on_cost_pct >= urgent && on_cost_pct > self.estimated_full_pct {
+            // A surge (a target that was idle, then busy): the phase's average is stale.
+            self.estimated_full_pct = on_cost_pct;
+        }
         self.target_coverage = coverage_for(self.estimated_full_pct, self.max_pct);
         let settled = phase >= JUDGE_AFTER.as_nanos() as f64
-            || self.estimated_full_pct >= URGENT * self.max_pct
+            || self.estimated_full_pct >= urgent
             || self.sampled;
         self.cycling = settled && self.pays();
         // Off when cycling pays and the account cannot pay for the detach on top of this
@@ -410,10 +416,23 @@ mod tests {
 
     #[test]
     fn a_short_burst_at_the_start_is_not_judged_on() {
-        // Four times the budget for the first 200 ms (a program starting up), then quiet.
-        let r = simulate(5.0, 30, 2, |t| if t < 200 * MS { 20.0 } else { 1.0 });
+        // Three times the budget for the first 200 ms (a program starting up), then quiet.
+        let r = simulate(5.0, 30, 2, |t| if t < 200 * MS { 15.0 } else { 1.0 });
         assert_eq!(r.attaches + r.detaches, 0);
         assert!(!r.d.sampled);
+    }
+
+    #[test]
+    fn a_surge_after_idling_is_cut_at_once() {
+        // Idle for 3 s, then single-stepped traps take the whole CPU.
+        let r = simulate(5.0, 30, 5, |t| if t < 3000 * MS { 0.0 } else { 100.0 });
+        assert!(r.d.sampled);
+        let probed_after = r.d.probed_ns(30_000 * MS).saturating_sub(3000 * MS);
+        assert!(
+            probed_after < 1_500 * MS,
+            "{} ms probed after the surge",
+            probed_after / MS
+        );
     }
 
     #[test]
