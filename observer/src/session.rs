@@ -16,6 +16,7 @@ use crate::{
     probe::{
         attach::Attached,
         budget::{DutyCycle, Switch},
+        cost::Hits,
         cpu_time::{Baseline, CpuTime},
     },
     report::{self, EndReason, Report, RunInfo, json, terminal},
@@ -88,9 +89,9 @@ impl Session<'_> {
         }
         let cpu_start = CpuTime::read(self.process.pid).ok();
         let start_ns = first.at_ns;
-        let mut duty = self
-            .max_overhead
-            .map(|max| DutyCycle::new(max, self.info.trap_costs, start_ns, first.hits));
+        let mut duty = self.max_overhead.map(|max| DutyCycle::new(max, start_ns));
+        // Trap counters at the duty cycle's last judgement.
+        let mut judged = (start_ns, first.hits);
         let deadline = self.duration.map(|d| start + d);
         let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
         // Poll fast while the GIL's address is still unknown: every millisecond before it is
@@ -162,17 +163,9 @@ impl Session<'_> {
                         last_names = Instant::now();
                     }
                 }
-                _ = sleep_until(phase_end(duty.as_ref(), far)), if duty.is_some() => {
+                _ = sleep_until(judgement_due(duty.as_ref(), far)), if duty.is_some() => {
                     if let Some(d) = duty.as_mut() {
-                        let now = collect::monotonic_ns();
-                        match d.next(now, self.attached.hits()?) {
-                            Switch::Attach => {
-                                self.attached.attach_all()?;
-                                d.attached_at(collect::monotonic_ns());
-                            }
-                            Switch::Detach => self.attached.detach_all()?,
-                            Switch::Stay => {}
-                        }
+                        judged = self.judge(d, judged)?;
                     }
                 }
                 _ = tick.tick(), if every.is_some() => {
@@ -210,6 +203,24 @@ impl Session<'_> {
             json::write_line(j.as_mut(), &report)?;
         }
         Ok(report)
+    }
+
+    /// One duty-cycle judgement: the estimated cost of the traps since the last one, then the
+    /// switch it asks for, timed. Returns the time and trap counters after it.
+    fn judge(&mut self, d: &mut DutyCycle, last: (u64, Hits)) -> anyhow::Result<(u64, Hits)> {
+        let now = collect::monotonic_ns();
+        let hits = self.attached.hits()?;
+        let secs = now.saturating_sub(last.0).max(1) as f64 / 1e9;
+        let cost = self.attached.costs.cost_pct(&hits.since(&last.1), secs);
+        let switch = d.next(now, cost);
+        match switch {
+            Switch::Attach => self.attached.attach_all()?,
+            Switch::Detach => self.attached.detach_all()?,
+            Switch::Stay => return Ok((now, hits)),
+        }
+        let end = collect::monotonic_ns();
+        d.switched(end, end.saturating_sub(now));
+        Ok((end, self.attached.hits()?))
     }
 
     /// The kernel's numbers now, with how long the probes were attached.
@@ -285,9 +296,9 @@ impl Session<'_> {
     }
 }
 
-/// When the duty cycle's current phase ends, as a timer deadline.
-fn phase_end(duty: Option<&DutyCycle>, far: Instant) -> Instant {
+/// When the duty cycle's next judgement is due, as a timer deadline.
+fn judgement_due(duty: Option<&DutyCycle>, far: Instant) -> Instant {
     let Some(d) = duty else { return far };
     let now = collect::monotonic_ns();
-    Instant::now() + Duration::from_nanos(d.phase_end_ns().saturating_sub(now))
+    Instant::now() + Duration::from_nanos(d.next_ns().saturating_sub(now))
 }

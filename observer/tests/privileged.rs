@@ -660,13 +660,19 @@ fn over_budget_it_samples_and_says_so() {
     assert!((0.02..2.0).contains(&cost), "probe cost {cost}%");
     let full_rate = ns(&full["gil"]["acquisitions_per_sec"]);
 
-    // A budget a quarter of that: probes attached about a quarter of the time.
-    let budget = format!("{}", cost / 4.0);
+    // Only modestly over a budget, cycling would not pay for its switches: all observed.
+    let modest = format!("{}", cost / 1.5);
+    let r = observe_with(target.pid(), "2s", &["--max-overhead", &modest]);
+    assert_eq!(r["sampling"]["sampled"], false, "{}", r["sampling"]);
+
+    // Far over it (40 times): probes come off at the first judgement, and stay off until the
+    // budget has paid for a window and both switches (longer than this run).
+    let budget = format!("{}", cost / 40.0);
     let r = observe_with(target.pid(), "4s", &["--max-overhead", &budget]);
     let s = &r["sampling"];
     assert_eq!(s["sampled"], true, "{s}");
     let coverage = ns(&s["coverage"]);
-    assert!((0.1..0.6).contains(&coverage), "coverage {coverage}: {s}");
+    assert!(coverage > 0.0 && coverage < 0.2, "coverage {coverage}: {s}");
     // Nothing is scaled: acquisitions are those seen, and their rate is per probed second,
     // which matches the fully observed rate.
     let rate = ns(&r["gil"]["acquisitions_per_sec"]);
@@ -679,9 +685,9 @@ fn over_budget_it_samples_and_says_so() {
         seen < full_rate * 4.0 * 0.7,
         "{seen} acquisitions in 4 s at {coverage} coverage"
     );
-    // The estimated average overhead respects the budget (within the first full phase's excess).
+    // The estimated average overhead respects the budget (within the first window's excess).
     assert!(
-        ns(&s["overhead_pct"]) < cost / 4.0 * 1.8,
+        ns(&s["overhead_pct"]) < cost / 40.0 * 1.8,
         "overhead {} vs budget {budget}",
         s["overhead_pct"]
     );

@@ -46,7 +46,7 @@ enum Task {
     },
     /// Setup, build, then measure what observing costs the observed process: gilwatch, its
     /// default overhead budget, and an equivalent bpftrace script, side by side (root; writes
-    /// bench/results/latest.md and latest.json; about 10 minutes).
+    /// bench/results/latest.md and latest.json; about 12 minutes, 5 with --quick).
     Bench {
         /// Repetitions of each configuration (interleaved).
         #[arg(long, default_value_t = 3)]
@@ -57,6 +57,13 @@ enum Task {
         /// The CPython the workloads run on (needs its symbol table and a shared libpython).
         #[arg(long, default_value = "/root/.pyenv/versions/3.11.7/bin/python3")]
         python: std::path::PathBuf,
+        /// Only these cases, comma-separated (prefixes: gil-cycle, gil-cycle-sid, lock,
+        /// contended-mix, flask-gunicorn, observer).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// A short run for merge time: 2 repetitions of 2 s.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -76,12 +83,16 @@ fn main() -> anyhow::Result<()> {
             reps,
             seconds,
             python,
+            only,
+            quick,
         } => {
+            let (reps, seconds) = if quick { (2, 2.0) } else { (reps, seconds) };
             setup::setup()?;
             bench::bench(&bench::Options {
                 reps,
                 seconds,
                 python,
+                only,
             })
         }
         Task::Test { unit, args } => {

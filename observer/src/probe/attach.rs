@@ -168,12 +168,14 @@ const SITE_RETURN_HIT: &str = "site_return_hit";
 /// Loads the embedded BPF object (nothing attached), its maps sized for what the run needs.
 pub fn load_object(needs: MapNeeds) -> anyhow::Result<Ebpf> {
     let sizes = map_sizes(needs);
+    // EbpfLoader::new() reads and parses the kernel's BTF (several MB) once; Ebpf::load, or
+    // another Btf::from_sys_fs here, would do it again (a third of the attach time with 1000
+    // threads on a busy machine, bench).
     let mut loader = EbpfLoader::new();
     for (name, n) in &sizes {
         loader.map_max_entries(name, *n);
     }
-    let btf = aya::Btf::from_sys_fs().ok();
-    loader.btf(btf.as_ref()).load(BPF_OBJECT).map_err(|e| {
+    loader.load(BPF_OBJECT).map_err(|e| {
         if is_permission_denied(&e) {
             refused("creating the eBPF maps", &e)
         } else {
@@ -192,6 +194,11 @@ pub fn load_counters(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The counting program for a site's traps, or for a uretprobe's returns.
+fn counter_program(is_return: bool) -> &'static str {
+    if is_return { SITE_RETURN_HIT } else { SITE_HIT }
+}
+
 /// Attaches a counting program (loaded) with its slot as cookie.
 pub fn attach_counter(
     ebpf: &mut Ebpf,
@@ -201,7 +208,7 @@ pub fn attach_counter(
     file_offset: u64,
     scope: UProbeScope,
 ) -> anyhow::Result<UProbeLinkId> {
-    let name = if is_return { SITE_RETURN_HIT } else { SITE_HIT };
+    let name = counter_program(is_return);
     let point = UProbeAttachPoint {
         location: UProbeAttachLocation::AbsoluteOffset(file_offset),
         cookie: Some(u64::from(slot)),
@@ -209,14 +216,6 @@ pub fn attach_counter(
     program(ebpf, name)?
         .attach(point, object, scope)
         .map_err(|e| attach_error(e, name, "a probe site", object))
-}
-
-/// Detaches a counting program.
-pub fn detach_counter(ebpf: &mut Ebpf, is_return: bool, link: UProbeLinkId) -> anyhow::Result<()> {
-    let name = if is_return { SITE_RETURN_HIT } else { SITE_HIT };
-    program(ebpf, name)?
-        .detach(link)
-        .with_context(|| format!("detaching {name}"))
 }
 
 pub fn attach(plan: &ProbePlan, pid: u32, needs: MapNeeds) -> anyhow::Result<Attached> {
@@ -367,19 +366,35 @@ impl Attached {
     /// Removes every probe, keeping the maps (duty cycling's off window). Per-thread state is
     /// forgotten: a span that began before the window must not be measured across it.
     pub fn detach_all(&mut self) -> anyhow::Result<()> {
+        let mut owned = Vec::new();
         for (name, link) in std::mem::take(&mut self.links) {
-            program(&mut self.ebpf, name)?
-                .detach(link)
-                .with_context(|| format!("detaching {name}"))?;
+            owned.push(
+                program(&mut self.ebpf, name)?
+                    .take_link(link)
+                    .with_context(|| format!("detaching {name}"))?,
+            );
         }
         for slot in 0..self.counters.len() {
             if !self.counters[slot].duty_cycled {
                 continue;
             }
             if let Some(link) = self.counters[slot].link.take() {
-                detach_counter(&mut self.ebpf, self.counters[slot].kind.is_none(), link)?;
+                let name = counter_program(self.counters[slot].kind.is_none());
+                owned.push(
+                    program(&mut self.ebpf, name)?
+                        .take_link(link)
+                        .with_context(|| format!("detaching {name}"))?,
+                );
             }
         }
+        // Each uprobe's removal waits for the kernel's grace periods (hundreds of ms on a busy
+        // machine), with the remaining probes still trapping meanwhile: removed side by side,
+        // the waits overlap.
+        std::thread::scope(|s| {
+            for link in owned {
+                s.spawn(move || drop(link));
+            }
+        });
         let mut threads: BpfHashMap<&mut MapData, u32, ThreadGilState> = BpfHashMap::try_from(
             self.ebpf
                 .map_mut("THREADS")

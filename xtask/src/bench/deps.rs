@@ -1,5 +1,6 @@
-//! What the benchmark needs besides gilwatch, installed idempotently: bpftrace and wrk (Debian
-//! packages), Flask and gunicorn (PyPI, into bench/venv, which git ignores).
+//! What the benchmark needs besides gilwatch, installed idempotently: bpftrace, wrk and a C
+//! compiler (Debian packages), Flask and gunicorn (PyPI, into bench/venv, which git ignores), the
+//! lock loop (compiled into target/bench).
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -18,12 +19,17 @@ pub struct Env {
     pub libpython: PathBuf,
     pub venv: PathBuf,
     pub scripts: PathBuf,
+    /// scripts/bench/lock_loop.c, compiled.
+    pub lock_loop: PathBuf,
 }
 
 pub fn ensure(python: &Path) -> anyhow::Result<Env> {
-    let missing: Vec<&str> = ["bpftrace", "wrk"]
+    let missing: Vec<&str> = [("bpftrace", "bpftrace"), ("wrk", "wrk"), ("cc", "gcc")]
         .into_iter()
-        .filter(|b| !shell::succeeds(Command::new("sh").args(["-c", &format!("command -v {b}")])))
+        .filter(|(b, _)| {
+            !shell::succeeds(Command::new("sh").args(["-c", &format!("command -v {b}")]))
+        })
+        .map(|(_, package)| package)
         .collect();
     if !missing.is_empty() {
         shell::run(Command::new("apt-get").arg("update"))?;
@@ -60,12 +66,23 @@ pub fn ensure(python: &Path) -> anyhow::Result<Env> {
     .filter(|p| p.exists())
     .context("the benchmark's Python has no shared libpython (bpftrace's probes go there)")?;
     crate::build()?;
+    let scripts = root.join("scripts/bench");
+    let lock_loop = root.join("target/bench/lock_loop");
+    std::fs::create_dir_all(root.join("target/bench")).context("creating target/bench")?;
+    shell::run(
+        Command::new("cc")
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&lock_loop)
+            .arg(scripts.join("lock_loop.c"))
+            .arg("-lpthread"),
+    )?;
     Ok(Env {
         gilwatch: root.join("target/release/gilwatch"),
         python: python.to_owned(),
         python_version,
         libpython,
         venv,
-        scripts: root.join("scripts/bench"),
+        scripts,
+        lock_loop,
     })
 }

@@ -4,6 +4,12 @@
 //! observing everything, and the bpftrace script a user would write) run interleaved, A B C D A B
 //! C D, so a machine that gets busier during the run hurts them all alike. Medians and min–max
 //! over the repetitions go to bench/results/latest.md and latest.json.
+//!
+//! Cases: the GIL-cycle loop on pyenv's CPython (symbols) and on the distributions' stripped
+//! builds (Debian's python3.11, sid's 3.13–3.15 in the test root), the tight-lock loop (a C
+//! program; `--lock`, `--mutexes`, bpftrace), the contended mix, Flask, and gilwatch's own cost.
+//! Each row shows gilwatch's estimate of its cost next to the cost measured on the target.
+//! `--only gil-cycle,lock` runs a subset (name prefixes), `--quick` 2 repetitions of 2 s.
 mod attached;
 mod deps;
 mod run;
@@ -22,6 +28,97 @@ pub struct Options {
     pub reps: usize,
     pub seconds: f64,
     pub python: PathBuf,
+    /// Run only the cases whose name starts with one of these (empty: all).
+    pub only: Vec<String>,
+}
+
+/// One row group of the table: a workload and the configurations it is measured under.
+struct Case {
+    name: String,
+    workload: run::Workload,
+    configs: Vec<Config>,
+}
+
+/// Every case, in table order. Distribution interpreters missing here are left out (said so).
+fn cases(env: &deps::Env) -> Vec<Case> {
+    use run::{Interp, Workload};
+    let python = [
+        Config::None,
+        Config::Gilwatch,
+        Config::GilwatchFull,
+        Config::Bpftrace,
+    ];
+    let mut v = vec![Case {
+        name: "gil-cycle".to_owned(),
+        workload: Workload::Cycle(Interp {
+            label: format!("pyenv {}", env.python_version),
+            exe: env.python.clone(),
+            contained: false,
+            symbols: true,
+        }),
+        configs: python.to_vec(),
+    }];
+    let sid = std::path::Path::new(crate::sid::ROOT);
+    let distro = [
+        ("gil-cycle-debian-3.11", "/usr/bin/python3.11", false),
+        ("gil-cycle-sid-3.13", "/usr/bin/python3.13", true),
+        ("gil-cycle-sid-3.14", "/usr/bin/python3.14", true),
+        ("gil-cycle-sid-3.15", "/usr/bin/python3.15", true),
+    ];
+    for (name, exe, contained) in distro {
+        let host = if contained {
+            sid.join(exe.trim_start_matches('/'))
+        } else {
+            PathBuf::from(exe)
+        };
+        if !host.exists() {
+            eprintln!("bench: {name}: {} not found, left out", host.display());
+            continue;
+        }
+        v.push(Case {
+            name: name.to_owned(),
+            workload: Workload::Cycle(Interp {
+                label: format!(
+                    "{exe}{}",
+                    if contained {
+                        " (Debian sid root)"
+                    } else {
+                        " (Debian)"
+                    }
+                ),
+                exe: PathBuf::from(exe),
+                contained,
+                symbols: false,
+            }),
+            configs: python.to_vec(),
+        });
+    }
+    v.push(Case {
+        name: "lock".to_owned(),
+        workload: Workload::Lock,
+        configs: vec![
+            Config::None,
+            Config::GilwatchLock,
+            Config::GilwatchMutexes,
+            Config::Bpftrace,
+        ],
+    });
+    for (name, workload) in [
+        ("contended-mix", Workload::Mix),
+        ("flask-gunicorn", Workload::Web),
+    ] {
+        v.push(Case {
+            name: name.to_owned(),
+            workload,
+            configs: python.to_vec(),
+        });
+    }
+    v
+}
+
+/// Whether `--only` selects this case (prefixes: `gil-cycle` selects all its interpreters).
+fn selected(only: &[String], name: &str) -> bool {
+    only.is_empty() || only.iter().any(|o| name.starts_with(o.as_str()))
 }
 
 /// What one measured run produced: named numbers (ns_per_cycle, rps, …).
@@ -38,32 +135,38 @@ pub fn bench(opts: &Options) -> anyhow::Result<()> {
     let load_before = loadavg();
     eprintln!("bench: load average at start: {load_before}");
 
-    let configs = [
-        Config::None,
-        Config::Gilwatch,
-        Config::GilwatchFull,
-        Config::Bpftrace,
-    ];
     let mut results: Vec<Value> = Vec::new();
-    for workload in run::Workload::ALL {
+    for case in cases(&env)
+        .into_iter()
+        .filter(|c| selected(&opts.only, &c.name))
+    {
         let mut runs: Vec<(Config, Metrics)> = Vec::new();
         for rep in 0..opts.reps {
-            for &config in &configs {
+            for &config in &case.configs {
                 eprintln!(
                     "bench: {} · {} · repetition {}/{}",
-                    workload.name(),
+                    case.name,
                     config.name(),
                     rep + 1,
                     opts.reps
                 );
-                let m = run::once(&env, workload, config, opts.seconds)
-                    .with_context(|| format!("{} under {}", workload.name(), config.name()))?;
-                runs.push((config, m));
+                let m = run::once(&env, &case.workload, config, opts.seconds)
+                    .with_context(|| format!("{} under {}", case.name, config.name()));
+                match m {
+                    Ok(m) => runs.push((config, m)),
+                    // One observer failing on one interpreter (bpftrace cannot attach, say)
+                    // leaves an empty cell, not a lost run.
+                    Err(e) => eprintln!("bench: {e:#}"),
+                }
             }
         }
         results.push(json!({
-            "workload": workload.name(),
-            "configs": configs.iter().map(|c| json!({
+            "workload": case.name,
+            "interpreter": match &case.workload {
+                run::Workload::Cycle(i) => json!(i.label),
+                _ => Value::Null,
+            },
+            "configs": case.configs.iter().map(|c| json!({
                 "config": c.name(),
                 "runs": runs.iter().filter(|(rc, _)| rc == c).map(|(_, m)| {
                     m.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect::<serde_json::Map<_, _>>()
@@ -71,8 +174,12 @@ pub fn bench(opts: &Options) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
         }));
     }
-    eprintln!("bench: observer-side cost");
-    let observer = run::observer_cost(&env, opts.seconds.max(5.0))?;
+    let observer = if selected(&opts.only, "observer") {
+        eprintln!("bench: observer-side cost");
+        run::observer_cost(&env, opts.seconds.max(5.0))?
+    } else {
+        Value::Array(Vec::new())
+    };
     let load_after = loadavg();
     let doc = json!({
         "machine": machine(),
@@ -80,6 +187,7 @@ pub fn bench(opts: &Options) -> anyhow::Result<()> {
         "gilwatch_commit": shell::output(std::process::Command::new("git").args(["-C"]).arg(&root).args(["rev-parse", "--short", "HEAD"])).map(|s| s.trim().to_owned()),
         "load_average": {"start": load_before, "end": load_after},
         "repetitions": opts.reps,
+        "only": opts.only,
         "seconds_per_run": opts.seconds,
         "per_event_streaming_mode": "none (gilwatch aggregates in the kernel; no per-event output exists)",
         "workloads": results,

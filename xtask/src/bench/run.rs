@@ -11,7 +11,11 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
 
-use super::{Metrics, deps::Env};
+use super::{
+    Metrics,
+    attached::{self, Point},
+    deps::Env,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Config {
@@ -21,8 +25,15 @@ pub enum Config {
     Gilwatch,
     /// gilwatch with no budget: every GIL cycle probed, whatever it costs.
     GilwatchFull,
-    /// scripts/bench/gil_wait_hold.bt: uprobe+uretprobe on take_gil, uprobe on drop_gil.
+    /// The bpftrace script a user would write: on a CPython with symbols
+    /// scripts/bench/gil_wait_hold.bt (uprobe+uretprobe on take_gil, uprobe on drop_gil), on a
+    /// stripped one and on the lock loop scripts/bench/libc_lock.bt (the same on
+    /// pthread_mutex_lock/unlock).
     Bpftrace,
+    /// `gilwatch --lock g_lock` on the lock loop.
+    GilwatchLock,
+    /// `gilwatch --mutexes` on the lock loop.
+    GilwatchMutexes,
 }
 
 impl Config {
@@ -32,30 +43,56 @@ impl Config {
             Config::Gilwatch => "gilwatch (default)",
             Config::GilwatchFull => "gilwatch --max-overhead none",
             Config::Bpftrace => "bpftrace script",
+            Config::GilwatchLock => "gilwatch --lock",
+            Config::GilwatchMutexes => "gilwatch --mutexes",
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The CPython a workload runs on: pyenv's (symbols, shared libpython) or a distribution's
+/// stripped build, on the host or in the Debian sid root (run there like a container).
+#[derive(Debug, Clone)]
+pub struct Interp {
+    pub label: String,
+    /// The interpreter's path (inside the sid root for a contained one).
+    pub exe: PathBuf,
+    pub contained: bool,
+    /// Symbols and a shared libpython (bpftrace probes take_gil); else stripped.
+    pub symbols: bool,
+}
+
+impl Interp {
+    /// Its command line for a script of scripts/bench: unshare into the sid root when contained
+    /// (the script is copied there first).
+    fn command(&self, env: &Env, script: &str) -> anyhow::Result<Command> {
+        if !self.contained {
+            let mut c = Command::new(&self.exe);
+            c.arg(env.scripts.join(script));
+            return Ok(c);
+        }
+        let dir = std::path::Path::new(crate::sid::ROOT).join("tmp/gilwatch-bench");
+        std::fs::create_dir_all(&dir).context("creating the bench's directory in the sid root")?;
+        std::fs::copy(env.scripts.join(script), dir.join(script))
+            .with_context(|| format!("copying {script} into the sid root"))?;
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--pid", "--fork", "--kill-child", "--mount-proc"])
+            .arg(format!("--root={}", crate::sid::ROOT))
+            .arg(&self.exe)
+            .arg(format!("/tmp/gilwatch-bench/{script}"));
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Clone)]
 pub enum Workload {
-    /// One GIL release/acquire per iteration, flat out: ns per cycle.
-    Cycle,
+    /// One GIL release/acquire per iteration (os.write to /dev/null), flat out: ns per cycle.
+    Cycle(Interp),
     /// One CPU thread and two I/O threads: each one's throughput.
     Mix,
     /// Flask under gunicorn (1 worker, 8 threads), driven by wrk over loopback.
     Web,
-}
-
-impl Workload {
-    pub const ALL: [Workload; 3] = [Workload::Cycle, Workload::Mix, Workload::Web];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Workload::Cycle => "gil-cycle",
-            Workload::Mix => "contended-mix",
-            Workload::Web => "flask-gunicorn",
-        }
-    }
+    /// A C program's uncontended pthread_mutex_lock/unlock loop: ns per pair.
+    Lock,
 }
 
 /// Kills the process on drop, so no error path leaves a workload spinning.
@@ -73,12 +110,38 @@ struct Gated {
     guard: Guard,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// The observed PID when it is not the child's (contained: unshare's child).
+    pid: Option<u32>,
 }
 
 impl Gated {
     fn start(env: &Env, script: &str, args: &[String]) -> anyhow::Result<Gated> {
-        let mut child = Command::new(&env.python)
-            .arg(env.scripts.join(script))
+        let interp = Interp {
+            label: String::new(),
+            exe: env.python.clone(),
+            contained: false,
+            symbols: true,
+        };
+        Self::start_on(env, &interp, script, args)
+    }
+
+    fn start_on(
+        env: &Env,
+        interp: &Interp,
+        script: &str,
+        args: &[String],
+    ) -> anyhow::Result<Gated> {
+        Self::spawn(interp.command(env, script)?, script, args, interp.contained)
+    }
+
+    /// `contained`: the command is unshare, and the workload its child (observed by that PID).
+    fn spawn(
+        mut cmd: Command,
+        script: &str,
+        args: &[String],
+        contained: bool,
+    ) -> anyhow::Result<Gated> {
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -90,16 +153,27 @@ impl Gated {
             guard: Guard(child),
             stdin,
             stdout,
+            pid: None,
         };
         let line = g.line()?;
         if line.trim() != "ready" {
             bail!("{script} said {line:?} instead of ready");
         }
+        if contained {
+            let id = g.guard.0.id();
+            let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children"))
+                .context("reading unshare's children")?;
+            g.pid = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok());
+            g.pid.context("unshare has no child")?;
+        }
         Ok(g)
     }
 
     fn pid(&self) -> u32 {
-        self.guard.0.id()
+        self.pid.unwrap_or_else(|| self.guard.0.id())
     }
 
     fn line(&mut self) -> anyhow::Result<String> {
@@ -111,8 +185,12 @@ impl Gated {
     }
 
     fn go(&mut self) -> anyhow::Result<Value> {
+        self.send(b"go\n")
+    }
+
+    fn send(&mut self, line: &[u8]) -> anyhow::Result<Value> {
         self.stdin
-            .write_all(b"go\n")
+            .write_all(line)
             .context("starting the workload")?;
         self.stdin.flush().ok();
         let line = self.line()?;
@@ -127,50 +205,100 @@ pub struct Observer {
     pub attach_ms: f64,
 }
 
+/// What the observer is pointed at, for its command line and for knowing when it is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probed {
+    /// A CPython with symbols and a shared libpython (pyenv's).
+    Symbols,
+    /// A stripped CPython (gilwatch's libc strategy; bpftrace on libc's mutex functions).
+    Stripped,
+    /// The lock loop: it waits for the breakpoints itself ("armed").
+    LockLoop,
+}
+
 impl Observer {
-    /// Starts the observer and returns once all its uprobes are in place (as bpftool lists
-    /// them): that moment is what "attach time" measures.
-    pub fn start(env: &Env, config: Config, pid: u32) -> anyhow::Result<Option<Observer>> {
+    /// Starts the observer and returns once all its uprobes are in place (breakpoints in the
+    /// target's text): that moment is what "attach time" measures.
+    pub fn start(
+        env: &Env,
+        config: Config,
+        pid: u32,
+        probed: Probed,
+    ) -> anyhow::Result<Option<Observer>> {
         let tmp = std::env::temp_dir().join(format!("gilwatch-bench-{}.json", std::process::id()));
-        let all = super::attached::gilwatch_points(&env.gilwatch, pid)?;
+        let gilwatch = |args: &[&str]| {
+            let mut c = Command::new(&env.gilwatch);
+            c.args(["-p", &pid.to_string(), "--json"])
+                .arg(&tmp)
+                .args(args);
+            c
+        };
         let (mut cmd, points, json) = match config {
             Config::None => return Ok(None),
             Config::Gilwatch | Config::GilwatchFull => {
-                let mut c = Command::new(&env.gilwatch);
-                c.args(["-p", &pid.to_string(), "--json"]).arg(&tmp);
-                if config == Config::GilwatchFull {
-                    c.args(["--max-overhead", "none"]);
-                }
-                (c, all, Some(tmp))
+                let points = attached::gilwatch_points(&env.gilwatch, pid)?;
+                let c = gilwatch(if config == Config::GilwatchFull {
+                    &["--max-overhead", "none"]
+                } else {
+                    &[]
+                });
+                (c, points, Some(tmp.clone()))
             }
+            Config::GilwatchLock => (
+                gilwatch(&["--lock", "g_lock"]),
+                Vec::new(),
+                Some(tmp.clone()),
+            ),
+            Config::GilwatchMutexes => (gilwatch(&["--mutexes"]), Vec::new(), Some(tmp.clone())),
             Config::Bpftrace => {
-                let script = std::fs::read_to_string(env.scripts.join("gil_wait_hold.bt"))
-                    .context("reading gil_wait_hold.bt")?;
-                let script = script.replace("LIBPYTHON", &env.libpython.to_string_lossy());
+                let (file, placeholder, lib, points) = match probed {
+                    Probed::Symbols => {
+                        // The same functions in libpython (bpftrace's uretprobe shares
+                        // take_gil's breakpoint with its uprobe).
+                        let lib = env.libpython.clone();
+                        let name = lib
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        let points: Vec<Point> = attached::gilwatch_points(&env.gilwatch, pid)?
+                            .into_iter()
+                            .filter(|p| p.object == name)
+                            .collect();
+                        ("gil_wait_hold.bt", "LIBPYTHON", lib, points)
+                    }
+                    Probed::Stripped | Probed::LockLoop => {
+                        let (lib, points) = attached::libc_mutex_points(pid)?;
+                        let points = if probed == Probed::LockLoop {
+                            Vec::new()
+                        } else {
+                            points
+                        };
+                        ("libc_lock.bt", "LIBC", lib, points)
+                    }
+                };
+                let script = std::fs::read_to_string(env.scripts.join(file))
+                    .with_context(|| format!("reading {file}"))?;
+                let script = script.replace(placeholder, &lib.to_string_lossy());
                 let path = std::env::temp_dir().join("gilwatch-bench.bt");
                 std::fs::write(&path, script).context("writing the bpftrace script")?;
                 let mut c = Command::new("bpftrace");
                 c.args(["-p", &pid.to_string()]).arg(path);
-                // The same functions in libpython (bpftrace's uretprobe shares take_gil's
-                // breakpoint with its uprobe).
-                let lib = env
-                    .libpython
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let points: Vec<_> = all.into_iter().filter(|p| p.object == lib).collect();
                 (c, points, None)
             }
         };
+        let armed = attached::Armed::new(pid, &points)?;
         let started = Instant::now();
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", config.name()))?;
-        let guard = Guard(child);
+        let mut guard = Guard(child);
         loop {
-            if super::attached::all_armed(pid, &points) {
+            if let Some(status) = guard.0.try_wait()? {
+                bail!("{} exited before attaching ({status})", config.name());
+            }
+            if armed.all() {
                 break;
             }
             if started.elapsed() > Duration::from_secs(30) {
@@ -216,48 +344,94 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-/// Coverage gilwatch reported (1.0 when it observed all the time).
-fn coverage(report: &Option<Value>) -> Option<f64> {
-    report
-        .as_ref()
-        .map(|r| r["sampling"]["coverage"].as_f64().unwrap_or(1.0))
+/// What gilwatch's report says about its own cost: coverage (1.0 when it observed all the
+/// time), its estimate of the cost over the run (% of one CPU), its measurement of it where it
+/// makes one, and the kernel memory its maps took.
+fn reported(report: &Option<Value>, m: &mut Metrics) {
+    let Some(r) = report else { return };
+    let s = &r["sampling"];
+    if !s.is_object() {
+        return;
+    }
+    m.push(("coverage", s["coverage"].as_f64().unwrap_or(1.0)));
+    for (key, v) in [
+        ("estimated_pct", s["overhead_pct"].as_f64()),
+        ("gilwatch_measured_pct", s["measured_overhead_pct"].as_f64()),
+        (
+            "kernel_memory_mb",
+            r["kernel_memory_bytes"].as_f64().map(|b| b / 1e6),
+        ),
+    ] {
+        if let Some(v) = v {
+            m.push((key, v));
+        }
+    }
 }
 
 pub fn once(
     env: &Env,
-    workload: Workload,
+    workload: &Workload,
     config: Config,
     seconds: f64,
 ) -> anyhow::Result<Metrics> {
-    match workload {
-        Workload::Cycle | Workload::Mix => {
-            let (script, args) = match workload {
-                Workload::Cycle => ("gil_cycle.py", vec![seconds.to_string()]),
-                _ => ("mix.py", vec![seconds.to_string(), "2".to_owned()]),
-            };
-            let mut target = Gated::start(env, script, &args)?;
-            let observer = Observer::start(env, config, target.pid())?;
-            let result = target.go()?;
-            let mut m: Metrics = Vec::new();
-            for key in ["ns_per_cycle", "cpu_kloops_per_s", "io_per_s"] {
-                if let Some(v) = result[key].as_f64() {
-                    m.push((key, v));
-                }
-            }
-            finish(observer, &mut m)?;
-            Ok(m)
+    let (mut target, probed) = match workload {
+        Workload::Cycle(interp) => {
+            let g = Gated::start_on(env, interp, "gil_cycle.py", &[seconds.to_string()])?;
+            (
+                g,
+                if interp.symbols {
+                    Probed::Symbols
+                } else {
+                    Probed::Stripped
+                },
+            )
         }
-        Workload::Web => web(env, config, seconds),
+        Workload::Mix => (
+            Gated::start(env, "mix.py", &[seconds.to_string(), "2".to_owned()])?,
+            Probed::Symbols,
+        ),
+        Workload::Lock => (
+            Gated::spawn(
+                Command::new(&env.lock_loop),
+                "lock_loop",
+                &[seconds.to_string()],
+                false,
+            )?,
+            Probed::LockLoop,
+        ),
+        Workload::Web => return web(env, config, seconds),
+    };
+    let observer = Observer::start(env, config, target.pid(), probed)?;
+    let result = if probed == Probed::LockLoop && observer.is_some() {
+        target.send(b"armed\n")?
+    } else {
+        target.go()?
+    };
+    let mut m: Metrics = Vec::new();
+    for key in [
+        "ns_per_cycle",
+        "ns_per_pair",
+        "cpu_kloops_per_s",
+        "io_per_s",
+    ] {
+        if let Some(v) = result[key].as_f64() {
+            m.push((key, v));
+        }
     }
+    let mut observer = observer;
+    if let (Some(o), Some(ms)) = (observer.as_mut(), result["attach_ms"].as_f64()) {
+        // The lock loop saw its breakpoints arrive: from the observer's start, about.
+        o.attach_ms = ms;
+    }
+    finish(observer, &mut m)?;
+    Ok(m)
 }
 
 fn finish(observer: Option<Observer>, m: &mut Metrics) -> anyhow::Result<()> {
     if let Some(o) = observer {
         m.push(("attach_ms", o.attach_ms));
         let report = o.stop()?;
-        if let Some(c) = coverage(&report) {
-            m.push(("coverage", c));
-        }
+        reported(&report, m);
     }
     Ok(())
 }
@@ -287,7 +461,7 @@ fn web(env: &Env, config: Config, seconds: f64) -> anyhow::Result<Metrics> {
     let worker = worker_of(master.0.id())?;
     // Warm up unobserved (imports, first requests), then observe a measured run.
     wrk(1.0)?;
-    let observer = Observer::start(env, config, worker)?;
+    let observer = Observer::start(env, config, worker, Probed::Symbols)?;
     let (rps, p99_ms) = wrk(seconds)?;
     let mut m: Metrics = vec![("requests_per_s", rps), ("p99_ms", p99_ms)];
     finish(observer, &mut m)?;
@@ -395,7 +569,7 @@ pub fn observer_cost(env: &Env, seconds: f64) -> anyhow::Result<Value> {
         } else {
             Gated::start(env, script, &args)?
         };
-        let obs = Observer::start(env, Config::GilwatchFull, target.pid())?
+        let obs = Observer::start(env, Config::GilwatchFull, target.pid(), Probed::Symbols)?
             .ok_or_else(|| anyhow!("no observer"))?;
         // Let the first interval pass (thread names, maps filling), then measure a window.
         sleep(Duration::from_secs(1));
