@@ -67,6 +67,15 @@ fn place(minor: u8) -> Option<Place> {
     })
 }
 
+/// Where the main interpreter's GIL sits inside `_PyRuntime` (3.8–3.11), for code that names
+/// it by address; None from 3.12, where each interpreter points at its GIL.
+pub fn offset_in_runtime(minor: u8) -> Option<u64> {
+    match place(minor)? {
+        Place::InRuntime(off) => Some(off),
+        Place::PointerInInterp(_) => None,
+    }
+}
+
 pub fn locate(
     mem: &ProcessMemory,
     version: (u8, u8),

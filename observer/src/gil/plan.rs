@@ -6,6 +6,10 @@
 //!   uncontended GIL cycle (entry of take_gil and drop_gil; contended takes add libc's
 //!   pthread_cond_timedwait entry and return); on 3.6/3.7, whose GIL we cannot locate in memory to
 //!   filter the timed waits, three (entry and return of take_gil, entry of drop_gil).
+//! - `exports`: no symbols at all (stripped builds, 3.9+): take_gil found by disassembling the
+//!   exported PyEval_RestoreThread (gil/exports.rs), the drop marked by libc's
+//!   `pthread_cond_signal(&gil->cond)` (drop_gil is inlined in such builds). Two traps per
+//!   uncontended cycle, both on emulated instructions, as symtab's.
 //! - `libc`: no interpreter symbols needed (stripped, LTO builds): pthread_mutex_lock and
 //!   pthread_cond_signal in libc, filtered in the kernel by the GIL's addresses.
 use std::path::PathBuf;
@@ -13,7 +17,9 @@ use std::path::PathBuf;
 use crate::{
     error::{Exit, user},
     gil::{
+        address::{self, DEFAULT_LAYOUT, FREE_THREADED_LAYOUT},
         debuginfo::{self, GilFunctions, SymbolSource},
+        exports,
         libc::Libc,
         locate::Interpreter,
         symbols,
@@ -35,10 +41,13 @@ pub struct ProbePoint {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Strategy {
-    /// take_gil/drop_gil from the symbol table when there is one, else libc.
+    /// take_gil/drop_gil from the symbol table when there is one, else exports, else libc.
     Auto,
     /// take_gil/drop_gil from the interpreter's symbol table.
     Symtab,
+    /// No symbols: take_gil found through the exported PyEval_RestoreThread by disassembly,
+    /// the drop marked by libc's signal of the GIL's condition variable.
+    Exports,
     /// libc's pthread calls on the GIL's mutex and condition variables (no symbols needed).
     Libc,
 }
@@ -54,6 +63,9 @@ pub struct ProbePlan {
     /// Probe traps per uncontended GIL release/acquire cycle, and how many of them are
     /// uretprobes (costlier): what the overhead budget multiplies the cycle rate by.
     pub traps_per_cycle: Traps,
+    /// What the choice rests on, for `gilwatch doctor`: how disassembly found the sites, or
+    /// why auto fell back past a cheaper strategy.
+    pub notes: Vec<String>,
 }
 
 /// Probe traps per GIL cycle, by kind.
@@ -77,7 +89,7 @@ impl ProbePlan {
 
     /// The kernel programs cannot work without the GIL's address (libc strategy).
     pub fn needs_gil_address(&self) -> bool {
-        self.strategy == "libc"
+        matches!(self.strategy, "libc" | "exports")
     }
 
     /// The kernel programs filter better with the GIL's address (two-trap symtab: timed waits
@@ -95,7 +107,7 @@ pub fn plan(
     choice: Strategy,
 ) -> anyhow::Result<ProbePlan> {
     // .symtab, else MiniDebugInfo, else a debug file (gil/debuginfo.rs).
-    let found = if choice == Strategy::Libc {
+    let found = if matches!(choice, Strategy::Libc | Strategy::Exports) {
         GilFunctions::default()
     } else {
         debuginfo::gil_functions(interp)?
@@ -107,8 +119,100 @@ pub fn plan(
         Strategy::Auto | Strategy::Symtab if have_symbols => {
             Ok(symtab_plan(interp, syms, found.source.clone(), libc))
         }
+        Strategy::Exports => exports_plan(interp, libc).map_err(|e| {
+            user(
+                Exit::Unsupported,
+                format!(
+                    "{} (CPython {}): --strategy exports cannot be used: {e}; use --strategy libc or auto",
+                    interp.path, interp.version
+                ),
+            )
+        }),
+        Strategy::Auto => match exports_plan(interp, libc) {
+            Ok(plan) => Ok(plan),
+            Err(why) => {
+                let mut plan = libc_plan(interp, libc)?;
+                plan.notes.push(format!("exports not used: {why}"));
+                Ok(plan)
+            }
+        },
         _ => libc_plan(interp, libc),
     }
+}
+
+/// The `exports` strategy, or why it does not apply to this interpreter.
+fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, String> {
+    // take_gil(tstate) from 3.9 on; 3.8's out-of-line take_gil takes (ceval, tstate).
+    let minor = interp.version.minor_version();
+    if minor < (3, 9) {
+        return Err(format!(
+            "CPython {} (needs 3.9+, where take_gil's argument is the thread state)",
+            interp.version
+        ));
+    }
+    let libc = libc.ok_or("no libc found")?;
+    let signal = libc
+        .function("pthread_cond_signal")
+        .map_err(|e| format!("{e:#}"))?;
+    let timedwait = libc
+        .function("pthread_cond_timedwait")
+        .map_err(|e| format!("{e:#}"))?;
+    let elf = interp.elf().map_err(|e| format!("{e:#}"))?;
+    let layout = if interp.free_threaded {
+        FREE_THREADED_LAYOUT
+    } else {
+        DEFAULT_LAYOUT
+    };
+    let gil_at = exports::static_gil(&elf, address::offset_in_runtime(minor.1));
+    let route = exports::locate(&elf, &layout, gil_at).map_err(|e| e.0)?;
+    let in_interp = |program, symbol: String| ProbePoint {
+        program,
+        symbol,
+        object: interp.open_path.clone(),
+        object_name: interp.path.clone(),
+        file_offset: route.take_site_offset,
+    };
+    let in_libc = |program, symbol: &str, file_offset| ProbePoint {
+        program,
+        symbol: symbol.to_owned(),
+        object: libc.open_path.clone(),
+        object_name: libc.path.clone(),
+        file_offset,
+    };
+    let site = route.take_site - route.take_gil;
+    let take = if site == 0 {
+        "take_gil".to_owned()
+    } else {
+        format!("take_gil+{site:#x}")
+    };
+    Ok(ProbePlan {
+        strategy: "exports",
+        symbols_from: None,
+        points: vec![
+            in_interp("take_gil_tentative_arg0", take),
+            in_libc("gil_cond_signal_drop", "pthread_cond_signal", signal),
+            in_libc("gil_cond_wait_enter", "pthread_cond_timedwait", timedwait),
+            in_libc("gil_cond_wait_return", "pthread_cond_timedwait", timedwait),
+        ],
+        blind_spots: vec![
+            "waits and holds already under way when gilwatch attached",
+            "the first GIL traffic of `-- CMD` before the interpreter has created its GIL (drops are matched by the GIL's address)",
+            "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
+        ],
+        // take_gil's entry and pthread_cond_signal's: both uprobes on emulated instructions.
+        traps_per_cycle: Traps {
+            uprobes: 2,
+            uretprobes: 0,
+        },
+        notes: vec![format!(
+            "take_gil at {:#x} via {}, probed at {:#x} `{}`; drop: {}",
+            route.take_gil,
+            route.found_via,
+            route.take_site,
+            route.take_site_instruction,
+            route.drop_evidence
+        )],
+    })
 }
 
 /// `rejected`: the debug files (and MiniDebugInfo) looked at and why they were not used.
@@ -199,6 +303,7 @@ fn symtab_plan(
         points,
         blind_spots: vec!["waits and holds already under way when gilwatch attached"],
         traps_per_cycle,
+        notes: Vec::new(),
     }
 }
 
@@ -245,5 +350,6 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
             uprobes: 3,
             uretprobes: 0,
         },
+        notes: Vec::new(),
     })
 }

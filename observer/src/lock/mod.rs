@@ -207,6 +207,7 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
             uprobes: 0,
             uretprobes: 0,
         },
+        notes: Vec::new(),
     };
     let mut attached = gil_attach::attach(&empty, process.pid)?;
     watch.attach(&mut attached.ebpf).map_err(|e| {
