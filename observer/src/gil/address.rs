@@ -18,6 +18,7 @@ pub struct GilLayout {
     pub locked: u64,
     pub cond: u64,
     pub mutex: u64,
+    pub switch_cond: u64,
     pub switch_mutex: u64,
 }
 
@@ -27,6 +28,7 @@ pub const DEFAULT_LAYOUT: GilLayout = GilLayout {
     locked: 16,
     cond: 32,
     mutex: 80,
+    switch_cond: 120,
     switch_mutex: 168,
 };
 pub const FREE_THREADED_LAYOUT: GilLayout = GilLayout {
@@ -35,6 +37,7 @@ pub const FREE_THREADED_LAYOUT: GilLayout = GilLayout {
     locked: 24,
     cond: 40,
     mutex: 88,
+    switch_cond: 128,
     switch_mutex: 176,
 };
 

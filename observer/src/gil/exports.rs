@@ -38,6 +38,19 @@ pub struct Route {
     pub found_via: &'static str,
     /// How the drop's `pthread_cond_signal(&gil->cond)` was recognised, for `doctor`.
     pub drop_evidence: String,
+    pub drop: DropMarker,
+}
+
+/// Where the drop probe goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropMarker {
+    /// Every direct call (or tail jump) to pthread_cond_signal in the interpreter that is not
+    /// known to signal `switch_cond`: (virtual address, file offset). A `call rel32` is emulated,
+    /// and take_gil's own signal of `switch_cond` stays unprobed, so a cycle costs two traps.
+    CallSites(Vec<(u64, u64)>),
+    /// libc's pthread_cond_signal entry, where the interpreter calls it indirectly (`-fno-plt`):
+    /// take_gil's `switch_cond` signal then costs a third trap per cycle.
+    LibcEntry,
 }
 
 /// Why the route was not found: said by `doctor` and when `--strategy exports` is refused.
@@ -134,6 +147,7 @@ pub fn locate(
             "take_gil at {take:#x} has no emulated instruction before it uses its argument register"
         ))
     })?;
+    let drop = code.drop_marker(elf, take, layout, gil_at)?;
     let take_site_offset = file_offset(elf, site)
         .ok_or_else(|| NotFound(format!("take_gil site {site:#x} is outside the file")))?;
     Ok(Route {
@@ -143,6 +157,7 @@ pub fn locate(
         take_site_instruction: instruction,
         found_via: "PyEval_RestoreThread",
         drop_evidence,
+        drop,
     })
 }
 
@@ -171,6 +186,8 @@ impl std::fmt::Display for Rdi {
 struct Code<'a> {
     text: Vec<(u64, &'a [u8])>,
     plt: HashMap<u64, String>,
+    /// GOT slots of imported functions, for calls that bypass the PLT.
+    got: HashMap<u64, String>,
     /// Functions this object exports: a shared libpython calls its own exported functions
     /// through the PLT too.
     exported: HashMap<String, u64>,
@@ -196,7 +213,7 @@ impl<'a> Code<'a> {
             if name == ".plt" || name == ".plt.sec" {
                 plt_sections.push((s.address(), data));
             }
-            if matches!(s.kind(), object::SectionKind::Text) {
+            if matches!(s.kind(), object::SectionKind::Text) && !name.starts_with(".plt") {
                 text.push((s.address(), data));
             }
         }
@@ -245,6 +262,7 @@ impl<'a> Code<'a> {
         Ok(Code {
             text,
             plt,
+            got,
             exported,
         })
     }
@@ -311,6 +329,75 @@ impl<'a> Code<'a> {
             }
         }
         Walk { calls }
+    }
+
+    /// Where the drop probe goes: see [`DropMarker`]. Sites inside take_gil are left out
+    /// unless they provably signal gil->cond (take_gil signals `switch_cond` on every take).
+    fn drop_marker(
+        &self,
+        elf: &object::File<'_>,
+        take_gil: u64,
+        layout: &GilLayout,
+        gil_at: Option<u64>,
+    ) -> Result<DropMarker, NotFound> {
+        let field = |arg: Rdi, off: u64| match arg {
+            Rdi::Address(a) => gil_at.is_some_and(|g| a == g + off),
+            Rdi::Offset(d) => gil_at.is_none() && d == off,
+            Rdi::Unknown => false,
+        };
+        let in_take: BTreeSet<u64> = self.walk(take_gil).calls.keys().copied().collect();
+        let mut sites = Vec::new();
+        for (ip, arg, direct) in self.signal_calls() {
+            if !direct {
+                return Ok(DropMarker::LibcEntry);
+            }
+            if field(arg, layout.switch_cond) || (in_take.contains(&ip) && !field(arg, layout.cond))
+            {
+                continue;
+            }
+            let offset = file_offset(elf, ip)
+                .ok_or_else(|| NotFound(format!("call site {ip:#x} is outside the file")))?;
+            sites.push((ip, offset));
+        }
+        if sites.is_empty() {
+            return Err(NotFound(
+                "no call of pthread_cond_signal outside take_gil".to_owned(),
+            ));
+        }
+        Ok(DropMarker::CallSites(sites))
+    }
+
+    /// Every call or jump to pthread_cond_signal in the object's code (a linear sweep):
+    /// (address, first argument as far as known, direct through the PLT or not).
+    fn signal_calls(&self) -> Vec<(u64, Rdi, bool)> {
+        let info = &mut InstructionInfoFactory::new();
+        let mut out = Vec::new();
+        let is_signal = |name: Option<&String>| name.is_some_and(|n| n == "pthread_cond_signal");
+        for (base, data) in &self.text {
+            let mut rdi = Rdi::Unknown;
+            for ins in Decoder::with_ip(64, data, *base, DecoderOptions::NONE) {
+                let flow = ins.flow_control();
+                if matches!(flow, FlowControl::Call | FlowControl::UnconditionalBranch)
+                    && is_signal(self.plt.get(&ins.near_branch_target()))
+                {
+                    out.push((ins.ip(), rdi, true));
+                }
+                if matches!(
+                    flow,
+                    FlowControl::IndirectCall | FlowControl::IndirectBranch
+                ) && ins.is_ip_rel_memory_operand()
+                    && is_signal(self.got.get(&ins.ip_rel_memory_address()))
+                {
+                    out.push((ins.ip(), rdi, false));
+                }
+                rdi = if flow == FlowControl::Next {
+                    rdi_after(&ins, rdi, info)
+                } else {
+                    Rdi::Unknown
+                };
+            }
+        }
+        out
     }
 
     /// The first function (breadth first, `root` itself when `with_root`, then up to three

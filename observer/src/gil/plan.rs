@@ -19,7 +19,7 @@ use crate::{
     gil::{
         address::{self, DEFAULT_LAYOUT, FREE_THREADED_LAYOUT},
         debuginfo::{self, GilFunctions, SymbolSource},
-        exports,
+        exports::{self, DropMarker},
         libc::Libc,
         locate::Interpreter,
         symbols,
@@ -165,12 +165,12 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
     };
     let gil_at = exports::static_gil(&elf, address::offset_in_runtime(minor.1));
     let route = exports::locate(&elf, &layout, gil_at).map_err(|e| e.0)?;
-    let in_interp = |program, symbol: String| ProbePoint {
+    let in_interp = |program, symbol: String, file_offset| ProbePoint {
         program,
         symbol,
         object: interp.open_path.clone(),
         object_name: interp.path.clone(),
-        file_offset: route.take_site_offset,
+        file_offset,
     };
     let in_libc = |program, symbol: &str, file_offset| ProbePoint {
         program,
@@ -185,23 +185,55 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
     } else {
         format!("take_gil+{site:#x}")
     };
+    let mut points = vec![in_interp(
+        "take_gil_tentative_arg0",
+        take,
+        route.take_site_offset,
+    )];
+    // The drop: the calls of pthread_cond_signal in the interpreter (emulated `call`s, not
+    // take_gil's), or libc's entry, which take_gil's switch_cond signal also hits.
+    let drop_traps = match &route.drop {
+        DropMarker::CallSites(sites) => {
+            for (at, offset) in sites {
+                points.push(in_interp(
+                    "gil_cond_signal_drop",
+                    format!("call pthread_cond_signal@{at:#x}"),
+                    *offset,
+                ));
+            }
+            1
+        }
+        DropMarker::LibcEntry => {
+            points.push(in_libc(
+                "gil_cond_signal_drop",
+                "pthread_cond_signal",
+                signal,
+            ));
+            2
+        }
+    };
+    points.push(in_libc(
+        "gil_cond_wait_enter",
+        "pthread_cond_timedwait",
+        timedwait,
+    ));
+    points.push(in_libc(
+        "gil_cond_wait_return",
+        "pthread_cond_timedwait",
+        timedwait,
+    ));
     Ok(ProbePlan {
         strategy: "exports",
         symbols_from: None,
-        points: vec![
-            in_interp("take_gil_tentative_arg0", take),
-            in_libc("gil_cond_signal_drop", "pthread_cond_signal", signal),
-            in_libc("gil_cond_wait_enter", "pthread_cond_timedwait", timedwait),
-            in_libc("gil_cond_wait_return", "pthread_cond_timedwait", timedwait),
-        ],
+        points,
         blind_spots: vec![
             "waits and holds already under way when gilwatch attached",
             "the first GIL traffic of `-- CMD` before the interpreter has created its GIL (drops are matched by the GIL's address)",
             "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
         ],
-        // take_gil's entry and pthread_cond_signal's: both uprobes on emulated instructions.
+        // take_gil's entry and the drop's signal: uprobes on emulated instructions.
         traps_per_cycle: Traps {
-            uprobes: 2,
+            uprobes: 1 + drop_traps,
             uretprobes: 0,
         },
         notes: vec![format!(
