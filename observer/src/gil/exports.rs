@@ -583,6 +583,18 @@ mod tests {
                 .contains("PyEval_SaveThread signals 0xa5b8c8"),
             "{r:?}"
         );
+        // Eight calls of pthread_cond_signal: take_gil's two (switch_cond, through a register)
+        // stay unprobed, the six others (five by the GIL's address) are probed.
+        let DropMarker::CallSites(sites) = &r.drop else {
+            panic!("{r:?}")
+        };
+        let at: Vec<u64> = sites.iter().map(|(a, _)| *a).collect();
+        assert_eq!(at.len(), 6, "{at:x?}");
+        assert!(at.contains(&0x527a4b), "{at:x?}");
+        assert!(
+            !at.contains(&0x4f9370) && !at.contains(&0x4f9423),
+            "{at:x?}"
+        );
     }
 
     /// With a wrong idea of where the GIL sits, the drop check refuses the route.
@@ -604,10 +616,31 @@ mod tests {
     #[test]
     fn sid_pythons() {
         let sid = Path::new("/var/lib/gilwatch-test/sid/usr/bin");
-        for (minor, take, site, insn) in [
-            (13, 0x56d520, 0x56d524, "push %r15"),
-            (14, 0x540620, 0x540638, "call 0x00000000004235E0"),
-            (15, 0x568e00, 0x568e04, "push %rbp"),
+        for (minor, take, site, insn, save_signal, switch_signals) in [
+            (
+                13,
+                0x56d520,
+                0x56d524,
+                "push %r15",
+                0x5b24a3,
+                [0x56d5ce, 0x56d6d2],
+            ),
+            (
+                14,
+                0x540620,
+                0x540638,
+                "call 0x00000000004235E0",
+                0x5881ec,
+                [0x5406b7, 0x5408a8],
+            ),
+            (
+                15,
+                0x568e00,
+                0x568e04,
+                "push %rbp",
+                0x5ba594,
+                [0x568e93, 0x568f73],
+            ),
         ] {
             let path = sid.join(format!("python3.{minor}"));
             let Some(r) = route(&path, None) else {
@@ -624,6 +657,15 @@ mod tests {
             assert!(
                 r.drop_evidence.contains("signals 0x20(GIL)"),
                 "3.{minor}: {r:?}"
+            );
+            let DropMarker::CallSites(sites) = &r.drop else {
+                panic!("3.{minor}: {r:?}")
+            };
+            let at: Vec<u64> = sites.iter().map(|(a, _)| *a).collect();
+            assert!(at.contains(&save_signal), "3.{minor}: {at:x?}");
+            assert!(
+                switch_signals.iter().all(|s| !at.contains(s)),
+                "3.{minor}: {at:x?}"
             );
         }
     }
