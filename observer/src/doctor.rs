@@ -80,7 +80,7 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     let asked = format!("{strategy:?}").to_lowercase();
     let _ = writeln!(out, "strategy     {} (asked: {asked})", t.plan.strategy);
     for note in &t.plan.notes {
-        let _ = writeln!(out, "  found      {note}");
+        let _ = writeln!(out, "  note       {note}");
     }
     for point in &t.plan.points {
         let _ = writeln!(

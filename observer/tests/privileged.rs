@@ -657,7 +657,7 @@ fn doctor_explains_each_kind_of_target() {
                     "{label}: {text}"
                 );
                 assert!(
-                    text.contains("found      take_gil at 0x")
+                    text.contains("note       take_gil at 0x")
                         && text.contains("via PyEval_RestoreThread"),
                     "{label}: {text}"
                 );
