@@ -24,6 +24,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
+mod gil_cond_signal_drop;
 mod gil_cond_wait;
 mod gil_libc;
 mod histogram;
@@ -176,16 +177,23 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
 /// end (the hold's start) was only final once the thread stopped waking up in take_gil.
 #[uprobe]
 pub fn drop_gil_enter(_ctx: ProbeContext) -> u32 {
-    let tid = current_tid();
+    gil_dropped(current_tid());
+    0
+}
+
+/// The GIL was dropped by thread `tid` (drop_gil's entry, or the `pthread_cond_signal(&gil->cond)`
+/// of an inlined drop_gil): records the hold and, two-trap design, the wait before it.
+#[inline(always)]
+pub(crate) fn gil_dropped(tid: u32) {
     let Some(st) = THREADS.get_ptr_mut(&tid) else {
-        return 0;
+        return;
     };
     // SAFETY: this thread's own entry.
     let (take, hold) = unsafe { ((*st).take_start_ns, (*st).hold_start_ns) };
     if hold == 0 {
         // Not a hold we saw begin: the GIL was taken before we attached, or take_gil is dropping
         // it on a thread's way out during finalization.
-        return 0;
+        return;
     }
     let now = now_ns();
     // SAFETY: as above.
@@ -208,7 +216,6 @@ pub fn drop_gil_enter(_ctx: ProbeContext) -> u32 {
         record(tid, StatKind::Wait, acquired.saturating_sub(take));
     }
     record(tid, StatKind::Hold, now.saturating_sub(acquired));
-    0
 }
 
 #[cfg(not(test))]

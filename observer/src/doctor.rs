@@ -84,6 +84,10 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     }
     let asked = format!("{strategy:?}").to_lowercase();
     let _ = writeln!(out, "strategy     {} (asked: {asked})", t.plan.strategy);
+    for note in &t.plan.notes {
+        let _ = writeln!(out, "  note       {note}");
+    }
+
     // What a trap costs here: measured like a run does (needs root), else the assumed figures.
     let costs = crate::probe::attach::load_object(crate::probe::attach::MapNeeds::NONE)
         .and_then(|mut ebpf| {

@@ -105,6 +105,7 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
             uprobes: 0,
             uretprobes: 0,
         },
+        notes: Vec::new(),
     };
     let needs = gil_attach::MapNeeds {
         gil: false,

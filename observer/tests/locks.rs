@@ -712,9 +712,9 @@ fn a_lock_run_ends_on_ctrl_c_or_sigterm_with_its_report_and_no_probes_left() {
 #[ignore = "needs root: cargo xtask test"]
 fn a_stripped_python_gets_the_gil_report_and_the_lock_report() {
     require_root();
-    // Debian's /usr/bin/python3 is stripped: its GIL is probed through libc (the `libc`
-    // strategy) while `--mutexes` probes the same pthread functions for every mutex. Both reports
-    // come, and the most contended mutex is the GIL's own.
+    // Debian's /usr/bin/python3 is stripped: its GIL is probed through take_gil found by
+    // disassembly (the `exports` strategy) while `--mutexes` probes libc's pthread functions for
+    // every mutex. Both reports come, and the most contended mutex is the GIL's own.
     let python = Path::new("/usr/bin/python3");
     assert!(
         python.exists(),
@@ -738,7 +738,7 @@ fn a_stripped_python_gets_the_gil_report_and_the_lock_report() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["kind"] == "final")
         .unwrap_or_else(|| panic!("no GIL report in: {stdout}"));
-    assert_eq!(gil["interpreter"]["strategy"], "libc");
+    assert_eq!(gil["interpreter"]["strategy"], "exports");
     assert!(
         gil["gil"]["wait_pct"].as_f64().unwrap_or(0.0) > 100.0,
         "{}",

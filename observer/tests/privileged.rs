@@ -537,6 +537,96 @@ fn both_strategies_agree_on_the_same_process() {
     }
 }
 
+/// Stripped distribution builds: `auto` takes the `exports` strategy, and `--strategy libc`
+/// still works there; both see the I/O threads wait about one switch interval.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn stripped_builds_take_exports_and_libc_still_works() {
+    require_root();
+    for py in distro_pythons() {
+        let target = Target::launch(&py, "contended.py", &["60", "2"]);
+        for (asked, expect) in [
+            ("auto", "exports"),
+            ("libc", "libc"),
+            ("exports", "exports"),
+        ] {
+            let r = observe_with(target.pid(), "2s", &["--strategy", asked]);
+            let label = format!("{} --strategy {asked}", py.label);
+            assert_eq!(r["interpreter"]["strategy"], expect, "{label}");
+            for name in ["io-1", "io-2"] {
+                let p50 = ms(&thread(&r, name)["wait_ns"]["p50"]);
+                assert!(
+                    (4.0..=6.5).contains(&p50),
+                    "{label}: {name} wait p50 {p50:.2} ms, want ≈5 ms"
+                );
+            }
+        }
+        eprintln!("{}: exports by default, libc on request", py.label);
+    }
+}
+
+/// Where symbols exist to check it against (pyenv 3.12, 3.13), the route found by disassembly
+/// reads the same process as take_gil/drop_gil from the symbol table, at the same time.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn exports_agrees_with_symtab_on_the_same_process() {
+    require_root();
+    for py in pythons().into_iter().filter(|p| p.version >= (3, 12)) {
+        let target = Target::launch(&py, "contended.py", &["60", "2"]);
+        let pid = target.pid().to_string();
+        let run = |strategy: &'static str| {
+            let pid = pid.clone();
+            std::thread::spawn(move || {
+                let out = gilwatch(&[
+                    "-p",
+                    &pid,
+                    "-d",
+                    "3s",
+                    "-q",
+                    "--json",
+                    "-",
+                    "--strategy",
+                    strategy,
+                ]);
+                assert!(
+                    out.status.success(),
+                    "{strategy}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                last_json(&out.stdout)
+            })
+        };
+        let (a, b) = (run("symtab"), run("exports"));
+        let (sym, exp) = (
+            a.join().expect("symtab run"),
+            b.join().expect("exports run"),
+        );
+        let label = &py.label;
+        assert_eq!(exp["interpreter"]["strategy"], "exports", "{label}");
+        for name in ["io-1", "io-2", "cpu-hog"] {
+            let (ts, te) = (thread(&sym, name), thread(&exp, name));
+            let (hs, he) = (share(&sym, ts, "hold_ns"), share(&exp, te, "hold_ns"));
+            let (ws, we) = (share(&sym, ts, "wait_ns"), share(&exp, te, "wait_ns"));
+            assert!(
+                (hs - he).abs() < 5.0,
+                "{label} {name}: hold {hs:.1}% (symtab) vs {he:.1}% (exports)"
+            );
+            assert!(
+                (ws - we).abs() < 5.0,
+                "{label} {name}: wait {ws:.1}% (symtab) vs {we:.1}% (exports)"
+            );
+            if name != "cpu-hog" {
+                let (ps, pe) = (ms(&ts["wait_ns"]["p50"]), ms(&te["wait_ns"]["p50"]));
+                assert!(
+                    (ps - pe).abs() / ps < 0.10,
+                    "{label} {name}: wait p50 {ps:.2} vs {pe:.2} ms"
+                );
+            }
+        }
+        eprintln!("{label}: exports agrees with symtab");
+    }
+}
+
 /// `gilwatch doctor` explains the plan for each kind of target, attaching nothing: it runs
 /// without any capability that loads a BPF program or opens a perf event (CAP_BPF,
 /// CAP_PERFMON, CAP_SYS_ADMIN), so an attempt to attach would fail the run.
@@ -596,6 +686,30 @@ fn doctor_explains_each_kind_of_target() {
                 } else {
                     assert!(text.contains("→ take_gil_return"), "{label}: {text}");
                 }
+            }
+            "exports" => {
+                // No symbols; take_gil found by disassembly, drops at drop_gil's own signal
+                // calls, contended takes at libc's timed wait: no pthread_mutex_lock probe.
+                assert!(
+                    text.contains("no take_gil/drop_gil (stripped"),
+                    "{label}: {text}"
+                );
+                assert!(
+                    text.contains("note       take_gil at 0x")
+                        && text.contains("via PyEval_RestoreThread"),
+                    "{label}: {text}"
+                );
+                assert!(
+                    text.contains("→ take_gil_tentative_arg0"),
+                    "{label}: {text}"
+                );
+                assert!(text.contains("→ gil_cond_signal_drop"), "{label}: {text}");
+                assert!(text.contains("→ gil_cond_wait_return"), "{label}: {text}");
+                assert!(!text.contains("pthread_mutex_lock"), "{label}: {text}");
+                assert!(
+                    text.contains("GIL          0x"),
+                    "{label}: GIL not found: {text}"
+                );
             }
             _ => {
                 assert!(

@@ -19,6 +19,7 @@ pub struct GilLayout {
     pub locked: u64,
     pub cond: u64,
     pub mutex: u64,
+    pub switch_cond: u64,
     pub switch_mutex: u64,
 }
 
@@ -28,6 +29,7 @@ pub const DEFAULT_LAYOUT: GilLayout = GilLayout {
     locked: 16,
     cond: 32,
     mutex: 80,
+    switch_cond: 120,
     switch_mutex: 168,
 };
 pub const FREE_THREADED_LAYOUT: GilLayout = GilLayout {
@@ -36,6 +38,7 @@ pub const FREE_THREADED_LAYOUT: GilLayout = GilLayout {
     locked: 24,
     cond: 40,
     mutex: 88,
+    switch_cond: 128,
     switch_mutex: 176,
 };
 
@@ -66,6 +69,15 @@ fn place(minor: u8) -> Option<Place> {
         13..=15 => Place::PointerInInterp(16),
         _ => return None,
     })
+}
+
+/// Where the main interpreter's GIL sits inside `_PyRuntime` (3.8–3.11), for code that names
+/// it by address; None from 3.12, where each interpreter points at its GIL.
+pub fn offset_in_runtime(minor: u8) -> Option<u64> {
+    match place(minor)? {
+        Place::InRuntime(off) => Some(off),
+        Place::PointerInInterp(_) => None,
+    }
 }
 
 pub fn locate(

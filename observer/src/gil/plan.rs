@@ -6,6 +6,10 @@
 //!   uncontended GIL cycle (entry of take_gil and drop_gil; contended takes add libc's
 //!   pthread_cond_timedwait entry and return); on 3.6/3.7, whose GIL we cannot locate in memory to
 //!   filter the timed waits, three (entry and return of take_gil, entry of drop_gil).
+//! - `exports`: no symbols at all (stripped builds, 3.9+): take_gil found by disassembling the
+//!   exported PyEval_RestoreThread (gil/exports.rs), the drop marked by libc's
+//!   `pthread_cond_signal(&gil->cond)` (drop_gil is inlined in such builds). Two traps per
+//!   uncontended cycle, both on emulated instructions, as symtab's.
 //! - `libc`: no interpreter symbols needed (stripped, LTO builds): pthread_mutex_lock and
 //!   pthread_cond_signal in libc, filtered in the kernel by the GIL's addresses.
 use std::path::PathBuf;
@@ -13,6 +17,8 @@ use std::path::PathBuf;
 use crate::{
     error::{Exit, user},
     gil::{
+        address::{self, DEFAULT_LAYOUT, FREE_THREADED_LAYOUT},
+        exports::{self, DropMarker},
         libc::Libc,
         locate::Interpreter,
         symbols::{self, GilFunctions},
@@ -46,10 +52,13 @@ impl ProbePoint {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Strategy {
-    /// take_gil/drop_gil from the symbol table when there is one, else libc.
+    /// take_gil/drop_gil from the symbol table when there is one, else exports, else libc.
     Auto,
     /// take_gil/drop_gil from the interpreter's symbol table.
     Symtab,
+    /// No symbols: take_gil found through the exported PyEval_RestoreThread by disassembly,
+    /// the drop marked by libc's signal of the GIL's condition variable.
+    Exports,
     /// libc's pthread calls on the GIL's mutex and condition variables (no symbols needed).
     Libc,
 }
@@ -65,6 +74,9 @@ pub struct ProbePlan {
     /// Probe traps per uncontended GIL release/acquire cycle, and how many of them are
     /// uretprobes (costlier): what the overhead budget multiplies the cycle rate by.
     pub traps_per_cycle: Traps,
+    /// What the choice rests on, for `gilwatch doctor`: how disassembly found the sites, or
+    /// why auto fell back past a cheaper strategy.
+    pub notes: Vec<String>,
 }
 
 /// Probe traps per GIL cycle, by kind.
@@ -88,7 +100,7 @@ impl ProbePlan {
 
     /// The kernel programs cannot work without the GIL's address (libc strategy).
     pub fn needs_gil_address(&self) -> bool {
-        self.strategy == "libc"
+        matches!(self.strategy, "libc" | "exports")
     }
 
     /// The kernel programs filter better with the GIL's address (two-trap symtab: timed waits
@@ -106,7 +118,7 @@ pub fn plan(
     choice: Strategy,
 ) -> anyhow::Result<ProbePlan> {
     // .symtab, else MiniDebugInfo, else a debug file (object/debuginfo.rs).
-    let found = if choice == Strategy::Libc {
+    let found = if matches!(choice, Strategy::Libc | Strategy::Exports) {
         GilFunctions::default()
     } else {
         symbols::gil_functions(interp)?
@@ -118,8 +130,134 @@ pub fn plan(
         Strategy::Auto | Strategy::Symtab if have_symbols => {
             Ok(symtab_plan(interp, syms, found.source.clone(), libc))
         }
+        Strategy::Exports => exports_plan(interp, libc).map_err(|e| {
+            user(
+                Exit::Unsupported,
+                format!(
+                    "{} (CPython {}): --strategy exports cannot be used: {e}; use --strategy libc or auto",
+                    interp.file.path, interp.version
+                ),
+            )
+        }),
+        Strategy::Auto => match exports_plan(interp, libc) {
+            Ok(plan) => Ok(plan),
+            Err(why) => {
+                let mut plan = libc_plan(interp, libc)?;
+                plan.notes.push(format!("exports not used: {why}"));
+                Ok(plan)
+            }
+        },
         _ => libc_plan(interp, libc),
     }
+}
+
+/// The `exports` strategy, or why it does not apply to this interpreter.
+fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, String> {
+    // take_gil(tstate) from 3.9 on; 3.8's out-of-line take_gil takes (ceval, tstate).
+    let minor = interp.version.minor_version();
+    if minor < (3, 9) {
+        return Err(format!(
+            "CPython {} (needs 3.9+, where take_gil's argument is the thread state)",
+            interp.version
+        ));
+    }
+    let libc = libc.ok_or("no libc found")?;
+    let signal = libc
+        .function("pthread_cond_signal")
+        .map_err(|e| format!("{e:#}"))?;
+    let timedwait = libc
+        .function("pthread_cond_timedwait")
+        .map_err(|e| format!("{e:#}"))?;
+    let elf = interp.elf().map_err(|e| format!("{e:#}"))?;
+    let layout = if interp.free_threaded {
+        FREE_THREADED_LAYOUT
+    } else {
+        DEFAULT_LAYOUT
+    };
+    let gil_at = exports::static_gil(&elf, address::offset_in_runtime(minor.1));
+    let route = exports::locate(&elf, &layout, gil_at).map_err(|e| e.0)?;
+    let in_interp = |program, symbol: String, file_offset| ProbePoint {
+        program,
+        symbol,
+        object: interp.file.open_path.clone(),
+        object_name: interp.file.path.clone(),
+        file_offset,
+        site: None,
+    };
+    let in_libc = |program, symbol: &str, file_offset| ProbePoint {
+        program,
+        symbol: symbol.to_owned(),
+        object: libc.file.open_path.clone(),
+        object_name: libc.file.path.clone(),
+        file_offset,
+        site: None,
+    };
+    let site = route.take_site - route.take_gil;
+    let take = if site == 0 {
+        "take_gil".to_owned()
+    } else {
+        format!("take_gil+{site:#x}")
+    };
+    let mut points = vec![in_interp(
+        "take_gil_tentative_arg0",
+        take,
+        route.take_site_offset,
+    )];
+    // The drop: the calls of pthread_cond_signal in the interpreter (emulated `call`s, not
+    // take_gil's), or libc's entry, which take_gil's switch_cond signal also hits.
+    let drop_traps = match &route.drop {
+        DropMarker::CallSites(sites) => {
+            for (at, offset) in sites {
+                points.push(in_interp(
+                    "gil_cond_signal_drop",
+                    format!("call pthread_cond_signal@{at:#x}"),
+                    *offset,
+                ));
+            }
+            1
+        }
+        DropMarker::LibcEntry => {
+            points.push(in_libc(
+                "gil_cond_signal_drop",
+                "pthread_cond_signal",
+                signal,
+            ));
+            2
+        }
+    };
+    points.push(in_libc(
+        "gil_cond_wait_enter",
+        "pthread_cond_timedwait",
+        timedwait,
+    ));
+    points.push(in_libc(
+        "gil_cond_wait_return",
+        "pthread_cond_timedwait",
+        timedwait,
+    ));
+    Ok(ProbePlan {
+        strategy: "exports",
+        symbols_from: None,
+        points,
+        blind_spots: vec![
+            "waits and holds already under way when gilwatch attached",
+            "the first GIL traffic of `-- CMD` before the interpreter has created its GIL (drops are matched by the GIL's address)",
+            "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
+        ],
+        // take_gil's entry and the drop's signal: uprobes on emulated instructions.
+        traps_per_cycle: Traps {
+            uprobes: 1 + drop_traps,
+            uretprobes: 0,
+        },
+        notes: vec![format!(
+            "take_gil at {:#x} via {}, probed at {:#x} `{}`; drop: {}",
+            route.take_gil,
+            route.found_via,
+            route.take_site,
+            route.take_site_instruction,
+            route.drop_evidence
+        )],
+    })
 }
 
 /// `rejected`: the debug files (and MiniDebugInfo) looked at and why they were not used.
@@ -213,6 +351,7 @@ fn symtab_plan(
         points,
         blind_spots: vec!["waits and holds already under way when gilwatch attached"],
         traps_per_cycle,
+        notes: Vec::new(),
     }
 }
 
@@ -260,5 +399,6 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
             uprobes: 3,
             uretprobes: 0,
         },
+        notes: Vec::new(),
     })
 }

@@ -79,7 +79,9 @@ pub fn needs(program: &str) -> Option<Needs> {
         "take_gil_enter_arg0" | "take_gil_tentative_arg0" => n(ARG0, false),
         "take_gil_enter_arg1" | "take_gil_tentative_arg1" => n(ARG1, false),
         "drop_gil_enter" => n(&[], false),
-        "gil_mutex_lock" | "gil_cond_signal" | "gil_cond_wait_enter" => n(ARG0, false),
+        "gil_mutex_lock" | "gil_cond_signal" | "gil_cond_signal_drop" | "gil_cond_wait_enter" => {
+            n(ARG0, false)
+        }
         // With --mutexes they read the caller at [rsp] and walk the stack from there.
         "mutex_lock_enter" | "mutex_trylock_enter" | "mutex_timedlock_enter" => n(ARG0, true),
         "mutex_unlock_enter" => n(ARG0, false),

@@ -137,7 +137,7 @@ pub fn pythons_libc() -> Vec<Python> {
 
 /// Interpreters as distributions ship them: stripped, PGO+LTO, statically linked. Debian's own
 /// /usr/bin/python3.11 on the host, and sid's 3.13/3.14/3.15 each in a container. All must be
-/// probed without symbols (`auto` picks libc).
+/// probed without symbols: `auto` finds take_gil by disassembly (the `exports` strategy).
 pub fn distro_pythons() -> Vec<Python> {
     let mut out = Vec::new();
     if !Path::new("/usr/bin/python3.11").exists() {
@@ -149,7 +149,7 @@ pub fn distro_pythons() -> Vec<Python> {
             exe: "/usr/bin/python3.11".into(),
             launcher: Launcher::Host,
             strategy: "auto",
-            expect_strategy: "libc",
+            expect_strategy: "exports",
         });
     }
     for minor in [13, 14, 15] {
@@ -164,17 +164,33 @@ pub fn distro_pythons() -> Vec<Python> {
             exe: exe.into(),
             launcher: Launcher::Container,
             strategy: "auto",
-            expect_strategy: "libc",
+            expect_strategy: "exports",
         });
     }
     out
 }
 
-/// Every case: pyenv with symbols, pyenv forced to libc, and the distributions' builds.
+/// The distributions' builds again, with the libc strategy forced (what auto used before
+/// `exports`, and what it falls back to when disassembly finds no route).
+pub fn distro_pythons_libc() -> Vec<Python> {
+    distro_pythons()
+        .into_iter()
+        .map(|p| Python {
+            label: format!("{} libc", p.label),
+            strategy: "libc",
+            expect_strategy: "libc",
+            ..p
+        })
+        .collect()
+}
+
+/// Every case: pyenv with symbols, pyenv forced to libc, and the distributions' builds (auto,
+/// then libc forced).
 pub fn all_cases() -> Vec<Python> {
     let mut v = pythons();
     v.extend(pythons_libc());
     v.extend(distro_pythons());
+    v.extend(distro_pythons_libc());
     v
 }
 
