@@ -413,7 +413,8 @@ fn a_debug_file_of_another_build_is_refused() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     eprintln!("{}", stderr.trim_end());
 
-    // `--strategy auto` does without: the symbol-free strategy, and no symbol source to report.
+    // `--strategy auto` does without: take_gil found by disassembly (exports), and no symbol
+    // source to report.
     let pid = target.pid().to_string();
     let out = gilwatch_with_root(&fx.root, &["-p", &pid, "-d", "1s", "-q", "--json", "-"]);
     assert!(
@@ -422,7 +423,7 @@ fn a_debug_file_of_another_build_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r = last_json(&out.stdout);
-    assert_eq!(r["interpreter"]["strategy"], "libc");
+    assert_eq!(r["interpreter"]["strategy"], "exports");
     assert_eq!(r["interpreter"]["symbols_from"], Value::Null);
 }
 
