@@ -39,16 +39,18 @@ EXIT CODES:
   0 ok · 1 internal error · 2 bad usage (also: unknown lock symbol, not a mutex, unmapped address)
   3 no such process · 4 not a supported CPython (without --lock/--lock-fns/--mutexes)
   5 missing privileges (run as root) · 6 kernel lacks uprobe support
-  With -- CMD: the command's own exit code (128+N if it was killed by signal N)."
+  With -- CMD: the command's own exit code (128+N if it was killed by signal N); 130 or 143
+  when SIGINT or SIGTERM ended gilwatch and the command was still running 3 s later."
 )]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub sub: Option<Sub>,
 
-    /// How to find the GIL: `symtab` probes take_gil/drop_gil (needs a symbol table), `libc`
-    /// probes libc's pthread calls on the GIL (works on stripped builds), `auto` picks symtab when
-    /// it can.
+    /// How to find the GIL: `symtab` probes take_gil/drop_gil (needs a symbol table), `exports`
+    /// finds take_gil by disassembly in builds with no symbols (Debian's, Ubuntu's python3.x),
+    /// `libc` probes libc's pthread calls on the GIL (any 3.8+ build), `auto` takes the first of
+    /// these that works here (`gilwatch doctor` says which and why).
     #[arg(long, value_enum, default_value = "auto")]
     pub strategy: Strategy,
 

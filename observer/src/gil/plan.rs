@@ -57,7 +57,7 @@ pub enum Strategy {
     /// take_gil/drop_gil from the interpreter's symbol table.
     Symtab,
     /// No symbols: take_gil found through the exported PyEval_RestoreThread by disassembly,
-    /// the drop marked by libc's signal of the GIL's condition variable.
+    /// drops seen at drop_gil's own calls that signal the GIL's condition variable.
     Exports,
     /// libc's pthread calls on the GIL's mutex and condition variables (no symbols needed).
     Libc,
