@@ -114,7 +114,7 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
     };
     let mut attached = gil_attach::attach(&empty, process.pid, needs)?;
     watch
-        .attach(&mut attached.ebpf)
+        .attach(&mut attached)
         .and_then(|()| attached.count_lock_sites(watch.probes()))
         .map_err(|e| {
             if !process.is_alive() {

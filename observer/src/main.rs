@@ -237,7 +237,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         }
     })?;
     if let Some(l) = locks.as_mut() {
-        l.attach(&mut attached.ebpf)?;
+        l.attach(&mut attached)?;
         attached.count_lock_sites(l.probes())?;
     }
     let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();

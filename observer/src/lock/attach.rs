@@ -8,7 +8,7 @@ use aya::{
     maps::{Array, HashMap},
     programs::{
         RawTracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use observer_common::{MUTEX_CFG_ALL, MUTEX_CFG_ARMED, MUTEX_CFG_STACKS, MUTEX_CFG_TGID};
@@ -30,7 +30,7 @@ pub fn attach(
     ebpf: &mut Ebpf,
     config: &LockConfig<'_>,
     probes: &[LockProbe],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(&'static str, UProbeLinkId)>> {
     {
         let mut cfg: Array<_, u64> = Array::try_from(
             ebpf.map_mut("MUTEX_CONFIG")
@@ -51,6 +51,7 @@ pub fn attach(
     }
     let pid = NonZeroU32::new(config.pid).ok_or_else(|| anyhow!("PID 0 cannot be observed"))?;
     let mut loaded: Vec<&'static str> = Vec::new();
+    let mut links = Vec::with_capacity(probes.len());
     for p in probes {
         let prog: &mut UProbe = ebpf
             .program_mut(p.program)
@@ -66,8 +67,10 @@ pub fn attach(
             location: UProbeAttachLocation::AbsoluteOffset(p.attach_offset()),
             cookie: p.cookie,
         };
-        prog.attach(point, &p.open_path, UProbeScope::OneProcess(pid))
+        let link = prog
+            .attach(point, &p.open_path, UProbeScope::OneProcess(pid))
             .map_err(|e| refused(e).context(format!("attaching {} to {}", p.program, p.symbol)))?;
+        links.push((p.program, link));
     }
     // Contention: a futex wait during a lock call, and its return (the wake-up). Raw
     // tracepoints need no tracefs; both programs leave other processes at their first test.
@@ -92,7 +95,7 @@ pub fn attach(
             .context("MUTEX_CONFIG map missing")?,
     )?;
     cfg.set(MUTEX_CFG_ARMED, 1, 0)?;
-    Ok(())
+    Ok(links)
 }
 
 /// Stops the lock programs from recording (they stay attached until gilwatch exits).

@@ -14,13 +14,12 @@ pub mod session;
 pub mod spec;
 pub mod symbolize;
 
-use aya::Ebpf;
-
 use crate::{
     cli::Cli,
     error::{Exit, user},
     lock::{collect::LockSnapshot, plan::LockProbe},
     object::mapped::AddressSpace,
+    probe::attach::Attached,
     target::process::Process,
 };
 
@@ -107,10 +106,10 @@ impl LockWatch {
     }
 
     /// Attaches the lock probes on the loaded BPF object; measuring starts now.
-    pub fn attach(&mut self, ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    pub fn attach(&mut self, attached: &mut Attached) -> anyhow::Result<()> {
         let watch: Vec<u64> = self.named.iter().map(|n| n.addr).collect();
-        attach::attach(
-            ebpf,
+        let links = attach::attach(
+            &mut attached.ebpf,
             &attach::LockConfig {
                 pid: self.pid,
                 all: self.discover,
@@ -119,6 +118,7 @@ impl LockWatch {
             },
             &self.probes,
         )?;
+        attached.keep_lock_links(links);
         self.start = LockSnapshot {
             at_ns: crate::collect::monotonic_ns(),
             ..Default::default()
