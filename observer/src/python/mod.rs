@@ -2,5 +2,5 @@
 #[cfg(test)]
 pub mod fake_memory;
 pub mod memory;
-pub mod threads;
+pub mod naming;
 pub mod version;
