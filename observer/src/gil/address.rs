@@ -6,7 +6,7 @@
 //! a pointer to its GIL. Every candidate is checked against the live struct before use.
 use anyhow::{Context as _, bail};
 
-use crate::python::{memory::RemoteMemory, naming};
+use crate::python::{memory::RemoteMemory, walk};
 
 /// Field offsets in `struct _gil_runtime_state` (x86_64). Default builds 3.8–3.15: interval
 /// +0, last_holder +8, locked +16, switch_number +24, cond +32, mutex +80, switch_cond +120, switch_mutex +168.
@@ -119,7 +119,7 @@ pub fn locate(
             found(addr, format!("_PyRuntime+{off:#x}"))
         }
         Place::PointerInInterp(off) => {
-            let interp = naming::main_interpreter(mem, version, runtime)
+            let interp = walk::main_interpreter(mem, version, runtime)
                 .context("finding the main interpreter")?;
             let addr = mem
                 .read_u64(interp.wrapping_add(off))
