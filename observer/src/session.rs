@@ -253,7 +253,7 @@ impl Session<'_> {
         if self.interpreter.load_bias.is_none() {
             return;
         }
-        if let Ok(gil) = crate::find_gil(&self.process, self.interpreter) {
+        if let Ok(gil) = crate::gil::address::find(&self.process, self.interpreter) {
             if self.attached.set_gil_address(&gil).is_ok() {
                 self.info.interpreter.gil_location = Some(gil.how);
                 self.gil_pending = false;
