@@ -4,24 +4,52 @@ use std::fmt::Write as _;
 use object::Object;
 
 use crate::{
-    find_gil,
-    gil::plan::Strategy,
-    prepare,
-    probe::{cost::TrapCosts, site::Site},
+    gil::{
+        address,
+        locate::{self, Interpreter},
+        plan::{ProbePlan, Strategy},
+        prepare::{Planned, prepare},
+        symbols::{self, FuncSymbol},
+    },
+    probe::{
+        attach::{self, MapNeeds},
+        calibrate,
+        cost::TrapCosts,
+        site::{self, Site},
+    },
+    target::process::{self, Process},
 };
 
 pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
-    let t = prepare(pid, strategy)?;
+    let process = Process::open(pid)?;
+    let mut t = prepare(&process, strategy)?;
+    site::apply(&mut t.plan.points, &mut []);
     let mut out = String::new();
-    let p = &t.process;
+    describe_target(&mut out, &process);
+    describe_interpreter(&mut out, &process, &t.interpreter)?;
+    describe_symbols(&mut out, &t.interpreter)?;
+    describe_plan(&mut out, &t, strategy);
+    describe_probes(&mut out, &t.plan);
+    describe_gil(&mut out, &process, &t.plan, &t.interpreter);
+    for blind in &t.plan.blind_spots {
+        let _ = writeln!(out, "cannot see   {blind}");
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn describe_target(out: &mut String, p: &Process) {
+    let pid = p.pid;
     let ns = match p.namespace_pid() {
         Some(ns) if ns != pid => format!(" (PID {ns} in its own PID namespace)"),
         _ => String::new(),
     };
     let _ = writeln!(out, "target       PID {pid} ({}){ns}", p.comm());
-    let i = &t.interpreter;
+}
+
+fn describe_interpreter(out: &mut String, p: &Process, i: &Interpreter) -> anyhow::Result<()> {
     let elf = i.elf()?;
-    let linkage = if crate::gil::locate::is_libpython(&i.file.path) {
+    let linkage = if locate::is_libpython(&i.file.path) {
         "shared libpython"
     } else {
         "interpreter linked into the executable"
@@ -30,7 +58,8 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     // Files are opened through /proc/PID/map_files: the mapped file itself, wherever it lives.
     let _ = writeln!(
         out,
-        "  opened as  /proc/{pid}/map_files/… (the file the process mapped)"
+        "  opened as  /proc/{}/map_files/… (the file the process mapped)",
+        p.pid
     );
     let build_id = elf
         .build_id()
@@ -45,14 +74,18 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
         ""
     };
     let _ = writeln!(out, "  version    CPython {}{ft}", i.version);
-    // .symtab, MiniDebugInfo or a debug file: what the symtab strategy would use.
-    let found = crate::gil::symbols::gil_functions(i)?;
+    Ok(())
+}
+
+/// .symtab, MiniDebugInfo or a debug file: what the symtab strategy would use.
+fn describe_symbols(out: &mut String, i: &Interpreter) -> anyhow::Result<()> {
+    let found = symbols::gil_functions(i)?;
     let syms = &found.symbols;
     let from = found
         .source
         .as_ref()
         .map_or_else(|| "no symbol table".to_owned(), |s| s.describe());
-    let names = |v: &[crate::gil::symbols::FuncSymbol]| {
+    let names = |v: &[FuncSymbol]| {
         v.iter()
             .map(|f| f.name.as_str())
             .collect::<Vec<_>>()
@@ -74,6 +107,10 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     for why in &found.rejected {
         let _ = writeln!(out, "  not used   {why}");
     }
+    Ok(())
+}
+
+fn describe_plan(out: &mut String, t: &Planned, strategy: Strategy) {
     match &t.libc {
         Some(l) => {
             let _ = writeln!(out, "libc         {}", l.file.path);
@@ -87,12 +124,15 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
     for note in &t.plan.notes {
         let _ = writeln!(out, "  note       {note}");
     }
+}
 
-    // What a trap costs here: measured like a run does (needs root), else the assumed figures.
-    let costs = crate::probe::attach::load_object(crate::probe::attach::MapNeeds::NONE)
+/// Each probe and its site, with what a trap costs here: measured like a run does (needs
+/// root), else the assumed figures.
+fn describe_probes(out: &mut String, plan: &ProbePlan) {
+    let costs = attach::load_object(MapNeeds::NONE)
         .and_then(|mut ebpf| {
-            crate::probe::attach::load_counters(&mut ebpf)?;
-            crate::probe::calibrate::run(&mut ebpf)
+            attach::load_counters(&mut ebpf)?;
+            calibrate::run(&mut ebpf)
         })
         .unwrap_or(TrapCosts::ASSUMED);
     let _ = writeln!(
@@ -103,12 +143,12 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
         costs.stepped_ns / 1e3,
         costs.return_ns / 1e3
     );
-    for point in &t.plan.points {
+    for point in &plan.points {
         let _ = writeln!(
             out,
             "  probe      {:<20} at {}+{:#x} → {}",
             point.symbol,
-            crate::target::process::file_name(&point.object_name),
+            process::file_name(&point.object_name),
             point.attach_offset(),
             point.program
         );
@@ -118,33 +158,32 @@ pub fn run(pid: u32, strategy: Strategy) -> anyhow::Result<()> {
             site_line(&point.symbol, point.program, point.site.as_ref(), &costs)
         );
     }
-    if t.plan.needs_gil_address() || t.plan.wants_gil_address() || i.free_threaded {
-        match find_gil(p, i) {
-            Ok(gil) => {
-                let state = match gil.enabled {
-                    Some(true) => ", switched on at run time",
-                    Some(false) => ", DISABLED: nothing to watch",
-                    None => "",
-                };
-                let _ = writeln!(out, "GIL          {:#x} ({}{state})", gil.addr, gil.how);
-            }
-            Err(e) if t.plan.needs_gil_address() || i.free_threaded => {
-                let _ = writeln!(out, "GIL          not found: {e}");
-            }
-            Err(e) => {
-                // Two-trap symtab: only the timed-wait filter needs it.
-                let _ = writeln!(
-                    out,
-                    "GIL          not found ({e}): any timed wait inside take_gil counts as the GIL's"
-                );
-            }
+}
+
+fn describe_gil(out: &mut String, p: &Process, plan: &ProbePlan, i: &Interpreter) {
+    if !(plan.needs_gil_address() || plan.wants_gil_address() || i.free_threaded) {
+        return;
+    }
+    match address::find(p, i) {
+        Ok(gil) => {
+            let state = match gil.enabled {
+                Some(true) => ", switched on at run time",
+                Some(false) => ", DISABLED: nothing to watch",
+                None => "",
+            };
+            let _ = writeln!(out, "GIL          {:#x} ({}{state})", gil.addr, gil.how);
+        }
+        Err(e) if plan.needs_gil_address() || i.free_threaded => {
+            let _ = writeln!(out, "GIL          not found: {e}");
+        }
+        Err(e) => {
+            // Two-trap symtab: only the timed-wait filter needs it.
+            let _ = writeln!(
+                out,
+                "GIL          not found ({e}): any timed wait inside take_gil counts as the GIL's"
+            );
         }
     }
-    for blind in &t.plan.blind_spots {
-        let _ = writeln!(out, "cannot see   {blind}");
-    }
-    print!("{out}");
-    Ok(())
 }
 
 /// `    site  pthread_mutex_lock+0xe  jne …  emulated, 0.45 µs/hit: why`
@@ -152,7 +191,7 @@ pub fn site_line(symbol: &str, program: &str, site: Option<&Site>, costs: &TrapC
     let Some(s) = site else {
         return format!("    site     {symbol}+0x0, not placed (counted as single-stepped)");
     };
-    let is_return = crate::probe::site::needs(program).is_some_and(|n| n.is_return);
+    let is_return = site::needs(program).is_some_and(|n| n.is_return);
     let cost = if is_return {
         format!(
             "{:.2} µs/hit with the entry trap it shares",

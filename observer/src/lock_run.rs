@@ -101,10 +101,6 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
         symbols_from: None,
         points: Vec::new(),
         blind_spots: Vec::new(),
-        traps_per_cycle: crate::gil::plan::Traps {
-            uprobes: 0,
-            uretprobes: 0,
-        },
         notes: Vec::new(),
     };
     let needs = gil_attach::MapNeeds {

@@ -1,8 +1,9 @@
 //! gilwatch: is it the GIL, and who is to blame?
 //!
-//! The data path, top to bottom: locate the interpreter in the target (`gil::locate`), plan the
-//! probes (`gil::plan`), attach them (`probe::attach`), let the kernel aggregate, read the maps
+//! The data path, top to bottom: locate the interpreter in the target and plan the probes
+//! (`gil::prepare`), attach them (`probe::attach`), let the kernel aggregate, read the maps
 //! (`collect`), report (`report`). `session` runs the clock in between; `doctor` explains a plan.
+//! This file only wires those stages together; nothing calls back into it.
 mod cli;
 mod collect;
 mod doctor;
@@ -29,10 +30,12 @@ use clap::Parser as _;
 use crate::{
     cli::{Cli, Sub},
     error::{Exit, exit_code_of, user},
-    gil::{address, libc, locate, plan},
+    gil::{
+        address, locate, plan,
+        prepare::{self, Planned},
+    },
     names::ThreadNames,
     probe::{attach, preflight},
-    python::memory::ProcessMemory,
     report::{EndReason, InterpreterInfo, RunInfo},
     session::{Outputs, Session},
     target::{launch, process::Process},
@@ -88,58 +91,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// A running target, located and planned: everything before attaching.
-pub struct Target {
-    pub process: Process,
-    pub interpreter: locate::Interpreter,
-    pub libc: Option<libc::Libc>,
-    pub plan: plan::ProbePlan,
-}
-
-/// Locates and plans for a running process (shared by watching and `doctor`).
-pub fn prepare(pid: u32, strategy: plan::Strategy) -> anyhow::Result<Target> {
-    let process = Process::open(pid)?;
-    let interpreter = locate::locate(&process)?;
-    let libc = libc::locate(&process, &process.maps()?).ok();
-    let mut plan = plan::plan(&interpreter, libc.as_ref(), strategy)?;
-    probe::site::apply(&mut plan.points, &mut []);
-    Ok(Target {
-        process,
-        interpreter,
-        libc,
-        plan,
-    })
-}
-
-/// Finds the GIL in a running interpreter, for the symbol-free strategy.
-pub fn find_gil(
-    process: &Process,
-    interp: &locate::Interpreter,
-) -> anyhow::Result<address::GilAddress> {
-    let runtime = interp.runtime_address_of("_PyRuntime").ok_or_else(|| {
-        user(
-            Exit::Unsupported,
-            format!(
-                "{} exports no _PyRuntime: cannot find the GIL",
-                interp.file.path
-            ),
-        )
-    })?;
-    address::locate(
-        &ProcessMemory::new(process.pid),
-        interp.version.minor_version(),
-        runtime,
-        interp.free_threaded,
-    )
-    .map_err(|e| {
-        user(
-            Exit::Unsupported,
-            format!(
-                "cannot find the GIL in PID {} (CPython {}): {e:#}",
-                process.pid, interp.version
-            ),
-        )
-    })
+/// What a run watches.
+enum Watched {
+    /// A running process or a gated `-- CMD`, planned for.
+    Gil {
+        process: Process,
+        planned: Box<Planned>,
+        child: Option<launch::GatedChild>,
+    },
+    /// A process whose GIL is out of reach, watched for its locks alone.
+    LocksOnly(Process),
 }
 
 /// `blocked`: with `-- CMD`, the stop signals as `main` blocked them.
@@ -147,72 +108,24 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     preflight::check_kernel()?;
     preflight::check_privileges()?;
 
-    // Locate and plan; for `-- CMD`, start the command held at its gate.
     // The target's CPU time before anything is attached: the baseline its probed time is
     // compared with (probe/cpu_time.rs).
     let cpu_at_start = cli
         .pid
         .and_then(|pid| probe::cpu_time::CpuTime::read(pid).ok());
-    let (target, child) = match cli.pid {
-        Some(pid) => {
-            let process = Process::open(pid)?;
-            let interpreter = match locate::locate(&process) {
-                Ok(interp) => interp,
-                // Not a CPython: with lock options, the lock report alone.
-                Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
-                    return lock_run::run_without_gil(&cli, process);
-                }
-                Err(e) => return Err(e),
-            };
-            let libc = libc::locate(&process, &process.maps()?).ok();
-            let plan = match plan::plan(&interpreter, libc.as_ref(), cli.strategy) {
-                Ok(plan) => plan,
-                // A CPython whose GIL cannot be probed: with lock options, the locks alone.
-                Err(e) if lock::requested(&cli) && exit_code_of(&e) == Exit::Unsupported => {
-                    eprintln!("gilwatch: no GIL report: {e}");
-                    return lock_run::run_without_gil(&cli, process);
-                }
-                Err(e) => return Err(e),
-            };
-            (
-                Target {
-                    process,
-                    interpreter,
-                    libc,
-                    plan,
-                },
-                None,
-            )
-        }
-        None => {
-            let resolved = launch::resolve(&cli.command)?;
-            let path = resolved.interpreter;
-            let interpreter = locate::load(&path, path.clone().into(), || cli.command.join(" "))?;
-            let libc = resolved
-                .libc
-                .map(|p| libc::Libc::load(&p, p.clone().into()))
-                .transpose()?;
-            let plan = plan::plan(&interpreter, libc.as_ref(), cli.strategy)?;
-            let blocked = blocked.as_ref().context("stop signals not blocked")?;
-            let child = launch::spawn_gated(&cli.command, blocked)?;
-            let process = Process { pid: child.pid };
-            (
-                Target {
-                    process,
-                    interpreter,
-                    libc,
-                    plan,
-                },
-                Some(child),
-            )
-        }
+    let (process, planned, child) = match watched(&cli, blocked.as_ref())? {
+        Watched::Gil {
+            process,
+            planned,
+            child,
+        } => (process, planned, child),
+        Watched::LocksOnly(process) => return lock_run::run_without_gil(&cli, process),
     };
-    let Target {
-        process,
+    let Planned {
         interpreter,
         mut plan,
         ..
-    } = target;
+    } = *planned;
     let mut locks = lock::requested(&cli)
         .then(|| lock::prepare(&process, &cli))
         .transpose()?;
@@ -221,53 +134,13 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         &mut plan.points,
         locks.as_mut().map_or(&mut [], |l| l.probes_mut()),
     );
-    let needs = attach::MapNeeds {
-        gil: true,
-        locks: lock::requested(&cli),
-        call_sites: cli.mutexes,
-    };
-    let mut attached = attach::attach(&plan, process.pid, needs).map_err(|e| {
-        if child.is_none() && !process.is_alive() {
-            user(
-                Exit::NoSuchProcess,
-                format!("PID {} exited while gilwatch was attaching", process.pid),
-            )
-        } else {
-            e
-        }
-    })?;
-    if let Some(l) = locks.as_mut() {
-        l.attach(&mut attached)?;
-        attached.count_lock_sites(l.probes())?;
-    }
-    let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();
-    let gil = if (wants_gil || interpreter.free_threaded) && child.is_none() {
-        match find_gil(&process, &interpreter) {
-            Ok(gil) => Some(gil),
-            // Two-trap symtab works without it (any timed wait inside take_gil is the GIL's).
-            Err(_) if !plan.needs_gil_address() && !interpreter.free_threaded => None,
-            Err(e) => return Err(e),
-        }
+    let mut attached = attach_all(&cli, &plan, &process, child.is_some(), locks.as_mut())?;
+    let gil_location = if child.is_none() {
+        place_gil(&mut attached, &plan, &process, &interpreter)?
     } else {
+        // A gated command has not mapped its interpreter yet: the session finds the GIL.
         None
     };
-    let mut gil_location = None;
-    if let Some(gil) = gil {
-        if gil.enabled == Some(false) {
-            return Err(user(
-                Exit::Unsupported,
-                format!(
-                    "PID {} runs free-threaded CPython {} with the GIL disabled: there is no GIL to wait for \
-                     (run it with PYTHON_GIL=1 to measure what the GIL would cost)",
-                    process.pid, interpreter.version
-                ),
-            ));
-        }
-        if wants_gil {
-            attached.set_gil_address(&gil)?;
-        }
-        gil_location = Some(gil.how);
-    }
     let cpu_baseline = cpu_at_start
         .zip(attached.cpu_before_attach)
         .and_then(|(a, b)| probe::cpu_time::Baseline::between(&a, &b));
@@ -284,6 +157,103 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
             locks,
         },
     )
+}
+
+/// Locates and plans for `-p PID`, or for `-- CMD` and then starts it held at its gate.
+fn watched(cli: &Cli, blocked: Option<&stop::Blocked>) -> anyhow::Result<Watched> {
+    let Some(pid) = cli.pid else {
+        let resolved = launch::resolve(&cli.command)?;
+        let planned = prepare::prepare_command(&resolved, &cli.command, cli.strategy)?;
+        let blocked = blocked.context("stop signals not blocked")?;
+        let child = launch::spawn_gated(&cli.command, blocked)?;
+        return Ok(Watched::Gil {
+            process: Process { pid: child.pid },
+            planned: Box::new(planned),
+            child: Some(child),
+        });
+    };
+    let process = Process::open(pid)?;
+    match prepare::prepare(&process, cli.strategy) {
+        Ok(planned) => Ok(Watched::Gil {
+            process,
+            planned: Box::new(planned),
+            child: None,
+        }),
+        // Not a CPython, or a CPython whose GIL cannot be probed: with lock options, the
+        // locks alone.
+        Err(e) if lock::requested(cli) && e.gil_unsupported() => {
+            if e.stage == prepare::Stage::Plan {
+                eprintln!("gilwatch: no GIL report: {}", e.error);
+            }
+            Ok(Watched::LocksOnly(process))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads and attaches the GIL's probes, then the locks' (`launched`: the target is a gated
+/// command, which cannot have exited yet).
+fn attach_all(
+    cli: &Cli,
+    plan: &plan::ProbePlan,
+    process: &Process,
+    launched: bool,
+    locks: Option<&mut lock::LockWatch>,
+) -> anyhow::Result<attach::Attached> {
+    let needs = attach::MapNeeds {
+        gil: true,
+        locks: lock::requested(cli),
+        call_sites: cli.mutexes,
+    };
+    let mut attached = attach::attach(plan, process.pid, needs).map_err(|e| {
+        if !launched && !process.is_alive() {
+            user(
+                Exit::NoSuchProcess,
+                format!("PID {} exited while gilwatch was attaching", process.pid),
+            )
+        } else {
+            e
+        }
+    })?;
+    if let Some(l) = locks {
+        l.attach(&mut attached)?;
+        attached.count_lock_sites(l.probes())?;
+    }
+    Ok(attached)
+}
+
+/// Finds the GIL of a running process where the plan (or a free-threaded build) needs it, and
+/// gives its address to the probes that filter by it; returns how it was found.
+fn place_gil(
+    attached: &mut attach::Attached,
+    plan: &plan::ProbePlan,
+    process: &Process,
+    interpreter: &locate::Interpreter,
+) -> anyhow::Result<Option<String>> {
+    let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();
+    if !wants_gil && !interpreter.free_threaded {
+        return Ok(None);
+    }
+    let gil = match address::find(process, interpreter) {
+        Ok(gil) => gil,
+        // Two-trap symtab works without it (any timed wait inside take_gil is the GIL's).
+        Err(_) if !plan.needs_gil_address() && !interpreter.free_threaded => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if gil.enabled == Some(false) {
+        return Err(user(
+            Exit::Unsupported,
+            format!(
+                "PID {} runs free-threaded CPython {} with the GIL disabled: there is no GIL to wait for \
+                 (run it with PYTHON_GIL=1 to measure what the GIL would cost)",
+                process.pid, interpreter.version
+            ),
+        ));
+    }
+    if wants_gil {
+        attached.set_gil_address(&gil)?;
+    }
+    Ok(Some(gil.how))
 }
 
 /// Everything in place once the probes are attached.

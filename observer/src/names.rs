@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    python::{memory::ProcessMemory, threads},
+    python::{memory::ProcessMemory, naming},
     target::process::Process,
 };
 
@@ -126,7 +126,7 @@ impl ThreadNames {
             .collect();
         // Reading another process's memory can fail at any moment (it exits, it is mid-update);
         // a name is a nicety, so failures only mean "try again later".
-        if let Ok(found) = threads::thread_names(&self.memory, self.version, runtime, &known) {
+        if let Ok(found) = naming::thread_names(&self.memory, self.version, runtime, &known) {
             self.python.extend(found);
         }
     }

@@ -7,7 +7,7 @@
 use std::{io::Write, time::Duration};
 
 use anyhow::Context as _;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until};
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until};
 
 use crate::{
     collect::{self, Snapshot},
@@ -66,6 +66,12 @@ pub struct Session<'a> {
     pub cpu_baseline: Option<Baseline>,
 }
 
+/// A timer that, once late, keeps its period from the late tick rather than bursting.
+fn delayed(mut timer: Interval) -> Interval {
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    timer
+}
+
 impl Session<'_> {
     pub async fn run(mut self, mut out: Outputs) -> anyhow::Result<Report> {
         // `-- CMD` blocked the stop signals before forking; a PID target blocks them now.
@@ -96,16 +102,14 @@ impl Session<'_> {
         let far = start + Duration::from_secs(100 * 365 * 24 * 3600);
         // Poll fast while the GIL's address is still unknown: every millisecond before it is
         // found is GIL traffic not seen.
-        let mut poll = tokio::time::interval(if self.gil_pending { FAST_POLL } else { POLL });
-        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let first_poll = if self.gil_pending { FAST_POLL } else { POLL };
+        let mut poll = delayed(tokio::time::interval(first_poll));
         let every = out.interval.filter(|d| !d.is_zero());
-        let mut tick = interval_at(
+        let mut tick = delayed(interval_at(
             start + every.unwrap_or(Duration::from_secs(3600)),
             every.unwrap_or(Duration::from_secs(3600)),
-        );
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut names_fast = tokio::time::interval(NAMES_FAST);
-        names_fast.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ));
+        let mut names_fast = delayed(tokio::time::interval(NAMES_FAST));
         let mut previous = first.clone();
         let mut last_names = start;
         let mut known_threads = 0;
@@ -117,22 +121,8 @@ impl Session<'_> {
             tokio::select! {
                 event = watcher.next() => match event {
                     Some(Event::Signal { signo, from_terminal }) => {
-                        let why = if signo == libc::SIGINT {
-                            EndReason::Interrupted
-                        } else {
-                            EndReason::Terminated
-                        };
-                        match (self.child.as_ref(), stopping) {
-                            // A second signal: stop waiting for the command.
-                            (Some(_), Some(_)) | (None, _) => break why,
-                            (Some(child), None) => {
-                                // Ctrl-C in a terminal reached the command too; a signal sent
-                                // to gilwatch alone is passed on.
-                                if !from_terminal {
-                                    child.pidfd.send_signal(signo).ok();
-                                }
-                                stopping = Some((why, Instant::now() + CHILD_GRACE));
-                            }
+                        if let Some(why) = self.on_signal(signo, from_terminal, &mut stopping) {
+                            break why;
                         }
                     }
                     Some(Event::TargetExited) => {
@@ -169,29 +159,93 @@ impl Session<'_> {
                     }
                 }
                 _ = tick.tick(), if every.is_some() => {
-                    let snap = self.snapshot(duty.as_ref(), start_ns, true)?;
-                    let r = self.report("interval", EndReason::Running, &previous, &snap);
-                    if out.live {
-                        write!(out.human, "{}", terminal::live(&r, snap.at_ns - first.at_ns)).context("writing the live table")?;
-                        out.human.flush().ok();
-                    }
-                    if let (true, Some(j)) = (out.json_intervals, out.json.as_mut()) {
-                        json::write_line(j.as_mut(), &r)?;
-                    }
-                    previous = snap;
+                    previous = self.interval(&mut out, duty.as_ref(), &first, &previous)?;
                 }
             }
         };
         drop(watcher);
+        self.finish(
+            &mut out,
+            ended,
+            target_gone,
+            duty.as_ref(),
+            &first,
+            cpu_start,
+        )
+    }
+
+    /// A stop signal: the reason to end now, or (`-- CMD`, first signal) none while the
+    /// command gets its grace period.
+    fn on_signal(
+        &self,
+        signo: i32,
+        from_terminal: bool,
+        stopping: &mut Option<(EndReason, Instant)>,
+    ) -> Option<EndReason> {
+        let why = if signo == libc::SIGINT {
+            EndReason::Interrupted
+        } else {
+            EndReason::Terminated
+        };
+        match (self.child.as_ref(), *stopping) {
+            // A second signal: stop waiting for the command.
+            (Some(_), Some(_)) | (None, _) => Some(why),
+            (Some(child), None) => {
+                // Ctrl-C in a terminal reached the command too; a signal sent to gilwatch
+                // alone is passed on.
+                if !from_terminal {
+                    child.pidfd.send_signal(signo).ok();
+                }
+                *stopping = Some((why, Instant::now() + CHILD_GRACE));
+                None
+            }
+        }
+    }
+
+    /// One interval: the live table and JSON line since `previous`; returns the new snapshot.
+    fn interval(
+        &mut self,
+        out: &mut Outputs,
+        duty: Option<&DutyCycle>,
+        first: &Snapshot,
+        previous: &Snapshot,
+    ) -> anyhow::Result<Snapshot> {
+        let snap = self.snapshot(duty, first.at_ns, true)?;
+        let r = self.report("interval", EndReason::Running, previous, &snap);
+        if out.live {
+            write!(
+                out.human,
+                "{}",
+                terminal::live(&r, snap.at_ns - first.at_ns)
+            )
+            .context("writing the live table")?;
+            out.human.flush().ok();
+        }
+        if let (true, Some(j)) = (out.json_intervals, out.json.as_mut()) {
+            json::write_line(j.as_mut(), &r)?;
+        }
+        Ok(snap)
+    }
+
+    /// The run has ended: last names and numbers, the final report, written.
+    fn finish(
+        &mut self,
+        out: &mut Outputs,
+        ended: EndReason,
+        target_gone: bool,
+        duty: Option<&DutyCycle>,
+        first: &Snapshot,
+        cpu_start: Option<CpuTime>,
+    ) -> anyhow::Result<Report> {
         if !target_gone {
             self.learn_names();
         }
-        let last = self.snapshot(duty.as_ref(), start_ns, !target_gone)?;
+        let last = self.snapshot(duty, first.at_ns, !target_gone)?;
         let cpu_end = (!target_gone)
             .then(|| CpuTime::read(self.process.pid).ok())
             .flatten();
         self.info.exit_code = self.child.as_mut().and_then(GatedChild::try_wait);
-        let mut report = self.report("final", ended, &first, &last);
+        let mut report = self.report("final", ended, first, &last);
         if let (Some(b), Some(from), Some(to)) = (self.cpu_baseline, cpu_start, cpu_end) {
             report.sampling.measured_overhead_pct = b
                 .overhead_pct(&from, &to)
@@ -253,7 +307,7 @@ impl Session<'_> {
         if self.interpreter.load_bias.is_none() {
             return;
         }
-        if let Ok(gil) = crate::find_gil(&self.process, self.interpreter) {
+        if let Ok(gil) = crate::gil::address::find(&self.process, self.interpreter) {
             if self.attached.set_gil_address(&gil).is_ok() {
                 self.info.interpreter.gil_location = Some(gil.how);
                 self.gil_pending = false;

@@ -6,7 +6,15 @@
 //! a pointer to its GIL. Every candidate is checked against the live struct before use.
 use anyhow::{Context as _, bail};
 
-use crate::python::{memory::RemoteMemory, threads};
+use super::locate::Interpreter;
+use crate::{
+    error::{Exit, user},
+    python::{
+        memory::{ProcessMemory, RemoteMemory},
+        walk,
+    },
+    target::process::Process,
+};
 
 /// Field offsets in `struct _gil_runtime_state` (x86_64). Default builds 3.8–3.15: interval
 /// +0, last_holder +8, locked +16, switch_number +24, cond +32, mutex +80, switch_cond +120, switch_mutex +168.
@@ -80,6 +88,35 @@ pub fn offset_in_runtime(minor: u8) -> Option<u64> {
     }
 }
 
+/// Finds the GIL of a running interpreter (what the symbol-free strategy filters by); a failure
+/// is the user's one line.
+pub fn find(process: &Process, interp: &Interpreter) -> anyhow::Result<GilAddress> {
+    let runtime = interp.runtime_address_of("_PyRuntime").ok_or_else(|| {
+        user(
+            Exit::Unsupported,
+            format!(
+                "{} exports no _PyRuntime: cannot find the GIL",
+                interp.file.path
+            ),
+        )
+    })?;
+    locate(
+        &ProcessMemory::new(process.pid),
+        interp.version.minor_version(),
+        runtime,
+        interp.free_threaded,
+    )
+    .map_err(|e| {
+        user(
+            Exit::Unsupported,
+            format!(
+                "cannot find the GIL in PID {} (CPython {}): {e:#}",
+                process.pid, interp.version
+            ),
+        )
+    })
+}
+
 pub fn locate(
     mem: &dyn RemoteMemory,
     version: (u8, u8),
@@ -119,7 +156,7 @@ pub fn locate(
             found(addr, format!("_PyRuntime+{off:#x}"))
         }
         Place::PointerInInterp(off) => {
-            let interp = threads::main_interpreter(mem, version, runtime)
+            let interp = walk::main_interpreter(mem, version, runtime)
                 .context("finding the main interpreter")?;
             let addr = mem
                 .read_u64(interp.wrapping_add(off))

@@ -4,4 +4,5 @@ pub mod exports;
 pub mod libc;
 pub mod locate;
 pub mod plan;
+pub mod prepare;
 pub mod symbols;

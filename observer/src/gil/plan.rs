@@ -71,19 +71,9 @@ pub struct ProbePlan {
     pub points: Vec<ProbePoint>,
     /// What this strategy cannot see, for `gilwatch doctor`.
     pub blind_spots: Vec<&'static str>,
-    /// Probe traps per uncontended GIL release/acquire cycle, and how many of them are
-    /// uretprobes (costlier): what the overhead budget multiplies the cycle rate by.
-    pub traps_per_cycle: Traps,
     /// What the choice rests on, for `gilwatch doctor`: how disassembly found the sites, or
     /// why auto fell back past a cheaper strategy.
     pub notes: Vec<String>,
-}
-
-/// Probe traps per GIL cycle, by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Traps {
-    pub uprobes: u32,
-    pub uretprobes: u32,
 }
 
 impl ProbePlan {
@@ -205,7 +195,7 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
     )];
     // The drop: the calls of pthread_cond_signal in the interpreter (emulated `call`s, not
     // take_gil's), or libc's entry, which take_gil's switch_cond signal also hits.
-    let drop_traps = match &route.drop {
+    match &route.drop {
         DropMarker::CallSites(sites) => {
             for (at, offset) in sites {
                 points.push(in_interp(
@@ -214,7 +204,6 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
                     *offset,
                 ));
             }
-            1
         }
         DropMarker::LibcEntry => {
             points.push(in_libc(
@@ -222,9 +211,8 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
                 "pthread_cond_signal",
                 signal,
             ));
-            2
         }
-    };
+    }
     points.push(in_libc(
         "gil_cond_wait_enter",
         "pthread_cond_timedwait",
@@ -244,11 +232,6 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
             "the first GIL traffic of `-- CMD` before the interpreter has created its GIL (drops are matched by the GIL's address)",
             "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
         ],
-        // take_gil's entry and the drop's signal: uprobes on emulated instructions.
-        traps_per_cycle: Traps {
-            uprobes: 1 + drop_traps,
-            uretprobes: 0,
-        },
         notes: vec![format!(
             "take_gil at {:#x} via {}, probed at {:#x} `{}`; drop: {}",
             route.take_gil,
@@ -334,23 +317,11 @@ fn symtab_plan(
             });
         }
     }
-    let traps_per_cycle = if cond_wait.is_some() {
-        Traps {
-            uprobes: 2,
-            uretprobes: 0,
-        }
-    } else {
-        Traps {
-            uprobes: 2,
-            uretprobes: 1,
-        }
-    };
     ProbePlan {
         strategy: "symtab",
         symbols_from,
         points,
         blind_spots: vec!["waits and holds already under way when gilwatch attached"],
-        traps_per_cycle,
         notes: Vec::new(),
     }
 }
@@ -394,11 +365,6 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
             "the first GIL traffic of `-- CMD` before the interpreter has created its GIL",
             "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
         ],
-        // pthread_mutex_lock on take and on drop, pthread_cond_signal on drop: all uprobes.
-        traps_per_cycle: Traps {
-            uprobes: 3,
-            uretprobes: 0,
-        },
         notes: Vec::new(),
     })
 }

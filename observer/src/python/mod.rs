@@ -1,6 +1,14 @@
-//! What gilwatch knows about CPython itself: versions, and reading an interpreter's memory.
+//! What gilwatch knows about CPython itself: versions, and reading an interpreter's memory
+//! (struct `layout`s per version, `debug_offsets` tables, remote `objects`, the interpreter and
+//! thread `walk`, thread `naming`).
+mod debug_offsets;
 #[cfg(test)]
 pub mod fake_memory;
+#[cfg(test)]
+mod hostile;
+mod layout;
 pub mod memory;
-pub mod threads;
+pub mod naming;
+mod objects;
 pub mod version;
+pub mod walk;

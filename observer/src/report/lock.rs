@@ -208,6 +208,38 @@ fn entry(
     to: &LockSnapshot,
     duration_ns: u64,
 ) -> LockEntry {
+    let (total, threads) = thread_rows(ctx, addr, from, to);
+    let custom = addr & MUTEX_CUSTOM_TAG != 0;
+    let (spec, symbol) = spec_and_symbol(ctx, addr);
+    let dur = duration_ns.max(1) as f64;
+    LockEntry {
+        addr: format!(
+            "{:#x}",
+            if custom {
+                addr & MUTEX_CUSTOM_ADDR_MASK
+            } else {
+                addr
+            }
+        ),
+        kind: if custom { "custom" } else { "pthread" },
+        spec,
+        symbol,
+        counts: Counts::from(&total.counts),
+        held_pct: round2(total.hold.total_ns as f64 * 100.0 / dur),
+        wait_pct: round2(total.wait.total_ns as f64 * 100.0 / dur),
+        times: LockTimes::from(&total),
+        threads,
+        call_sites: call_sites(ctx, addr, from, to),
+    }
+}
+
+/// The threads active on the lock between two snapshots (most waiting first), and their sum.
+fn thread_rows(
+    ctx: &LockContext<'_>,
+    addr: u64,
+    from: &LockSnapshot,
+    to: &LockSnapshot,
+) -> (ThreadLockSample, Vec<LockThread>) {
     let empty = Default::default();
     let now = to.locks.get(&addr).unwrap_or(&empty);
     let before = from.locks.get(&addr);
@@ -238,20 +270,32 @@ fn entry(
             .then(b.times.hold_ns.total.cmp(&a.times.hold_ns.total))
             .then(a.tid.cmp(&b.tid))
     });
-    let custom = addr & MUTEX_CUSTOM_TAG != 0;
-    let named = ctx.named.iter().find(|n| n.addr == addr);
-    let (spec, symbol) = if custom {
+    (total, threads)
+}
+
+/// What the user asked for (a named spec, a custom pair's label) and the symbol at the lock.
+fn spec_and_symbol(ctx: &LockContext<'_>, addr: u64) -> (Option<String>, Option<String>) {
+    if addr & MUTEX_CUSTOM_TAG != 0 {
         let pair = ((addr & !MUTEX_CUSTOM_TAG) >> MUTEX_CUSTOM_PAIR_SHIFT) as usize;
         let instance = addr & MUTEX_CUSTOM_ADDR_MASK;
         (
             ctx.custom_labels.get(pair).cloned(),
             (ctx.describe)(instance),
         )
-    } else if let Some(n) = named {
+    } else if let Some(n) = ctx.named.iter().find(|n| n.addr == addr) {
         (Some(n.spec.clone()), n.symbol.clone())
     } else {
         (None, (ctx.describe)(addr))
-    };
+    }
+}
+
+/// The five call sites that waited most on the lock between two snapshots.
+fn call_sites(
+    ctx: &LockContext<'_>,
+    addr: u64,
+    from: &LockSnapshot,
+    to: &LockSnapshot,
+) -> Vec<CallSite> {
     // Stacks that symbolize the same are one call site (a call path can have two stack ids).
     let mut merged: HashMap<Vec<String>, CallSite> = HashMap::new();
     for site in to.sites.iter().filter(|s| s.addr == addr) {
@@ -284,26 +328,7 @@ fn entry(
             .then(b.acquisitions.cmp(&a.acquisitions))
     });
     sites.truncate(5);
-    let dur = duration_ns.max(1) as f64;
-    LockEntry {
-        addr: format!(
-            "{:#x}",
-            if custom {
-                addr & MUTEX_CUSTOM_ADDR_MASK
-            } else {
-                addr
-            }
-        ),
-        kind: if custom { "custom" } else { "pthread" },
-        spec,
-        symbol,
-        counts: Counts::from(&total.counts),
-        held_pct: round2(total.hold.total_ns as f64 * 100.0 / dur),
-        wait_pct: round2(total.wait.total_ns as f64 * 100.0 / dur),
-        times: LockTimes::from(&total),
-        threads,
-        call_sites: sites,
-    }
+    sites
 }
 
 pub fn build(

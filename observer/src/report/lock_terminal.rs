@@ -131,7 +131,32 @@ fn label(l: &LockEntry) -> String {
 }
 
 fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
-    let mut out = String::new();
+    let mut out = summary_line(l);
+    let extra = extras(l);
+    if !extra.is_empty() {
+        let _ = writeln!(out, "  {}", extra.join(" · "));
+    }
+    if l.threads.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no thread took or released it while gilwatch watched"
+        );
+        return out;
+    }
+    let rows: Vec<Row<'_>> = l.threads.iter().map(Row::from).collect();
+    let layout = Layout {
+        name_width: 20,
+        contended: true,
+        limit: 40,
+    };
+    out.push_str(&table::threads(&rows, duration_ns, &layout));
+    out.push_str(&histograms(l));
+    out.push_str(&call_sites(l));
+    out
+}
+
+/// `mutex NAME · held … · threads waited … · N acquisitions, M contended (P%)`
+fn summary_line(l: &LockEntry) -> String {
     let c = &l.counts;
     let contended_pct = if c.acquisitions > 0 {
         format!(
@@ -141,9 +166,8 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
     } else {
         String::new()
     };
-    let _ = writeln!(
-        out,
-        "{} {} · held {} of wall time · threads waited {} (summed) · {} acquisitions, {} contended{contended_pct}",
+    format!(
+        "{} {} · held {} of wall time · threads waited {} (summed) · {} acquisitions, {} contended{contended_pct}\n",
         if l.kind == "custom" {
             "custom lock"
         } else {
@@ -154,7 +178,12 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
         pct(l.wait_pct),
         c.acquisitions,
         c.contended
-    );
+    )
+}
+
+/// The rarer counts, each only when it happened.
+fn extras(l: &LockEntry) -> Vec<String> {
+    let c = &l.counts;
     let mut extra = Vec::new();
     if c.trylock_busy > 0 {
         extra.push(format!("{} trylock busy", c.trylock_busy));
@@ -178,23 +207,12 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
             fmt_ns(l.times.cond_wait_ns.max)
         ));
     }
-    if !extra.is_empty() {
-        let _ = writeln!(out, "  {}", extra.join(" · "));
-    }
-    if l.threads.is_empty() {
-        let _ = writeln!(
-            out,
-            "  no thread took or released it while gilwatch watched"
-        );
-        return out;
-    }
-    let rows: Vec<Row<'_>> = l.threads.iter().map(Row::from).collect();
-    let layout = Layout {
-        name_width: 20,
-        contended: true,
-        limit: 40,
-    };
-    out.push_str(&table::threads(&rows, duration_ns, &layout));
+    extra
+}
+
+/// Hold and wait times over all threads, with their histograms.
+fn histograms(l: &LockEntry) -> String {
+    let mut out = String::new();
     for (title, s, hist) in [
         ("hold", &l.times.hold_ns, &l.times.hold_hist),
         ("wait", &l.times.wait_ns, &l.times.wait_hist),
@@ -213,22 +231,29 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
         );
         out.push_str(&bars(hist, 30));
     }
-    if !l.call_sites.is_empty() {
-        let _ = writeln!(out, "  call sites (most waiting first):");
-        for s in &l.call_sites {
-            let _ = writeln!(
-                out,
-                "    wait {:>7} · {:>6} acq · {:>6} contended · {}",
-                fmt_ns(s.wait_ns),
-                s.acquisitions,
-                s.contended,
-                if s.frames.is_empty() {
-                    "(call site unknown)".to_owned()
-                } else {
-                    s.frames.join(" ← ")
-                }
-            );
-        }
+    out
+}
+
+/// Discovery's call sites, most waiting first.
+fn call_sites(l: &LockEntry) -> String {
+    let mut out = String::new();
+    if l.call_sites.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "  call sites (most waiting first):");
+    for s in &l.call_sites {
+        let _ = writeln!(
+            out,
+            "    wait {:>7} · {:>6} acq · {:>6} contended · {}",
+            fmt_ns(s.wait_ns),
+            s.acquisitions,
+            s.contended,
+            if s.frames.is_empty() {
+                "(call site unknown)".to_owned()
+            } else {
+                s.frames.join(" ← ")
+            }
+        );
     }
     out
 }

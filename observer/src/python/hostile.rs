@@ -5,7 +5,15 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
-use super::*;
+use super::debug_offsets::debug_table;
+use super::layout::{
+    MD_DICT, TP_DICTOFFSET, TP_FLAGS, TPFLAGS_DICT_SUBCLASS, TPFLAGS_LONG_SUBCLASS,
+    TPFLAGS_UNICODE_SUBCLASS, TYPE_HEAD_LEN, layout_for,
+};
+use super::memory::{ReadBudget, RemoteMemory};
+use super::naming::{READ_BUDGET, thread_names};
+use super::objects::{MAX_DICT_ENTRIES, Reader};
+use super::walk::main_interpreter;
 use crate::python::fake_memory::{FakeMemory, POOL};
 
 /// The largest single read any reader may ask for: dict entries at `MAX_DICT_ENTRIES`.
