@@ -14,6 +14,9 @@
 //!   pthread_cond_signal in libc, filtered in the kernel by the GIL's addresses.
 use std::path::PathBuf;
 
+use observer_common::names::program;
+use serde::Serialize;
+
 use crate::{
     error::{Exit, user},
     gil::{
@@ -27,7 +30,7 @@ use crate::{
     probe::site::Site,
 };
 
-/// A kernel program (by its name in observer-ebpf) and where it attaches.
+/// A kernel program (an `observer_common::names::program`) and where it attaches.
 #[derive(Debug, Clone)]
 pub struct ProbePoint {
     pub program: &'static str,
@@ -63,9 +66,35 @@ pub enum Strategy {
     Libc,
 }
 
+/// The strategy a plan follows: the one `--strategy` asked for, or the one `auto` chose. Named
+/// in lowercase by the report (`"strategy": "exports"`) and by `doctor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChosenStrategy {
+    Symtab,
+    Exports,
+    Libc,
+}
+
+impl ChosenStrategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChosenStrategy::Symtab => "symtab",
+            ChosenStrategy::Exports => "exports",
+            ChosenStrategy::Libc => "libc",
+        }
+    }
+}
+
+impl std::fmt::Display for ChosenStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProbePlan {
-    pub strategy: &'static str,
+    pub strategy: ChosenStrategy,
     /// Where the probed symbols were named (None for strategies that use no symbol table).
     pub symbols_from: Option<SymbolSource>,
     pub points: Vec<ProbePoint>,
@@ -98,9 +127,12 @@ impl ProbePlan {
         v
     }
 
-    /// The kernel programs cannot work without the GIL's address (libc strategy).
+    /// The kernel programs cannot work without the GIL's address (libc and exports strategies).
     pub fn needs_gil_address(&self) -> bool {
-        matches!(self.strategy, "libc" | "exports")
+        matches!(
+            self.strategy,
+            ChosenStrategy::Libc | ChosenStrategy::Exports
+        )
     }
 
     /// The kernel programs filter better with the GIL's address (two-trap symtab: timed waits
@@ -108,7 +140,7 @@ impl ProbePlan {
     pub fn wants_gil_address(&self) -> bool {
         self.points
             .iter()
-            .any(|p| p.program == "gil_cond_wait_enter")
+            .any(|p| p.program == program::GIL_COND_WAIT_ENTER)
     }
 }
 
@@ -199,7 +231,7 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
         format!("take_gil+{site:#x}")
     };
     let mut points = vec![in_interp(
-        "take_gil_tentative_arg0",
+        program::TAKE_GIL_TENTATIVE_ARG0,
         take,
         route.take_site_offset,
     )];
@@ -209,7 +241,7 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
         DropMarker::CallSites(sites) => {
             for (at, offset) in sites {
                 points.push(in_interp(
-                    "gil_cond_signal_drop",
+                    program::GIL_COND_SIGNAL_DROP,
                     format!("call pthread_cond_signal@{at:#x}"),
                     *offset,
                 ));
@@ -218,7 +250,7 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
         }
         DropMarker::LibcEntry => {
             points.push(in_libc(
-                "gil_cond_signal_drop",
+                program::GIL_COND_SIGNAL_DROP,
                 "pthread_cond_signal",
                 signal,
             ));
@@ -226,17 +258,17 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
         }
     };
     points.push(in_libc(
-        "gil_cond_wait_enter",
+        program::GIL_COND_WAIT_ENTER,
         "pthread_cond_timedwait",
         timedwait,
     ));
     points.push(in_libc(
-        "gil_cond_wait_return",
+        program::GIL_COND_WAIT_RETURN,
         "pthread_cond_timedwait",
         timedwait,
     ));
     Ok(ProbePlan {
-        strategy: "exports",
+        strategy: ChosenStrategy::Exports,
         symbols_from: None,
         points,
         blind_spots: vec![
@@ -293,11 +325,11 @@ fn symtab_plan(
         // 3.8's out-of-line take_gil(ceval, tstate) has tstate second; its .constprop clone,
         // and every other version, have it first.
         let arg1 = interp.version.minor_version() == (3, 8) && f.name == "take_gil";
-        let program = match (cond_wait.is_some(), arg1) {
-            (true, false) => "take_gil_tentative_arg0",
-            (true, true) => "take_gil_tentative_arg1",
-            (false, false) => "take_gil_enter_arg0",
-            (false, true) => "take_gil_enter_arg1",
+        let take = match (cond_wait.is_some(), arg1) {
+            (true, false) => program::TAKE_GIL_TENTATIVE_ARG0,
+            (true, true) => program::TAKE_GIL_TENTATIVE_ARG1,
+            (false, false) => program::TAKE_GIL_ENTER_ARG0,
+            (false, true) => program::TAKE_GIL_ENTER_ARG1,
         };
         let at = |program| ProbePoint {
             program,
@@ -307,14 +339,14 @@ fn symtab_plan(
             file_offset: f.file_offset,
             site: None,
         };
-        points.push(at(program));
+        points.push(at(take));
         if cond_wait.is_none() {
-            points.push(at("take_gil_return"));
+            points.push(at(program::TAKE_GIL_RETURN));
         }
     }
     for f in &syms.drop {
         points.push(ProbePoint {
-            program: "drop_gil_enter",
+            program: program::DROP_GIL_ENTER,
             symbol: f.name.clone(),
             object: object.clone(),
             object_name: interp.file.path.clone(),
@@ -323,9 +355,9 @@ fn symtab_plan(
         });
     }
     if let Some((libc, offset)) = cond_wait {
-        for program in ["gil_cond_wait_enter", "gil_cond_wait_return"] {
+        for name in [program::GIL_COND_WAIT_ENTER, program::GIL_COND_WAIT_RETURN] {
             points.push(ProbePoint {
-                program,
+                program: name,
                 symbol: "pthread_cond_timedwait".to_owned(),
                 object: libc.file.open_path.clone(),
                 object_name: libc.file.path.clone(),
@@ -346,7 +378,7 @@ fn symtab_plan(
         }
     };
     ProbePlan {
-        strategy: "symtab",
+        strategy: ChosenStrategy::Symtab,
         symbols_from,
         points,
         blind_spots: vec!["waits and holds already under way when gilwatch attached"],
@@ -382,11 +414,11 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
         })
     };
     Ok(ProbePlan {
-        strategy: "libc",
+        strategy: ChosenStrategy::Libc,
         symbols_from: None,
         points: vec![
-            point("gil_mutex_lock", "pthread_mutex_lock")?,
-            point("gil_cond_signal", "pthread_cond_signal")?,
+            point(program::GIL_MUTEX_LOCK, "pthread_mutex_lock")?,
+            point(program::GIL_COND_SIGNAL, "pthread_cond_signal")?,
         ],
         blind_spots: vec![
             "waits and holds already under way when gilwatch attached",
