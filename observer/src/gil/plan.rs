@@ -224,16 +224,12 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
         file_offset,
         site: None,
     };
-    let site = route.take_site - route.take_gil;
-    let take = if site == 0 {
-        "take_gil".to_owned()
-    } else {
-        format!("take_gil+{site:#x}")
-    };
+    // take_gil's entry: the site pass (probe/site.rs) moves the probe to an emulated instruction
+    // that still sees the tstate argument where there is one.
     let mut points = vec![in_interp(
         program::TAKE_GIL_TENTATIVE_ARG0,
-        take,
-        route.take_site_offset,
+        "take_gil".to_owned(),
+        route.take_gil_offset,
     )];
     // The drop: the calls of pthread_cond_signal in the interpreter (emulated `call`s, not
     // take_gil's), or libc's entry, which take_gil's switch_cond signal also hits.
@@ -282,12 +278,8 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
             uretprobes: 0,
         },
         notes: vec![format!(
-            "take_gil at {:#x} via {}, probed at {:#x} `{}`; drop: {}",
-            route.take_gil,
-            route.found_via,
-            route.take_site,
-            route.take_site_instruction,
-            route.drop_evidence
+            "take_gil at {:#x} via {}; drop: {}",
+            route.take_gil, route.found_via, route.drop_evidence
         )],
     })
 }
