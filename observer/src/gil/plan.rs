@@ -27,7 +27,10 @@ use crate::{
         symbols::{self, GilFunctions},
     },
     object::debuginfo::SymbolSource,
-    probe::site::Site,
+    probe::{
+        cost::TrapKind,
+        site::{self, Site},
+    },
 };
 
 /// A kernel program (an `observer_common::names::program`) and where it attaches.
@@ -208,6 +211,21 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
     };
     let gil_at = exports::static_gil(&elf, address::offset_in_runtime(minor.1));
     let route = exports::locate(&elf, &layout, gil_at).map_err(|e| e.0)?;
+    // The site pass places take_gil's probe with the others; this only asks where it will go. A
+    // single-stepped trap on every take costs more than libc's three emulated ones: without an
+    // emulated site, the strategy stands down.
+    let mut code = site::Code::parse(&interp.file.data).map_err(|e| format!("{e:#}"))?;
+    let take_site = site::choose(
+        &mut code,
+        route.take_gil_offset,
+        &[program::TAKE_GIL_TENTATIVE_ARG0],
+    );
+    if take_site.trap != TrapKind::Emulated {
+        return Err(format!(
+            "take_gil at {:#x} has no emulated probe site ({})",
+            route.take_gil, take_site.why
+        ));
+    }
     let in_interp = |program, symbol: String, file_offset| ProbePoint {
         program,
         symbol,
