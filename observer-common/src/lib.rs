@@ -4,6 +4,8 @@
 //! maps and read back by userspace, so the layout must not depend on the compiler's choices.
 #![no_std]
 
+pub mod names;
+
 /// Linear sub-buckets per power of two, as a bit count: 3 bits = 8 sub-buckets, so a bucket spans
 /// at most 1/8 of its power of two (12.5%): fine enough to tell 4 ms from 5 ms from 7 ms.
 pub const HIST_SUB_BITS: u32 = 3;

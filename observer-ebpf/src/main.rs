@@ -12,6 +12,10 @@
 //!
 //! Each thread only ever updates its own entries, so no atomics are needed: one thread never runs
 //! on two CPUs at once.
+//!
+//! Userspace loads programs and maps by name: every `#[uprobe]`/`#[uretprobe]`/`#[raw_tracepoint]`
+//! function and `#[map]` static is listed in observer-common/src/names.rs, and a userspace unit test
+//! (observer/src/probe/attach.rs) fails when the two disagree.
 #![no_std]
 #![no_main]
 

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use observer_common::{
     ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, Histogram, StatKey, StatKind, ThreadGilState,
+    names::map,
 };
 
 use crate::{
@@ -54,7 +55,7 @@ pub fn thread_states(attached: &Attached) -> anyhow::Result<HashMap<u32, ThreadG
     let map: BpfHashMap<&MapData, u32, ThreadGilState> = BpfHashMap::try_from(
         attached
             .ebpf
-            .map("THREADS")
+            .map(map::THREADS)
             .context("THREADS map missing")?,
     )?;
     Ok(map.iter().filter_map(Result::ok).collect())
@@ -82,7 +83,7 @@ fn open_spans(st: &ThreadGilState, now: u64) -> (Option<u64>, Option<u64>) {
 /// ended at an unknown moment, and must not keep growing until we read them).
 pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snapshot> {
     let stats: BpfHashMap<&MapData, StatKey, Histogram> =
-        BpfHashMap::try_from(attached.ebpf.map("STATS").context("STATS map missing")?)?;
+        BpfHashMap::try_from(attached.ebpf.map(map::STATS).context("STATS map missing")?)?;
     let mut snap = Snapshot::default();
     for entry in stats.iter() {
         // An entry can vanish between listing keys and reading it; skip it this round.
@@ -116,8 +117,12 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
             }
         }
     }
-    let errors: PerCpuArray<&MapData, u64> =
-        PerCpuArray::try_from(attached.ebpf.map("ERRORS").context("ERRORS map missing")?)?;
+    let errors: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+        attached
+            .ebpf
+            .map(map::ERRORS)
+            .context("ERRORS map missing")?,
+    )?;
     for idx in [ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL] {
         if let Ok(per_cpu) = errors.get(&idx, 0) {
             snap.lost_events += per_cpu.iter().sum::<u64>();

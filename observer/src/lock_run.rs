@@ -9,10 +9,9 @@ use crate::{
     cli::Cli,
     ending::EndReason,
     error::{Exit, user},
-    gil::plan::ProbePlan,
     lock::{LockWatch, attach, collect, plan, prepare, session, symbolize},
     probe::{
-        attach as gil_attach,
+        attach as probe_attach,
         cost::Overhead,
         cpu_time::{Baseline, CpuTime},
     },
@@ -95,20 +94,13 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
     let cpu_at_start = CpuTime::read(process.pid).ok();
     let mut watch = prepare(&process, cli)?;
     crate::probe::site::apply(&mut [], watch.probes_mut());
-    // The BPF object with no GIL probe attached: its maps and the mutex programs.
-    let empty = ProbePlan {
-        strategy: "none",
-        symbols_from: None,
-        points: Vec::new(),
-        blind_spots: Vec::new(),
-        notes: Vec::new(),
-    };
-    let needs = gil_attach::MapNeeds {
+    let needs = probe_attach::MapNeeds {
         gil: false,
         locks: true,
         call_sites: cli.mutexes,
     };
-    let mut attached = gil_attach::attach(&empty, process.pid, needs)?;
+    // The BPF object with no GIL probe: its maps and the mutex programs.
+    let mut attached = probe_attach::load(process.pid, needs)?;
     watch
         .attach(&mut attached)
         .and_then(|()| attached.count_lock_sites(watch.probes()))

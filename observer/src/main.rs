@@ -283,7 +283,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
     let info_interp = InterpreterInfo {
         path: interpreter.file.path.clone(),
         version: interpreter.version.to_string(),
-        strategy: plan.strategy.to_owned(),
+        strategy: plan.strategy,
         symbols: plan.symbols(),
         gil_location,
         free_threaded: interpreter.free_threaded,

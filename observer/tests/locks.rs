@@ -30,6 +30,7 @@ use std::{
     time::Duration,
 };
 
+use observer_common::names::map;
 use serde_json::Value;
 use support::*;
 
@@ -790,13 +791,13 @@ fn maps_of(pid: u32) -> Vec<(String, u64, u64)> {
 
 /// The lock maps, which only lock options need.
 const LOCK_MAPS: &[&str] = &[
-    "MUTEX_STATS",
-    "MUTEX_COUNTS",
-    "MUTEX_HELD",
-    "MUTEX_PENDING",
-    "MUTEX_WATCH",
-    "MUTEX_STACKS",
-    "MUTEX_SITES",
+    map::MUTEX_STATS,
+    map::MUTEX_COUNTS,
+    map::MUTEX_HELD,
+    map::MUTEX_PENDING,
+    map::MUTEX_WATCH,
+    map::MUTEX_STACKS,
+    map::MUTEX_SITES,
 ];
 
 #[test]
@@ -824,7 +825,7 @@ fn a_run_without_lock_options_holds_little_kernel_memory() {
     let maps = maps_of(gw.id());
     let r = final_report(&wait_output(gw, Duration::from_secs(60)));
     assert!(
-        maps.iter().any(|(n, ..)| n == "STATS"),
+        maps.iter().any(|(n, ..)| n == map::STATS),
         "gilwatch's maps: {maps:?}"
     );
     for (name, max_entries, memlock) in &maps {

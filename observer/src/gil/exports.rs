@@ -13,13 +13,13 @@
 //!   offset from the register holding the GIL (3.12+, where each interpreter points at its own).
 //!   This ties the route to the GIL that gil/address.rs finds and validates in the live process.
 //!
-//! The probe on take_gil goes on its first instruction the kernel emulates (cheap trap) that
-//! comes before anything writes rdi, so the program still reads the tstate argument there.
+//! The route gives take_gil's entry; where on it the probe goes is the site pass's choice
+//! (probe/site.rs), as for every other probe.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use iced_x86::{
-    Decoder, DecoderOptions, FlowControl, Formatter, GasFormatter, Instruction,
-    InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
+    Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess,
+    OpKind, Register,
 };
 use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationTarget};
 
@@ -30,10 +30,8 @@ use crate::{gil::address::GilLayout, object::elf::file_offset};
 pub struct Route {
     /// take_gil's entry (ELF virtual address).
     pub take_gil: u64,
-    /// Where its probe goes (virtual address and file offset), and the instruction there.
-    pub take_site: u64,
-    pub take_site_offset: u64,
-    pub take_site_instruction: String,
+    /// The same entry as a file offset: what its probe is planned on.
+    pub take_gil_offset: u64,
     /// The exported function whose call led to take_gil.
     pub found_via: &'static str,
     /// How the drop's `pthread_cond_signal(&gil->cond)` was recognised, for `doctor`.
@@ -142,19 +140,12 @@ pub fn locate(
         })
     })?;
 
-    let (site, instruction) = code.entry_site(take).ok_or_else(|| {
-        NotFound(format!(
-            "take_gil at {take:#x} has no emulated instruction before it uses its argument register"
-        ))
-    })?;
     let drop = code.drop_marker(elf, take, layout, gil_at)?;
-    let take_site_offset = file_offset(elf, site)
-        .ok_or_else(|| NotFound(format!("take_gil site {site:#x} is outside the file")))?;
+    let take_gil_offset = file_offset(elf, take)
+        .ok_or_else(|| NotFound(format!("take_gil at {take:#x} is outside the file")))?;
     Ok(Route {
         take_gil: take,
-        take_site: site,
-        take_site_offset,
-        take_site_instruction: instruction,
+        take_gil_offset,
         found_via: "PyEval_RestoreThread",
         drop_evidence,
         drop,
@@ -442,27 +433,6 @@ impl<'a> Code<'a> {
                 .bytes_at(target)
                 .is_some_and(|b| b.starts_with(&[0xf3, 0x0f, 0x1e, 0xfa]))
     }
-
-    /// The probe site on a function's entry path: its first instruction the kernel emulates
-    /// (push of a register, nop, direct call/jmp/jcc), provided nothing before it writes rdi.
-    fn entry_site(&self, entry: u64) -> Option<(u64, String)> {
-        let bytes = self.bytes_at(entry)?;
-        let info = &mut InstructionInfoFactory::new();
-        for ins in Decoder::with_ip(64, bytes, entry, DecoderOptions::NONE)
-            .into_iter()
-            .take(16)
-        {
-            if emulated(&ins) {
-                let mut text = String::new();
-                GasFormatter::new().format(&ins, &mut text);
-                return Some((ins.ip(), text));
-            }
-            if writes_rdi(&ins, info) || ins.flow_control() != FlowControl::Next {
-                return None;
-            }
-        }
-        None
-    }
 }
 
 impl Walk {
@@ -495,19 +465,6 @@ impl Walk {
             })
             .map(|(at, (_, rdi))| (*at, *rdi))
             .collect()
-    }
-}
-
-/// Instructions a uprobe on x86-64 emulates instead of single-stepping (probe-cost.md).
-fn emulated(ins: &Instruction) -> bool {
-    match ins.mnemonic() {
-        Mnemonic::Push => ins.op0_kind() == OpKind::Register,
-        Mnemonic::Nop => true,
-        Mnemonic::Call | Mnemonic::Jmp => matches!(
-            ins.op0_kind(),
-            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
-        ),
-        _ => ins.flow_control() == FlowControl::ConditionalBranch,
     }
 }
 
@@ -555,8 +512,13 @@ fn rdi_after(ins: &Instruction, before: Rdi, info: &mut InstructionInfoFactory) 
 mod tests {
     use std::path::Path;
 
+    use observer_common::names::program;
+
     use super::*;
-    use crate::gil::address::DEFAULT_LAYOUT;
+    use crate::{
+        gil::address::DEFAULT_LAYOUT,
+        probe::{cost::TrapKind, site},
+    };
 
     fn route(path: &Path, runtime_offset: Option<u64>) -> Option<Result<Route, NotFound>> {
         let data = std::fs::read(path).ok()?;
@@ -565,9 +527,19 @@ mod tests {
         Some(locate(&elf, &DEFAULT_LAYOUT, gil))
     }
 
+    /// Where the site pass puts the exports plan's take_gil probe.
+    fn take_site(path: &Path, r: &Route) -> site::Site {
+        let mut code = site::Code::read(path).expect("the interpreter's code");
+        site::choose(
+            &mut code,
+            r.take_gil_offset,
+            &[program::TAKE_GIL_TENTATIVE_ARG0],
+        )
+    }
+
     /// Debian 12's python3.11 (3.11.2, PGO+LTO, stripped, non-PIE): take_gil is the first call
-    /// of PyEval_RestoreThread, and starts with `push %r15`; drop_gil is inlined into
-    /// PyEval_SaveThread, which signals `_PyRuntime+0x168+0x20` by address.
+    /// of PyEval_RestoreThread, and starts with `push %r15`, where its probe stays; drop_gil is
+    /// inlined into PyEval_SaveThread, which signals `_PyRuntime+0x168+0x20` by address.
     #[test]
     fn debian_python3_11() {
         let path = Path::new("/usr/bin/python3.11");
@@ -575,9 +547,10 @@ mod tests {
             .expect("Debian's python3.11 is on every machine of this kind")
             .expect("route");
         assert_eq!(r.take_gil, 0x4f92c0, "{r:?}");
-        assert_eq!(r.take_site, 0x4f92c0, "{r:?}");
-        assert_eq!(r.take_site_instruction, "push %r15");
-        assert_eq!(r.take_site_offset, 0xf92c0);
+        assert_eq!(r.take_gil_offset, 0xf92c0);
+        let s = take_site(path, &r);
+        assert_eq!((s.offset, s.trap), (0, TrapKind::Emulated), "{s:?}");
+        assert_eq!(s.instruction, "push %r15");
         assert!(
             r.drop_evidence
                 .contains("PyEval_SaveThread signals 0xa5b8c8"),
@@ -610,9 +583,9 @@ mod tests {
         );
     }
 
-    /// sid's 3.13/3.14/3.15 (when `cargo xtask test` has built the root): take_gil after
-    /// `endbr64`; 3.14's starts with `sub` and `mov`s, so its site is the first call, which
-    /// still sees the tstate in rdi. The drop signals 0x20 off the GIL pointer.
+    /// sid's 3.13/3.14/3.15 (when `cargo xtask test` has built the root): take_gil's site is
+    /// after `endbr64`; 3.14's take_gil goes on with `sub` and `mov`s, so its site is the first
+    /// call, which still sees the tstate in rdi. The drop signals 0x20 off the GIL pointer.
     #[test]
     fn sid_pythons() {
         let sid = Path::new("/var/lib/gilwatch-test/sid/usr/bin");
@@ -629,7 +602,7 @@ mod tests {
                 14,
                 0x540620,
                 0x540638,
-                "call 0x00000000004235E0",
+                "call 0x4235e0",
                 0x5881ec,
                 [0x5406b7, 0x5408a8],
             ),
@@ -649,11 +622,13 @@ mod tests {
             };
             let r = r.unwrap_or_else(|e| panic!("3.{minor}: {e}"));
             assert_eq!(r.take_gil, take, "3.{minor}: {r:?}");
-            assert_eq!(r.take_site, site, "3.{minor}: {r:?}");
-            assert!(
-                r.take_site_instruction.eq_ignore_ascii_case(insn),
-                "3.{minor}: {r:?}"
+            let s = take_site(&path, &r);
+            assert_eq!(
+                (take + s.offset, s.trap),
+                (site, TrapKind::Emulated),
+                "3.{minor}: {s:?}"
             );
+            assert_eq!(s.instruction, insn, "3.{minor}: {s:?}");
             assert!(
                 r.drop_evidence.contains("signals 0x20(GIL)"),
                 "3.{minor}: {r:?}"

@@ -14,6 +14,9 @@
 //!   pthread_cond_signal in libc, filtered in the kernel by the GIL's addresses.
 use std::path::PathBuf;
 
+use observer_common::names::program;
+use serde::Serialize;
+
 use crate::{
     error::{Exit, user},
     gil::{
@@ -24,10 +27,13 @@ use crate::{
         symbols::{self, GilFunctions},
     },
     object::debuginfo::SymbolSource,
-    probe::site::Site,
+    probe::{
+        cost::TrapKind,
+        site::{self, Site},
+    },
 };
 
-/// A kernel program (by its name in observer-ebpf) and where it attaches.
+/// A kernel program (an `observer_common::names::program`) and where it attaches.
 #[derive(Debug, Clone)]
 pub struct ProbePoint {
     pub program: &'static str,
@@ -63,9 +69,35 @@ pub enum Strategy {
     Libc,
 }
 
+/// The strategy a plan follows: the one `--strategy` asked for, or the one `auto` chose. Named
+/// in lowercase by the report (`"strategy": "exports"`) and by `doctor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChosenStrategy {
+    Symtab,
+    Exports,
+    Libc,
+}
+
+impl ChosenStrategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChosenStrategy::Symtab => "symtab",
+            ChosenStrategy::Exports => "exports",
+            ChosenStrategy::Libc => "libc",
+        }
+    }
+}
+
+impl std::fmt::Display for ChosenStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProbePlan {
-    pub strategy: &'static str,
+    pub strategy: ChosenStrategy,
     /// Where the probed symbols were named (None for strategies that use no symbol table).
     pub symbols_from: Option<SymbolSource>,
     pub points: Vec<ProbePoint>,
@@ -88,9 +120,12 @@ impl ProbePlan {
         v
     }
 
-    /// The kernel programs cannot work without the GIL's address (libc strategy).
+    /// The kernel programs cannot work without the GIL's address (libc and exports strategies).
     pub fn needs_gil_address(&self) -> bool {
-        matches!(self.strategy, "libc" | "exports")
+        matches!(
+            self.strategy,
+            ChosenStrategy::Libc | ChosenStrategy::Exports
+        )
     }
 
     /// The kernel programs filter better with the GIL's address (two-trap symtab: timed waits
@@ -98,7 +133,7 @@ impl ProbePlan {
     pub fn wants_gil_address(&self) -> bool {
         self.points
             .iter()
-            .any(|p| p.program == "gil_cond_wait_enter")
+            .any(|p| p.program == program::GIL_COND_WAIT_ENTER)
     }
 }
 
@@ -166,6 +201,21 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
     };
     let gil_at = exports::static_gil(&elf, address::offset_in_runtime(minor.1));
     let route = exports::locate(&elf, &layout, gil_at).map_err(|e| e.0)?;
+    // The site pass places take_gil's probe with the others; this only asks where it will go. A
+    // single-stepped trap on every take costs more than libc's three emulated ones: without an
+    // emulated site, the strategy stands down.
+    let mut code = site::Code::parse(&interp.file.data).map_err(|e| format!("{e:#}"))?;
+    let take_site = site::choose(
+        &mut code,
+        route.take_gil_offset,
+        &[program::TAKE_GIL_TENTATIVE_ARG0],
+    );
+    if take_site.trap != TrapKind::Emulated {
+        return Err(format!(
+            "take_gil at {:#x} has no emulated probe site ({})",
+            route.take_gil, take_site.why
+        ));
+    }
     let in_interp = |program, symbol: String, file_offset| ProbePoint {
         program,
         symbol,
@@ -182,16 +232,12 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
         file_offset,
         site: None,
     };
-    let site = route.take_site - route.take_gil;
-    let take = if site == 0 {
-        "take_gil".to_owned()
-    } else {
-        format!("take_gil+{site:#x}")
-    };
+    // take_gil's entry: the site pass (probe/site.rs) moves the probe to an emulated instruction
+    // that still sees the tstate argument where there is one.
     let mut points = vec![in_interp(
-        "take_gil_tentative_arg0",
-        take,
-        route.take_site_offset,
+        program::TAKE_GIL_TENTATIVE_ARG0,
+        "take_gil".to_owned(),
+        route.take_gil_offset,
     )];
     // The drop: the calls of pthread_cond_signal in the interpreter (emulated `call`s, not
     // take_gil's), or libc's entry, which take_gil's switch_cond signal also hits.
@@ -199,7 +245,7 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
         DropMarker::CallSites(sites) => {
             for (at, offset) in sites {
                 points.push(in_interp(
-                    "gil_cond_signal_drop",
+                    program::GIL_COND_SIGNAL_DROP,
                     format!("call pthread_cond_signal@{at:#x}"),
                     *offset,
                 ));
@@ -207,24 +253,24 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
         }
         DropMarker::LibcEntry => {
             points.push(in_libc(
-                "gil_cond_signal_drop",
+                program::GIL_COND_SIGNAL_DROP,
                 "pthread_cond_signal",
                 signal,
             ));
         }
     }
     points.push(in_libc(
-        "gil_cond_wait_enter",
+        program::GIL_COND_WAIT_ENTER,
         "pthread_cond_timedwait",
         timedwait,
     ));
     points.push(in_libc(
-        "gil_cond_wait_return",
+        program::GIL_COND_WAIT_RETURN,
         "pthread_cond_timedwait",
         timedwait,
     ));
     Ok(ProbePlan {
-        strategy: "exports",
+        strategy: ChosenStrategy::Exports,
         symbols_from: None,
         points,
         blind_spots: vec![
@@ -233,12 +279,8 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
             "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
         ],
         notes: vec![format!(
-            "take_gil at {:#x} via {}, probed at {:#x} `{}`; drop: {}",
-            route.take_gil,
-            route.found_via,
-            route.take_site,
-            route.take_site_instruction,
-            route.drop_evidence
+            "take_gil at {:#x} via {}; drop: {}",
+            route.take_gil, route.found_via, route.drop_evidence
         )],
     })
 }
@@ -276,11 +318,11 @@ fn symtab_plan(
         // 3.8's out-of-line take_gil(ceval, tstate) has tstate second; its .constprop clone,
         // and every other version, have it first.
         let arg1 = interp.version.minor_version() == (3, 8) && f.name == "take_gil";
-        let program = match (cond_wait.is_some(), arg1) {
-            (true, false) => "take_gil_tentative_arg0",
-            (true, true) => "take_gil_tentative_arg1",
-            (false, false) => "take_gil_enter_arg0",
-            (false, true) => "take_gil_enter_arg1",
+        let take = match (cond_wait.is_some(), arg1) {
+            (true, false) => program::TAKE_GIL_TENTATIVE_ARG0,
+            (true, true) => program::TAKE_GIL_TENTATIVE_ARG1,
+            (false, false) => program::TAKE_GIL_ENTER_ARG0,
+            (false, true) => program::TAKE_GIL_ENTER_ARG1,
         };
         let at = |program| ProbePoint {
             program,
@@ -290,14 +332,14 @@ fn symtab_plan(
             file_offset: f.file_offset,
             site: None,
         };
-        points.push(at(program));
+        points.push(at(take));
         if cond_wait.is_none() {
-            points.push(at("take_gil_return"));
+            points.push(at(program::TAKE_GIL_RETURN));
         }
     }
     for f in &syms.drop {
         points.push(ProbePoint {
-            program: "drop_gil_enter",
+            program: program::DROP_GIL_ENTER,
             symbol: f.name.clone(),
             object: object.clone(),
             object_name: interp.file.path.clone(),
@@ -306,9 +348,9 @@ fn symtab_plan(
         });
     }
     if let Some((libc, offset)) = cond_wait {
-        for program in ["gil_cond_wait_enter", "gil_cond_wait_return"] {
+        for name in [program::GIL_COND_WAIT_ENTER, program::GIL_COND_WAIT_RETURN] {
             points.push(ProbePoint {
-                program,
+                program: name,
                 symbol: "pthread_cond_timedwait".to_owned(),
                 object: libc.file.open_path.clone(),
                 object_name: libc.file.path.clone(),
@@ -318,7 +360,7 @@ fn symtab_plan(
         }
     }
     ProbePlan {
-        strategy: "symtab",
+        strategy: ChosenStrategy::Symtab,
         symbols_from,
         points,
         blind_spots: vec!["waits and holds already under way when gilwatch attached"],
@@ -353,11 +395,11 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
         })
     };
     Ok(ProbePlan {
-        strategy: "libc",
+        strategy: ChosenStrategy::Libc,
         symbols_from: None,
         points: vec![
-            point("gil_mutex_lock", "pthread_mutex_lock")?,
-            point("gil_cond_signal", "pthread_cond_signal")?,
+            point(program::GIL_MUTEX_LOCK, "pthread_mutex_lock")?,
+            point(program::GIL_COND_SIGNAL, "pthread_cond_signal")?,
         ],
         blind_spots: vec![
             "waits and holds already under way when gilwatch attached",

@@ -11,7 +11,10 @@ use aya::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
-use observer_common::{MUTEX_CFG_ALL, MUTEX_CFG_ARMED, MUTEX_CFG_STACKS, MUTEX_CFG_TGID};
+use observer_common::{
+    MUTEX_CFG_ALL, MUTEX_CFG_ARMED, MUTEX_CFG_STACKS, MUTEX_CFG_TGID,
+    names::{map, program},
+};
 
 use crate::lock::plan::LockProbe;
 
@@ -33,7 +36,7 @@ pub fn attach(
 ) -> anyhow::Result<Vec<(&'static str, UProbeLinkId)>> {
     {
         let mut cfg: Array<_, u64> = Array::try_from(
-            ebpf.map_mut("MUTEX_CONFIG")
+            ebpf.map_mut(map::MUTEX_CONFIG)
                 .context("MUTEX_CONFIG map missing")?,
         )?;
         cfg.set(MUTEX_CFG_ALL, u64::from(config.all), 0)?;
@@ -42,7 +45,7 @@ pub fn attach(
     }
     {
         let mut watch: HashMap<_, u64, u32> = HashMap::try_from(
-            ebpf.map_mut("MUTEX_WATCH")
+            ebpf.map_mut(map::MUTEX_WATCH)
                 .context("MUTEX_WATCH map missing")?,
         )?;
         for &addr in config.watch {
@@ -75,8 +78,8 @@ pub fn attach(
     // Contention: a futex wait during a lock call, and its return (the wake-up). Raw
     // tracepoints need no tracefs; both programs leave other processes at their first test.
     for (name, tracepoint) in [
-        ("mutex_futex", "sys_enter"),
-        ("mutex_futex_exit", "sys_exit"),
+        (program::MUTEX_FUTEX, "sys_enter"),
+        (program::MUTEX_FUTEX_EXIT, "sys_exit"),
     ] {
         let prog: &mut RawTracePoint = ebpf
             .program_mut(name)
@@ -91,7 +94,7 @@ pub fn attach(
     }
     // Everything is in place: start tracking lock calls.
     let mut cfg: Array<_, u64> = Array::try_from(
-        ebpf.map_mut("MUTEX_CONFIG")
+        ebpf.map_mut(map::MUTEX_CONFIG)
             .context("MUTEX_CONFIG map missing")?,
     )?;
     cfg.set(MUTEX_CFG_ARMED, 1, 0)?;
@@ -101,7 +104,7 @@ pub fn attach(
 /// Stops the lock programs from recording (they stay attached until gilwatch exits).
 pub fn disarm(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     let mut cfg: Array<_, u64> = Array::try_from(
-        ebpf.map_mut("MUTEX_CONFIG")
+        ebpf.map_mut(map::MUTEX_CONFIG)
             .context("MUTEX_CONFIG map missing")?,
     )?;
     cfg.set(MUTEX_CFG_ARMED, 0, 0)?;

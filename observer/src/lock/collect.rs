@@ -8,7 +8,7 @@ use aya::{
 };
 use observer_common::{
     Histogram, MUTEX_ERR_STACK_LOST, MUTEX_ERR_STATE_FULL, MUTEX_ERR_STATS_FULL, MutexCounts,
-    MutexKey, MutexSite, MutexSiteKey, MutexStatKind,
+    MutexKey, MutexSite, MutexSiteKey, MutexStatKind, names::map,
 };
 
 use crate::{collect::monotonic_ns, histogram::Distribution};
@@ -54,8 +54,10 @@ pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
         at_ns: monotonic_ns(),
         ..Default::default()
     };
-    let stats: BpfHashMap<&MapData, MutexKey, Histogram> =
-        BpfHashMap::try_from(ebpf.map("MUTEX_STATS").context("MUTEX_STATS map missing")?)?;
+    let stats: BpfHashMap<&MapData, MutexKey, Histogram> = BpfHashMap::try_from(
+        ebpf.map(map::MUTEX_STATS)
+            .context("MUTEX_STATS map missing")?,
+    )?;
     for entry in stats.iter() {
         // An entry can vanish between listing keys and reading it; skip it this round.
         let Ok((key, hist)) = entry else { continue };
@@ -75,7 +77,7 @@ pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
         }
     }
     let counts: BpfHashMap<&MapData, MutexKey, MutexCounts> = BpfHashMap::try_from(
-        ebpf.map("MUTEX_COUNTS")
+        ebpf.map(map::MUTEX_COUNTS)
             .context("MUTEX_COUNTS map missing")?,
     )?;
     for entry in counts.iter() {
@@ -87,8 +89,10 @@ pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
             .or_default()
             .counts = c;
     }
-    let sites: BpfHashMap<&MapData, MutexSiteKey, MutexSite> =
-        BpfHashMap::try_from(ebpf.map("MUTEX_SITES").context("MUTEX_SITES map missing")?)?;
+    let sites: BpfHashMap<&MapData, MutexSiteKey, MutexSite> = BpfHashMap::try_from(
+        ebpf.map(map::MUTEX_SITES)
+            .context("MUTEX_SITES map missing")?,
+    )?;
     snap.sites = sites
         .iter()
         .filter_map(Result::ok)
@@ -100,7 +104,7 @@ pub fn snapshot(ebpf: &Ebpf) -> anyhow::Result<LockSnapshot> {
         })
         .collect();
     let errors: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
-        ebpf.map("MUTEX_ERRORS")
+        ebpf.map(map::MUTEX_ERRORS)
             .context("MUTEX_ERRORS map missing")?,
     )?;
     for idx in [MUTEX_ERR_STATS_FULL, MUTEX_ERR_STATE_FULL] {
@@ -120,7 +124,7 @@ pub fn stack(ebpf: &Ebpf, stack_id: i64) -> Vec<u64> {
     let Ok(stack_id) = u32::try_from(stack_id) else {
         return Vec::new();
     };
-    let Some(map) = ebpf.map("MUTEX_STACKS") else {
+    let Some(map) = ebpf.map(map::MUTEX_STACKS) else {
         return Vec::new();
     };
     let Ok(stacks) = StackTraceMap::<&MapData>::try_from(map) else {

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use object::SymbolKind;
+use observer_common::names::program;
 
 use crate::{
     error::{Exit, user},
@@ -19,7 +20,8 @@ use crate::{
     probe::site::Site,
 };
 
-/// A kernel program (by its name in observer-ebpf/src/mutex.rs) and where it attaches.
+/// A kernel program (an `observer_common::names::program` of observer-ebpf/src/mutex.rs) and
+/// where it attaches.
 #[derive(Debug, Clone)]
 pub struct LockProbe {
     pub program: &'static str,
@@ -46,16 +48,24 @@ impl LockProbe {
 /// futex syscall (attach.rs), so no return probe (which would add a trap at the function's
 /// first instruction) is needed; the outcomes of trylock and timedlock need their return.
 const PTHREAD_FUNCTIONS: &[(&str, &str, bool)] = &[
-    ("pthread_mutex_lock", "mutex_lock_enter", false),
-    ("pthread_mutex_trylock", "mutex_trylock_enter", true),
-    ("pthread_mutex_timedlock", "mutex_timedlock_enter", true),
-    ("pthread_mutex_clocklock", "mutex_timedlock_enter", true),
-    ("pthread_mutex_unlock", "mutex_unlock_enter", false),
-    ("pthread_cond_wait", "cond_wait_enter", true),
-    ("pthread_cond_timedwait", "cond_wait_enter", true),
-    ("pthread_cond_clockwait", "cond_wait_enter", true),
+    ("pthread_mutex_lock", program::MUTEX_LOCK_ENTER, false),
+    ("pthread_mutex_trylock", program::MUTEX_TRYLOCK_ENTER, true),
+    (
+        "pthread_mutex_timedlock",
+        program::MUTEX_TIMEDLOCK_ENTER,
+        true,
+    ),
+    (
+        "pthread_mutex_clocklock",
+        program::MUTEX_TIMEDLOCK_ENTER,
+        true,
+    ),
+    ("pthread_mutex_unlock", program::MUTEX_UNLOCK_ENTER, false),
+    ("pthread_cond_wait", program::COND_WAIT_ENTER, true),
+    ("pthread_cond_timedwait", program::COND_WAIT_ENTER, true),
+    ("pthread_cond_clockwait", program::COND_WAIT_ENTER, true),
 ];
-const PTHREAD_RETURN: &str = "mutex_lock_return";
+const PTHREAD_RETURN: &str = program::MUTEX_LOCK_RETURN;
 
 /// Where the pthread functions are: the objects searched, in order.
 fn pthread_objects(space: &AddressSpace) -> Vec<&MappedObject> {
@@ -136,9 +146,9 @@ pub fn custom_probes(acquire: &Function, release: &Function, arg: u8, pair: u8) 
         site: None,
     };
     vec![
-        at("lockfn_acquire_enter", acquire),
-        at("lockfn_acquire_return", acquire),
-        at("lockfn_release_enter", release),
+        at(program::LOCKFN_ACQUIRE_ENTER, acquire),
+        at(program::LOCKFN_ACQUIRE_RETURN, acquire),
+        at(program::LOCKFN_RELEASE_ENTER, release),
     ]
 }
 
@@ -187,7 +197,9 @@ mod tests {
         // glibc exports pthread_cond_wait@GLIBC_2.2.5 and @@GLIBC_2.3.2 at two addresses.
         let enters: Vec<u64> = probes
             .iter()
-            .filter(|p| p.program == "cond_wait_enter" && p.symbol == "libc.so.6:pthread_cond_wait")
+            .filter(|p| {
+                p.program == program::COND_WAIT_ENTER && p.symbol == "libc.so.6:pthread_cond_wait"
+            })
             .map(|p| p.file_offset)
             .collect();
         assert_eq!(enters.len(), 2, "{probes:?}");
@@ -203,17 +215,21 @@ mod tests {
         };
         let returns = at(PTHREAD_RETURN);
         assert!(
-            at("mutex_trylock_enter")
+            at(program::MUTEX_TRYLOCK_ENTER)
                 .iter()
                 .all(|off| returns.contains(off))
         );
-        assert!(!at("mutex_lock_enter").is_empty());
+        assert!(!at(program::MUTEX_LOCK_ENTER).is_empty());
         assert!(
-            at("mutex_lock_enter")
+            at(program::MUTEX_LOCK_ENTER)
                 .iter()
                 .all(|off| !returns.contains(off))
         );
-        assert!(probes.iter().any(|p| p.program == "mutex_unlock_enter"));
+        assert!(
+            probes
+                .iter()
+                .any(|p| p.program == program::MUTEX_UNLOCK_ENTER)
+        );
     }
 
     #[test]

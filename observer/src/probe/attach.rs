@@ -18,11 +18,17 @@ use aya::{
 };
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
-use observer_common::{GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, ThreadGilState};
+use observer_common::{
+    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, ThreadGilState,
+    names::{map, program},
+};
 
 use crate::{
     error::{Exit, is_permission_denied, os_errno, user},
-    gil::{address::GilAddress, plan::ProbePlan},
+    gil::{
+        address::GilAddress,
+        plan::{ProbePlan, ProbePoint},
+    },
     lock::plan::LockProbe,
     probe::{
         calibrate::FIRST_CALIBRATION_SLOT,
@@ -41,7 +47,8 @@ pub struct Attached {
     pub ebpf: Ebpf,
     /// What is attached now (empty while duty cycling has the probes off), to detach it again.
     links: Vec<(&'static str, UProbeLinkId)>,
-    plan: ProbePlan,
+    /// The GIL plan's probes (none in a lock-only run), attached again after duty cycling.
+    points: Vec<ProbePoint>,
     pid: NonZeroU32,
     /// One trap counter per probed instruction (and per uretprobe's returns): slot = index.
     counters: Vec<Counter>,
@@ -74,15 +81,15 @@ impl MapNeeds {
     };
 }
 
-const GIL_MAPS: &[&str] = &["STATS", "THREADS"];
+const GIL_MAPS: &[&str] = &[map::STATS, map::THREADS];
 const LOCK_MAPS: &[&str] = &[
-    "MUTEX_STATS",
-    "MUTEX_COUNTS",
-    "MUTEX_HELD",
-    "MUTEX_PENDING",
-    "MUTEX_WATCH",
+    map::MUTEX_STATS,
+    map::MUTEX_COUNTS,
+    map::MUTEX_HELD,
+    map::MUTEX_PENDING,
+    map::MUTEX_WATCH,
 ];
-const CALL_SITE_MAPS: &[&str] = &["MUTEX_STACKS", "MUTEX_SITES"];
+const CALL_SITE_MAPS: &[&str] = &[map::MUTEX_STACKS, map::MUTEX_SITES];
 
 /// Test and debugging knob: `NAME=ENTRIES,…` overrides the capacity of kernel maps by name (for
 /// example `THREADS=2`), so that a full map can be provoked on purpose.
@@ -104,6 +111,9 @@ fn map_sizes(needs: MapNeeds) -> Vec<(String, u32)> {
             .filter_map(|kv| kv.split_once('='))
             .filter_map(|(k, v)| Some((k.trim().to_owned(), v.trim().parse::<u32>().ok()?)))
         {
+            if !map::ALL.contains(&name.as_str()) {
+                eprintln!("gilwatch: {MAP_ENTRIES_ENV}: no kernel map is named {name}");
+            }
             sizes.retain(|(k, _)| *k != name);
             sizes.push((name, n.max(1)));
         }
@@ -163,10 +173,6 @@ struct Counter {
     link: Option<UProbeLinkId>,
 }
 
-/// The counting programs (observer-ebpf/src/site_hits.rs).
-const SITE_HIT: &str = "site_hit";
-const SITE_RETURN_HIT: &str = "site_return_hit";
-
 /// Loads the embedded BPF object (nothing attached), its maps sized for what the run needs.
 pub fn load_object(needs: MapNeeds) -> anyhow::Result<Ebpf> {
     let sizes = map_sizes(needs);
@@ -188,8 +194,8 @@ pub fn load_object(needs: MapNeeds) -> anyhow::Result<Ebpf> {
 
 /// Loads the trap-counting programs into a loaded object.
 pub fn load_counters(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    for name in [SITE_HIT, SITE_RETURN_HIT] {
-        program(ebpf, name)?
+    for name in [program::SITE_HIT, program::SITE_RETURN_HIT] {
+        uprobe(ebpf, name)?
             .load()
             .with_context(|| format!("loading BPF program {name} (verifier)"))?;
     }
@@ -198,7 +204,11 @@ pub fn load_counters(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 
 /// The counting program for a site's traps, or for a uretprobe's returns.
 fn counter_program(is_return: bool) -> &'static str {
-    if is_return { SITE_RETURN_HIT } else { SITE_HIT }
+    if is_return {
+        program::SITE_RETURN_HIT
+    } else {
+        program::SITE_HIT
+    }
 }
 
 /// Attaches a counting program (loaded) with its slot as cookie.
@@ -215,12 +225,15 @@ pub fn attach_counter(
         location: UProbeAttachLocation::AbsoluteOffset(file_offset),
         cookie: Some(u64::from(slot)),
     };
-    program(ebpf, name)?
+    uprobe(ebpf, name)?
         .attach(point, object, scope)
         .map_err(|e| attach_error(e, name, "a probe site", object))
 }
 
-pub fn attach(plan: &ProbePlan, pid: u32, needs: MapNeeds) -> anyhow::Result<Attached> {
+/// Loads the BPF object for a run on `pid`, nothing attached yet: maps sized for `needs`, the
+/// trap counters loaded and their costs calibrated. A lock-only run attaches its own probes on
+/// it (`lock::attach`); a GIL run goes through [`attach`].
+pub fn load(pid: u32, needs: MapNeeds) -> anyhow::Result<Attached> {
     let mut ebpf = load_object(needs)?;
     let pid = NonZeroU32::new(pid).ok_or_else(|| anyhow!("PID 0 cannot be observed"))?;
     load_counters(&mut ebpf)?;
@@ -228,48 +241,27 @@ pub fn attach(plan: &ProbePlan, pid: u32, needs: MapNeeds) -> anyhow::Result<Att
         eprintln!("gilwatch: trap costs not measured ({e:#}): using the assumed figures");
         TrapCosts::ASSUMED
     });
-    let mut attached = Attached {
+    Ok(Attached {
         ebpf,
         links: Vec::new(),
-        plan: plan.clone(),
+        points: Vec::new(),
         pid,
         counters: Vec::new(),
         costs,
-        cpu_before_attach: None,
+        // Nothing is attached yet: a lock-only run's probes all go in after this.
+        cpu_before_attach: CpuTime::read(pid.get()).ok(),
         lock_links: Vec::new(),
-    };
-    let sites: Vec<Probed> = plan
-        .points
-        .iter()
-        .map(|p| Probed {
-            object: p.object.clone(),
-            entry: p.file_offset,
-            offset: p.attach_offset(),
-            program: p.program,
-            site: p.site.clone(),
-        })
-        .collect();
-    attached.add_counters(&sites, true);
-    attached.cpu_before_attach = CpuTime::read(pid.get()).ok();
-    let mut loaded: Vec<&'static str> = Vec::new();
-    for point in &plan.points {
-        let prog = program(&mut attached.ebpf, point.program)?;
-        if !loaded.contains(&point.program) {
-            prog.load().map_err(|e| {
-                if is_permission_denied(&e) {
-                    refused("loading the eBPF programs", &e)
-                } else {
-                    anyhow!(e).context(format!("loading BPF program {} (verifier)", point.program))
-                }
-            })?;
-            loaded.push(point.program);
-        }
-    }
-    attached.attach_all()?;
+    })
+}
+
+/// Loads the BPF object and attaches the GIL plan's probes.
+pub fn attach(plan: &ProbePlan, pid: u32, needs: MapNeeds) -> anyhow::Result<Attached> {
+    let mut attached = load(pid, needs)?;
+    attached.attach_plan(plan)?;
     Ok(attached)
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> {
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
         .try_into()
@@ -277,10 +269,44 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe>
 }
 
 impl Attached {
+    /// Loads the GIL plan's programs and attaches its probes, with their trap counters.
+    fn attach_plan(&mut self, plan: &ProbePlan) -> anyhow::Result<()> {
+        self.points = plan.points.clone();
+        let sites: Vec<Probed> = plan
+            .points
+            .iter()
+            .map(|p| Probed {
+                object: p.object.clone(),
+                entry: p.file_offset,
+                offset: p.attach_offset(),
+                program: p.program,
+                site: p.site.clone(),
+            })
+            .collect();
+        self.add_counters(&sites, true);
+        self.cpu_before_attach = CpuTime::read(self.pid.get()).ok();
+        let mut loaded: Vec<&'static str> = Vec::new();
+        for point in &plan.points {
+            let prog = uprobe(&mut self.ebpf, point.program)?;
+            if !loaded.contains(&point.program) {
+                prog.load().map_err(|e| {
+                    if is_permission_denied(&e) {
+                        refused("loading the eBPF programs", &e)
+                    } else {
+                        anyhow!(e)
+                            .context(format!("loading BPF program {} (verifier)", point.program))
+                    }
+                })?;
+                loaded.push(point.program);
+            }
+        }
+        self.attach_all()
+    }
+
     /// Attaches every point of the plan (the programs are loaded already).
     pub fn attach_all(&mut self) -> anyhow::Result<()> {
-        for point in &self.plan.points {
-            let prog = program(&mut self.ebpf, point.program)?;
+        for point in &self.points {
+            let prog = uprobe(&mut self.ebpf, point.program)?;
             let link = prog
                 .attach(
                     UProbeAttachLocation::AbsoluteOffset(point.attach_offset()),
@@ -373,7 +399,7 @@ impl Attached {
         self.remove_side_by_side(links, true)?;
         let mut threads: BpfHashMap<&mut MapData, u32, ThreadGilState> = BpfHashMap::try_from(
             self.ebpf
-                .map_mut("THREADS")
+                .map_mut(map::THREADS)
                 .context("THREADS map missing")?,
         )?;
         let tids: Vec<u32> = threads.keys().filter_map(Result::ok).collect();
@@ -396,7 +422,7 @@ impl Attached {
         let mut owned = Vec::new();
         for (name, link) in links {
             owned.push(
-                program(&mut self.ebpf, name)?
+                uprobe(&mut self.ebpf, name)?
                     .take_link(link)
                     .with_context(|| format!("detaching {name}"))?,
             );
@@ -408,7 +434,7 @@ impl Attached {
             if let Some(link) = self.counters[slot].link.take() {
                 let name = counter_program(self.counters[slot].kind.is_none());
                 owned.push(
-                    program(&mut self.ebpf, name)?
+                    uprobe(&mut self.ebpf, name)?
                         .take_link(link)
                         .with_context(|| format!("detaching {name}"))?,
                 );
@@ -432,7 +458,7 @@ impl Attached {
     pub fn forget_exited_threads(&mut self) -> anyhow::Result<()> {
         let mut threads: BpfHashMap<&mut MapData, u32, ThreadGilState> = BpfHashMap::try_from(
             self.ebpf
-                .map_mut("THREADS")
+                .map_mut(map::THREADS)
                 .context("THREADS map missing")?,
         )?;
         // Keys first, then the live threads: a thread that starts in between is in the second
@@ -463,7 +489,7 @@ impl Attached {
     pub fn hits(&self) -> anyhow::Result<Hits> {
         let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
             self.ebpf
-                .map("SITE_HITS")
+                .map(map::SITE_HITS)
                 .context("SITE_HITS map missing")?,
         )?;
         let mut per_site: Vec<(&SiteKey, Option<TrapKind>, u64)> = Vec::new();
@@ -492,7 +518,7 @@ impl Attached {
     pub fn set_gil_address(&mut self, gil: &GilAddress) -> anyhow::Result<()> {
         let map = self
             .ebpf
-            .map_mut("GIL_ADDRS")
+            .map_mut(map::GIL_ADDRS)
             .context("GIL_ADDRS map missing")?;
         let mut addrs: Array<&mut MapData, u64> = Array::try_from(map)?;
         let l = gil.layout;
@@ -556,4 +582,116 @@ pub fn refused(what: &str, e: &(dyn std::error::Error + 'static)) -> anyhow::Err
             preflight::HOW_TO_GRANT
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+
+    use super::*;
+
+    /// The embedded object's programs (name, section) and maps: aya's view of it, global
+    /// functions outside `.text` (helpers live there) and the statics of its maps section.
+    fn contents() -> (Vec<(String, String)>, Vec<String>) {
+        let elf = object::File::parse(BPF_OBJECT).expect("the embedded BPF object is ELF");
+        let (mut programs, mut maps) = (Vec::new(), Vec::new());
+        for sym in elf.symbols().filter(|s| s.is_global()) {
+            let Some(section) = sym
+                .section_index()
+                .and_then(|i| elf.section_by_index(i).ok())
+            else {
+                continue;
+            };
+            let (name, section) = (sym.name().unwrap(), section.name().unwrap());
+            match sym.kind() {
+                SymbolKind::Text if section != ".text" => {
+                    programs.push((name.to_owned(), section.to_owned()))
+                }
+                SymbolKind::Data if matches!(section, "maps" | ".maps") => {
+                    maps.push(name.to_owned())
+                }
+                _ => {}
+            }
+        }
+        (programs, maps)
+    }
+
+    /// What is in one list and not the other, both ways.
+    fn differences(constants: &[&str], object: &[&str]) -> (Vec<String>, Vec<String>) {
+        let missing = constants.iter().filter(|c| !object.contains(c));
+        let unnamed = object.iter().filter(|o| !constants.contains(o));
+        (
+            missing.map(|s| s.to_string()).collect(),
+            unnamed.map(|s| s.to_string()).collect(),
+        )
+    }
+
+    #[test]
+    fn every_program_is_named_by_a_constant_and_every_constant_is_a_program() {
+        let (programs, _) = contents();
+        let names: Vec<&str> = programs.iter().map(|(n, _)| n.as_str()).collect();
+        let (missing, unnamed) = differences(program::ALL, &names);
+        assert!(
+            missing.is_empty(),
+            "observer-common names programs the BPF object lacks (renamed in observer-ebpf?): {missing:?}"
+        );
+        assert!(
+            unnamed.is_empty(),
+            "the BPF object has programs observer-common/src/names.rs does not name: {unnamed:?}"
+        );
+    }
+
+    #[test]
+    fn every_map_is_named_by_a_constant_and_every_constant_is_a_map() {
+        let (_, maps) = contents();
+        let names: Vec<&str> = maps.iter().map(String::as_str).collect();
+        let (missing, unnamed) = differences(map::ALL, &names);
+        assert!(
+            missing.is_empty(),
+            "observer-common names maps the BPF object lacks (renamed in observer-ebpf?): {missing:?}"
+        );
+        assert!(
+            unnamed.is_empty(),
+            "the BPF object has maps observer-common/src/names.rs does not name: {unnamed:?}"
+        );
+    }
+
+    /// The site chooser (probe/site.rs `needs`) knows what every planned program reads, and
+    /// takes for uretprobes exactly the programs the kernel crate made uretprobes: a uretprobe
+    /// must stay at its function's entry.
+    #[test]
+    fn the_site_chooser_knows_every_planned_program() {
+        let (programs, _) = contents();
+        for (name, section) in &programs {
+            if !matches!(section.as_str(), "uprobe" | "uretprobe")
+                || [program::SITE_HIT, program::SITE_RETURN_HIT].contains(&name.as_str())
+            {
+                continue;
+            }
+            let needs = site::needs(name)
+                .unwrap_or_else(|| panic!("probe/site.rs `needs` does not declare {name}"));
+            assert_eq!(
+                needs.is_return,
+                section == "uretprobe",
+                "{name} is in section {section}"
+            );
+        }
+    }
+
+    /// The programs attached by a fixed name (not from a plan) are of the kind their attach
+    /// code converts them to: the trap counters, and the futex tracepoints (lock/attach.rs).
+    #[test]
+    fn fixed_programs_have_the_kind_they_are_attached_as() {
+        let (programs, _) = contents();
+        let section = |name: &str| {
+            programs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.as_str())
+        };
+        assert_eq!(section(program::SITE_HIT), Some("uprobe"));
+        assert_eq!(section(program::SITE_RETURN_HIT), Some("uretprobe"));
+        assert_eq!(section(program::MUTEX_FUTEX), Some("raw_tp/sys_enter"));
+        assert_eq!(section(program::MUTEX_FUTEX_EXIT), Some("raw_tp/sys_exit"));
+    }
 }

@@ -12,7 +12,7 @@ use std::{arch::global_asm, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use aya::{Ebpf, maps::PerCpuArray, programs::uprobe::UProbeScope};
-use observer_common::MAX_SITES;
+use observer_common::{MAX_SITES, names::map};
 
 use crate::probe::{attach::attach_counter, cost::TrapCosts};
 
@@ -111,7 +111,7 @@ pub fn run(ebpf: &mut Ebpf) -> anyhow::Result<TrapCosts> {
 
 fn slot_hits(ebpf: &Ebpf, slot: u32) -> anyhow::Result<u64> {
     let map: PerCpuArray<_, u64> =
-        PerCpuArray::try_from(ebpf.map("SITE_HITS").context("SITE_HITS map missing")?)?;
+        PerCpuArray::try_from(ebpf.map(map::SITE_HITS).context("SITE_HITS map missing")?)?;
     Ok(map.get(&slot, 0)?.iter().sum())
 }
 

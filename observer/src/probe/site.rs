@@ -26,6 +26,7 @@ use iced_x86::{
     InstructionInfoFactory, OpAccess, Register,
 };
 use object::{Object as _, ObjectSection as _, SectionKind};
+use observer_common::names::program;
 use serde::Serialize;
 
 use crate::{gil::plan::ProbePoint, lock::plan::LockProbe, probe::cost::TrapKind};
@@ -69,30 +70,33 @@ const ALL_ARGS: &[Register] = &[
 
 /// What each kernel program (observer-ebpf) reads: the one place this is declared. A program
 /// not listed stays at its function's entry.
-pub fn needs(program: &str) -> Option<Needs> {
+pub fn needs(name: &str) -> Option<Needs> {
     let n = |registers, return_address| Needs {
         registers,
         return_address,
         is_return: false,
     };
-    Some(match program {
-        "take_gil_enter_arg0" | "take_gil_tentative_arg0" => n(ARG0, false),
-        "take_gil_enter_arg1" | "take_gil_tentative_arg1" => n(ARG1, false),
-        "drop_gil_enter" => n(&[], false),
-        "gil_mutex_lock" | "gil_cond_signal" | "gil_cond_signal_drop" | "gil_cond_wait_enter" => {
-            n(ARG0, false)
-        }
+    Some(match name {
+        program::TAKE_GIL_ENTER_ARG0 | program::TAKE_GIL_TENTATIVE_ARG0 => n(ARG0, false),
+        program::TAKE_GIL_ENTER_ARG1 | program::TAKE_GIL_TENTATIVE_ARG1 => n(ARG1, false),
+        program::DROP_GIL_ENTER => n(&[], false),
+        program::GIL_MUTEX_LOCK
+        | program::GIL_COND_SIGNAL
+        | program::GIL_COND_SIGNAL_DROP
+        | program::GIL_COND_WAIT_ENTER => n(ARG0, false),
         // With --mutexes they read the caller at [rsp] and walk the stack from there.
-        "mutex_lock_enter" | "mutex_trylock_enter" | "mutex_timedlock_enter" => n(ARG0, true),
-        "mutex_unlock_enter" => n(ARG0, false),
-        "cond_wait_enter" => n(ARG1, false),
+        program::MUTEX_LOCK_ENTER
+        | program::MUTEX_TRYLOCK_ENTER
+        | program::MUTEX_TIMEDLOCK_ENTER => n(ARG0, true),
+        program::MUTEX_UNLOCK_ENTER => n(ARG0, false),
+        program::COND_WAIT_ENTER => n(ARG1, false),
         // The attach cookie says which argument: any of them.
-        "lockfn_acquire_enter" => n(ALL_ARGS, true),
-        "lockfn_release_enter" => n(ALL_ARGS, false),
-        "take_gil_return"
-        | "gil_cond_wait_return"
-        | "mutex_lock_return"
-        | "lockfn_acquire_return" => Needs {
+        program::LOCKFN_ACQUIRE_ENTER => n(ALL_ARGS, true),
+        program::LOCKFN_RELEASE_ENTER => n(ALL_ARGS, false),
+        program::TAKE_GIL_RETURN
+        | program::GIL_COND_WAIT_RETURN
+        | program::MUTEX_LOCK_RETURN
+        | program::LOCKFN_ACQUIRE_RETURN => Needs {
             registers: &[],
             return_address: true,
             is_return: true,
@@ -462,11 +466,11 @@ mod tests {
     fn refuses_when_the_argument_is_overwritten_first() {
         // mov %rsi,%rdi; jmp +0: the jmp is emulated but rdi no longer holds the argument.
         let mut c = code(&[0x48, 0x89, 0xf7, 0xeb, 0x00, 0xc3]);
-        let s = choose(&mut c, 0, &["mutex_unlock_enter"]);
+        let s = choose(&mut c, 0, &[program::MUTEX_UNLOCK_ENTER]);
         assert_eq!((s.offset, s.trap), (0, TrapKind::SingleStepped));
         assert!(s.why.contains("writes %rdi"), "{}", s.why);
         // A program that reads rsi only may move: rdi is not its argument.
-        let s = choose(&mut c, 0, &["cond_wait_enter"]);
+        let s = choose(&mut c, 0, &[program::COND_WAIT_ENTER]);
         assert_eq!((s.offset, s.trap), (3, TrapKind::Emulated), "{}", s.why);
     }
 
@@ -474,13 +478,17 @@ mod tests {
     fn refuses_past_a_branch_and_for_uretprobes() {
         // mov (%rdi),%eax; ret: nothing emulated before the function leaves.
         let mut c = code(&[0x8b, 0x07, 0xc3]);
-        let s = choose(&mut c, 0, &["gil_mutex_lock"]);
+        let s = choose(&mut c, 0, &[program::GIL_MUTEX_LOCK]);
         assert_eq!(s.trap, TrapKind::SingleStepped);
         assert!(s.why.contains("`ret`, which branches"), "{}", s.why);
         // mov $1,%esi; jmp: fine alone, but not beside a uretprobe on the same function.
         let mut c = code(&[0xbe, 1, 0, 0, 0, 0xeb, 0x00]);
-        assert_eq!(choose(&mut c, 0, &["mutex_unlock_enter"]).offset, 5);
-        let s = choose(&mut c, 0, &["mutex_lock_enter", "mutex_lock_return"]);
+        assert_eq!(choose(&mut c, 0, &[program::MUTEX_UNLOCK_ENTER]).offset, 5);
+        let s = choose(
+            &mut c,
+            0,
+            &[program::MUTEX_LOCK_ENTER, program::MUTEX_LOCK_RETURN],
+        );
         assert_eq!(s.offset, 0);
         assert!(s.why.contains("uretprobe"), "{}", s.why);
         // A program the chooser does not know stays at the entry.
@@ -491,7 +499,7 @@ mod tests {
     fn refuses_a_site_something_jumps_into() {
         // mov (%rdi),%eax; nop; ... jmp back to the nop: it would run twice per call.
         let mut c = code(&[0x8b, 0x07, 0x90, 0x85, 0xc0, 0x75, 0xfb, 0xc3]);
-        let s = choose(&mut c, 0, &["gil_mutex_lock"]);
+        let s = choose(&mut c, 0, &[program::GIL_MUTEX_LOCK]);
         assert_eq!(s.offset, 0, "{}", s.why);
         assert!(s.why.contains("a branch lands at +0x2"), "{}", s.why);
     }
@@ -502,10 +510,10 @@ mod tests {
         // instruction is the push itself, which is fine (the trap comes before it runs); past
         // `sub $8,%rsp` it is not.
         let mut c = code(&[0x48, 0x83, 0xec, 0x08, 0x75, 0x00]);
-        let s = choose(&mut c, 0, &["mutex_lock_enter"]);
+        let s = choose(&mut c, 0, &[program::MUTEX_LOCK_ENTER]);
         assert_eq!(s.offset, 0);
         assert!(s.why.contains("writes %rsp"), "{}", s.why);
-        assert_eq!(choose(&mut c, 0, &["mutex_unlock_enter"]).offset, 4);
+        assert_eq!(choose(&mut c, 0, &[program::MUTEX_UNLOCK_ENTER]).offset, 4);
     }
 
     /// The real prologues of this machine's binaries (Debian 12's glibc 2.36 and python3.11,
@@ -548,7 +556,7 @@ mod tests {
             let s = site(
                 LIBC,
                 libc_fn(LIBC, "pthread_mutex_lock"),
-                &["gil_mutex_lock"],
+                &[program::GIL_MUTEX_LOCK],
             );
             assert_eq!((s.offset, s.trap), (0xe, TrapKind::Emulated), "{s:?}");
             assert!(s.instruction.starts_with("jne"), "{s:?}");
@@ -557,14 +565,14 @@ mod tests {
             let s = site(
                 LIBC,
                 libc_fn(LIBC, "pthread_mutex_lock"),
-                &["mutex_lock_enter"],
+                &[program::MUTEX_LOCK_ENTER],
             );
             assert_eq!(s.offset, 0xe, "{s:?}");
             // With its uretprobe beside it, the entry stays (one shared trap, single-stepped).
             let s = site(
                 LIBC,
                 libc_fn(LIBC, "pthread_mutex_lock"),
-                &["mutex_lock_enter", "mutex_lock_return"],
+                &[program::MUTEX_LOCK_ENTER, program::MUTEX_LOCK_RETURN],
             );
             assert_eq!((s.offset, s.trap), (0, TrapKind::SingleStepped), "{s:?}");
             assert_eq!(s.instruction, "mov 0x10(%rdi),%eax");
@@ -576,7 +584,7 @@ mod tests {
             let s = site(
                 LIBC,
                 libc_fn(LIBC, "pthread_mutex_unlock"),
-                &["mutex_unlock_enter"],
+                &[program::MUTEX_UNLOCK_ENTER],
             );
             assert_eq!((s.offset, s.trap), (5, TrapKind::Emulated), "{s:?}");
             assert!(s.instruction.starts_with("jmp"), "{s:?}");
@@ -584,7 +592,7 @@ mod tests {
             let s = site(
                 LIBC,
                 libc_fn(LIBC, "pthread_mutex_timedlock"),
-                &["mutex_timedlock_enter"],
+                &[program::MUTEX_TIMEDLOCK_ENTER],
             );
             assert_eq!((s.offset, s.trap), (5, TrapKind::Emulated), "{s:?}");
         }
@@ -592,7 +600,7 @@ mod tests {
         #[test]
         fn glibc_condition_functions_start_emulated() {
             for f in ["pthread_cond_signal", "pthread_cond_timedwait"] {
-                let s = site(LIBC, libc_fn(LIBC, f), &["gil_cond_signal"]);
+                let s = site(LIBC, libc_fn(LIBC, f), &[program::GIL_COND_SIGNAL]);
                 assert_eq!((s.offset, s.trap), (0, TrapKind::Emulated), "{f}: {s:?}");
                 assert!(s.instruction.starts_with("push"), "{f}: {s:?}");
             }
@@ -602,7 +610,11 @@ mod tests {
         fn debian_python_exports_start_emulated() {
             let py = "/usr/bin/python3.11";
             for f in ["PyEval_RestoreThread", "PyEval_SaveThread"] {
-                let s = site(py, symbol(py, f).unwrap(), &["take_gil_tentative_arg0"]);
+                let s = site(
+                    py,
+                    symbol(py, f).unwrap(),
+                    &[program::TAKE_GIL_TENTATIVE_ARG0],
+                );
                 assert_eq!((s.offset, s.trap), (0, TrapKind::Emulated), "{f}: {s:?}");
             }
         }
@@ -621,8 +633,8 @@ mod tests {
                 };
                 let so = so.to_string_lossy().into_owned();
                 for (f, prog) in [
-                    ("take_gil", "take_gil_tentative_arg0"),
-                    ("drop_gil", "drop_gil_enter"),
+                    ("take_gil", program::TAKE_GIL_TENTATIVE_ARG0),
+                    ("drop_gil", program::DROP_GIL_ENTER),
                 ] {
                     let Some(entry) = symbol(&so, f) else {
                         continue;
@@ -649,7 +661,7 @@ mod tests {
             let s = site(
                 &libc,
                 libc_fn(&libc, "pthread_mutex_lock"),
-                &["gil_mutex_lock"],
+                &[program::GIL_MUTEX_LOCK],
             );
             assert_eq!((s.offset, s.trap), (3, TrapKind::Emulated), "{s:?}");
             assert_eq!(s.instruction, "nop");
@@ -659,7 +671,7 @@ mod tests {
                     continue;
                 };
                 // endbr64 (single-stepped), then push %rbx.
-                let s = site(&py, entry, &["take_gil_tentative_arg0"]);
+                let s = site(&py, entry, &[program::TAKE_GIL_TENTATIVE_ARG0]);
                 assert_eq!((s.offset, s.trap), (4, TrapKind::Emulated), "{py}: {s:?}");
                 assert!(s.instruction.starts_with("push"), "{py}: {s:?}");
             }

@@ -13,6 +13,7 @@ use self::format::round2;
 pub use crate::ending::EndReason;
 use crate::{
     collect::Snapshot,
+    gil::plan::ChosenStrategy,
     histogram::{Distribution, Summary},
     probe::cost::{Hits, TrapCosts},
 };
@@ -26,7 +27,7 @@ pub struct InterpreterInfo {
     pub path: String,
     pub version: String,
     /// How the GIL was found and probed (`symtab`: take_gil/drop_gil from the symbol table).
-    pub strategy: String,
+    pub strategy: ChosenStrategy,
     pub symbols: Vec<String>,
     /// `libc` strategy: how the GIL struct was found in memory.
     pub gil_location: Option<String>,
