@@ -26,7 +26,7 @@ use crate::{
         locate::Interpreter,
         symbols::{self, GilFunctions},
     },
-    object::debuginfo::SymbolSource,
+    object::{debuginfo::SymbolSource, file::ObjectFile},
     probe::{
         cost::TrapKind,
         site::{self, Site},
@@ -50,6 +50,24 @@ pub struct ProbePoint {
 }
 
 impl ProbePoint {
+    /// `program` on the function `symbol` at `file_offset` in `file`, at its entry until the site
+    /// pass places it.
+    pub fn in_file(
+        file: &ObjectFile,
+        program: &'static str,
+        symbol: &str,
+        file_offset: u64,
+    ) -> Self {
+        ProbePoint {
+            program,
+            symbol: symbol.to_owned(),
+            object: file.open_path.clone(),
+            object_name: file.path.clone(),
+            file_offset,
+            site: None,
+        }
+    }
+
     /// The file offset the probe attaches at.
     pub fn attach_offset(&self) -> u64 {
         self.file_offset + self.site.as_ref().map_or(0, |s| s.offset)
@@ -193,12 +211,32 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
     let timedwait = libc
         .function("pthread_cond_timedwait")
         .map_err(|e| format!("{e:#}"))?;
+    let route = exports_route(interp)?;
+    Ok(ProbePlan {
+        strategy: ChosenStrategy::Exports,
+        symbols_from: None,
+        points: exports_points(interp, libc, &route, signal, timedwait),
+        blind_spots: vec![
+            "waits and holds already under way when gilwatch attached",
+            "the first GIL traffic of `-- CMD` before the interpreter has created its GIL (drops are matched by the GIL's address)",
+            "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
+        ],
+        notes: vec![format!(
+            "take_gil at {:#x} via {}; drop: {}",
+            route.take_gil, route.found_via, route.drop_evidence
+        )],
+    })
+}
+
+/// take_gil and the drop's marks found by disassembly, where take_gil has an emulated site.
+fn exports_route(interp: &Interpreter) -> Result<exports::Route, String> {
     let elf = interp.elf().map_err(|e| format!("{e:#}"))?;
     let layout = if interp.free_threaded {
         FREE_THREADED_LAYOUT
     } else {
         DEFAULT_LAYOUT
     };
+    let minor = interp.version.minor_version();
     let gil_at = exports::static_gil(&elf, address::offset_in_runtime(minor.1));
     let route = exports::locate(&elf, &layout, gil_at).map_err(|e| e.0)?;
     // The site pass places take_gil's probe with the others; this only asks where it will go. A
@@ -216,27 +254,24 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
             route.take_gil, take_site.why
         ));
     }
-    let in_interp = |program, symbol: String, file_offset| ProbePoint {
-        program,
-        symbol,
-        object: interp.file.open_path.clone(),
-        object_name: interp.file.path.clone(),
-        file_offset,
-        site: None,
-    };
-    let in_libc = |program, symbol: &str, file_offset| ProbePoint {
-        program,
-        symbol: symbol.to_owned(),
-        object: libc.file.open_path.clone(),
-        object_name: libc.file.path.clone(),
-        file_offset,
-        site: None,
-    };
+    Ok(route)
+}
+
+/// The exports strategy's probes: take_gil, the drop's marks, libc's timed wait (`signal` and
+/// `timedwait`: libc's functions, as file offsets).
+fn exports_points(
+    interp: &Interpreter,
+    libc: &Libc,
+    route: &exports::Route,
+    signal: u64,
+    timedwait: u64,
+) -> Vec<ProbePoint> {
     // take_gil's entry: the site pass (probe/site.rs) moves the probe to an emulated instruction
     // that still sees the tstate argument where there is one.
-    let mut points = vec![in_interp(
+    let mut points = vec![ProbePoint::in_file(
+        &interp.file,
         program::TAKE_GIL_TENTATIVE_ARG0,
-        "take_gil".to_owned(),
+        "take_gil",
         route.take_gil_offset,
     )];
     // The drop: the calls of pthread_cond_signal in the interpreter (emulated `call`s, not
@@ -244,45 +279,32 @@ fn exports_plan(interp: &Interpreter, libc: Option<&Libc>) -> Result<ProbePlan, 
     match &route.drop {
         DropMarker::CallSites(sites) => {
             for (at, offset) in sites {
-                points.push(in_interp(
+                points.push(ProbePoint::in_file(
+                    &interp.file,
                     program::GIL_COND_SIGNAL_DROP,
-                    format!("call pthread_cond_signal@{at:#x}"),
+                    &format!("call pthread_cond_signal@{at:#x}"),
                     *offset,
                 ));
             }
         }
         DropMarker::LibcEntry => {
-            points.push(in_libc(
+            points.push(ProbePoint::in_file(
+                &libc.file,
                 program::GIL_COND_SIGNAL_DROP,
                 "pthread_cond_signal",
                 signal,
             ));
         }
     }
-    points.push(in_libc(
-        program::GIL_COND_WAIT_ENTER,
-        "pthread_cond_timedwait",
-        timedwait,
-    ));
-    points.push(in_libc(
-        program::GIL_COND_WAIT_RETURN,
-        "pthread_cond_timedwait",
-        timedwait,
-    ));
-    Ok(ProbePlan {
-        strategy: ChosenStrategy::Exports,
-        symbols_from: None,
-        points,
-        blind_spots: vec![
-            "waits and holds already under way when gilwatch attached",
-            "the first GIL traffic of `-- CMD` before the interpreter has created its GIL (drops are matched by the GIL's address)",
-            "the main interpreter's GIL only (3.12+ subinterpreters with their own GIL are not seen)",
-        ],
-        notes: vec![format!(
-            "take_gil at {:#x} via {}; drop: {}",
-            route.take_gil, route.found_via, route.drop_evidence
-        )],
-    })
+    for program in [program::GIL_COND_WAIT_ENTER, program::GIL_COND_WAIT_RETURN] {
+        points.push(ProbePoint::in_file(
+            &libc.file,
+            program,
+            "pthread_cond_timedwait",
+            timedwait,
+        ));
+    }
+    points
 }
 
 /// `rejected`: the debug files (and MiniDebugInfo) looked at and why they were not used.
@@ -308,7 +330,6 @@ fn symtab_plan(
     libc: Option<&Libc>,
 ) -> ProbePlan {
     let mut points = Vec::new();
-    let object = interp.file.open_path.clone();
     // Two traps per cycle needs the timed wait's entry and return (to see contended takes) and,
     // to filter them, the GIL's address, which gil/address.rs finds on 3.8+.
     let cond_wait = (interp.version.minor_version() >= (3, 8))
@@ -324,39 +345,28 @@ fn symtab_plan(
             (false, false) => program::TAKE_GIL_ENTER_ARG0,
             (false, true) => program::TAKE_GIL_ENTER_ARG1,
         };
-        let at = |program| ProbePoint {
-            program,
-            symbol: f.name.clone(),
-            object: object.clone(),
-            object_name: interp.file.path.clone(),
-            file_offset: f.file_offset,
-            site: None,
-        };
+        let at = |program| ProbePoint::in_file(&interp.file, program, &f.name, f.file_offset);
         points.push(at(take));
         if cond_wait.is_none() {
             points.push(at(program::TAKE_GIL_RETURN));
         }
     }
     for f in &syms.drop {
-        points.push(ProbePoint {
-            program: program::DROP_GIL_ENTER,
-            symbol: f.name.clone(),
-            object: object.clone(),
-            object_name: interp.file.path.clone(),
-            file_offset: f.file_offset,
-            site: None,
-        });
+        points.push(ProbePoint::in_file(
+            &interp.file,
+            program::DROP_GIL_ENTER,
+            &f.name,
+            f.file_offset,
+        ));
     }
     if let Some((libc, offset)) = cond_wait {
         for name in [program::GIL_COND_WAIT_ENTER, program::GIL_COND_WAIT_RETURN] {
-            points.push(ProbePoint {
-                program: name,
-                symbol: "pthread_cond_timedwait".to_owned(),
-                object: libc.file.open_path.clone(),
-                object_name: libc.file.path.clone(),
-                file_offset: offset,
-                site: None,
-            });
+            points.push(ProbePoint::in_file(
+                &libc.file,
+                name,
+                "pthread_cond_timedwait",
+                offset,
+            ));
         }
     }
     ProbePlan {
@@ -385,14 +395,12 @@ fn libc_plan(interp: &Interpreter, libc: Option<&Libc>) -> anyhow::Result<ProbeP
         )
     })?;
     let point = |program, name: &str| -> anyhow::Result<ProbePoint> {
-        Ok(ProbePoint {
+        Ok(ProbePoint::in_file(
+            &libc.file,
             program,
-            symbol: name.to_owned(),
-            object: libc.file.open_path.clone(),
-            object_name: libc.file.path.clone(),
-            file_offset: libc.function(name)?,
-            site: None,
-        })
+            name,
+            libc.function(name)?,
+        ))
     };
     Ok(ProbePlan {
         strategy: ChosenStrategy::Libc,

@@ -265,11 +265,39 @@ impl Code {
     }
 }
 
+/// One decoded instruction and its bytes.
+type Decoded = (Instruction, Vec<u8>);
+
+/// What the programs probing one function read at its entry, and must still find at a later site.
+struct Reads {
+    /// Registers (64-bit names) that must still hold the call's arguments.
+    registers: Vec<Register>,
+    /// The return address at [rsp]: %rsp and the stack must not be written.
+    return_address: bool,
+}
+
 /// The site for a function probed by `programs`.
 pub fn choose(code: &mut Code, entry: u64, programs: &[&str]) -> Site {
     let Some((addr, bytes)) = code.at(entry) else {
         return unreadable();
     };
+    let instructions = decode(addr, bytes);
+    let Some(first) = instructions.first() else {
+        return unreadable();
+    };
+    if let Some(class) = emulated(&first.1) {
+        return at_entry(
+            first,
+            format!("the first instruction is emulated ({class})"),
+        );
+    }
+    reads(programs)
+        .and_then(|reads| later_site(code, addr, &instructions, &reads))
+        .unwrap_or_else(|why| at_entry(first, why))
+}
+
+/// The first instructions of a function at `addr` (up to the first undecodable one).
+fn decode(addr: u64, bytes: &[u8]) -> Vec<Decoded> {
     let mut instructions = Vec::new();
     let mut d = Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE);
     let mut instr = Instruction::default();
@@ -282,96 +310,116 @@ pub fn choose(code: &mut Code, entry: u64, programs: &[&str]) -> Site {
         let raw = bytes[(instr.ip() - addr) as usize..][..len].to_vec();
         instructions.push((instr, raw));
     }
-    let Some((first, first_raw)) = instructions.first() else {
-        return unreadable();
-    };
-    let at_entry = |why: String| {
-        let trap = emulated(first_raw).map_or(TrapKind::SingleStepped, |_| TrapKind::Emulated);
-        Site {
-            offset: 0,
-            instruction: text(first),
-            trap,
-            why,
-        }
-    };
-    if let Some(class) = emulated(first_raw) {
-        return at_entry(format!("the first instruction is emulated ({class})"));
+    instructions
+}
+
+/// The probe at the function's entry, and why it stays there.
+fn at_entry((first, first_raw): &Decoded, why: String) -> Site {
+    let trap = emulated(first_raw).map_or(TrapKind::SingleStepped, |_| TrapKind::Emulated);
+    Site {
+        offset: 0,
+        instruction: text(first),
+        trap,
+        why,
     }
-    let mut all = Needs {
-        registers: &[],
+}
+
+/// What `programs` read together, or why their probes must stay at the entry.
+fn reads(programs: &[&str]) -> Result<Reads, String> {
+    let mut reads = Reads {
+        registers: Vec::new(),
         return_address: false,
-        is_return: false,
     };
-    let mut registers: Vec<Register> = Vec::new();
     for p in programs {
         let Some(n) = needs(p) else {
-            return at_entry(format!(
+            return Err(format!(
                 "entry, single-stepped: {p} is not declared in probe/site.rs (what it reads)"
             ));
         };
         if n.is_return {
-            return at_entry(format!(
+            return Err(format!(
                 "entry, single-stepped: a uretprobe ({p}) needs the entry, and the probes here share its trap"
             ));
         }
-        registers.extend(n.registers.iter().copied());
-        all.return_address |= n.return_address;
+        reads.registers.extend(n.registers.iter().copied());
+        reads.return_address |= n.return_address;
     }
+    Ok(reads)
+}
+
+/// The first emulated instruction past the entry on every call's path with what `reads` needs
+/// intact, or why there is none.
+fn later_site(
+    code: &mut Code,
+    addr: u64,
+    instructions: &[Decoded],
+    reads: &Reads,
+) -> Result<Site, String> {
     let mut info = InstructionInfoFactory::new();
-    for (instr, raw) in &instructions {
+    for (instr, raw) in instructions {
         let offset = instr.ip() - addr;
         if offset > 0 {
             if let Some(class) = emulated(raw) {
                 if let Some(t) = code.jumped_into(addr, instr.ip()) {
-                    return at_entry(format!(
+                    return Err(format!(
                         "entry, single-stepped: +{offset:#x} `{}` ({class}) is emulated, but a branch lands at +{:#x}, so it could run more than once per call",
                         text(instr),
                         t - addr
                     ));
                 }
-                return Site {
+                return Ok(Site {
                     offset,
                     instruction: text(instr),
                     trap: TrapKind::Emulated,
                     why: format!(
                         "first emulated instruction ({class}) on every call's path, {} intact",
-                        intact(&registers, all.return_address)
+                        intact(&reads.registers, reads.return_address)
                     ),
-                };
+                });
             }
         }
-        let why = |what: String| {
-            format!(
+        if let Some(what) = disturbs(&mut info, instr, reads) {
+            return Err(format!(
                 "entry, single-stepped: no emulated instruction before +{offset:#x} `{}`, which {what}",
                 text(instr)
-            )
-        };
-        if instr.flow_control() != FlowControl::Next {
-            return at_entry(why("branches".into()));
-        }
-        let used = info.info(instr);
-        if let Some(r) = used.used_registers().iter().find(|u| {
-            writes(u.access())
-                && (registers.contains(&u.register().full_register())
-                    || (all.return_address && u.register().full_register() == Register::RSP))
-        }) {
-            return at_entry(why(format!(
-                "writes %{}",
-                format!("{:?}", r.register().full_register()).to_lowercase()
-            )));
-        }
-        if all.return_address
-            && used
-                .used_memory()
-                .iter()
-                .any(|m| m.base() == Register::RSP && writes(m.access()))
-        {
-            return at_entry(why("writes the stack".into()));
+            ));
         }
     }
-    at_entry(format!(
+    Err(format!(
         "entry, single-stepped: no emulated instruction in the first {MAX_INSTRUCTIONS}"
     ))
+}
+
+/// What about `instr` keeps a later site from seeing the entry's state: it branches, or it
+/// writes a register or the stack the programs read.
+fn disturbs(
+    info: &mut InstructionInfoFactory,
+    instr: &Instruction,
+    reads: &Reads,
+) -> Option<String> {
+    if instr.flow_control() != FlowControl::Next {
+        return Some("branches".into());
+    }
+    let used = info.info(instr);
+    if let Some(r) = used.used_registers().iter().find(|u| {
+        writes(u.access())
+            && (reads.registers.contains(&u.register().full_register())
+                || (reads.return_address && u.register().full_register() == Register::RSP))
+    }) {
+        return Some(format!(
+            "writes %{}",
+            format!("{:?}", r.register().full_register()).to_lowercase()
+        ));
+    }
+    if reads.return_address
+        && used
+            .used_memory()
+            .iter()
+            .any(|m| m.base() == Register::RSP && writes(m.access()))
+    {
+        return Some("writes the stack".into());
+    }
+    None
 }
 
 fn writes(a: OpAccess) -> bool {
