@@ -12,7 +12,7 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        UProbe,
+        ProgramError, RawTracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
@@ -195,9 +195,7 @@ pub fn load_object(needs: MapNeeds) -> anyhow::Result<Ebpf> {
 /// Loads the trap-counting programs into a loaded object.
 pub fn load_counters(ebpf: &mut Ebpf) -> anyhow::Result<()> {
     for name in [program::SITE_HIT, program::SITE_RETURN_HIT] {
-        uprobe(ebpf, name)?
-            .load()
-            .with_context(|| format!("loading BPF program {name} (verifier)"))?;
+        load_uprobe(ebpf, name)?;
     }
     Ok(())
 }
@@ -211,23 +209,123 @@ fn counter_program(is_return: bool) -> &'static str {
     }
 }
 
-/// Attaches a counting program (loaded) with its slot as cookie.
+/// Attaches a counting program with its slot as cookie, for `pid` only.
 pub fn attach_counter(
     ebpf: &mut Ebpf,
     is_return: bool,
     slot: u32,
     object: &Path,
     file_offset: u64,
-    scope: UProbeScope,
+    pid: NonZeroU32,
 ) -> anyhow::Result<UProbeLinkId> {
-    let name = counter_program(is_return);
-    let point = UProbeAttachPoint {
-        location: UProbeAttachLocation::AbsoluteOffset(file_offset),
+    let at = UprobeAt {
+        program: counter_program(is_return),
+        symbol: "a probe site",
+        object,
+        file_offset,
         cookie: Some(u64::from(slot)),
     };
-    uprobe(ebpf, name)?
-        .attach(point, object, scope)
-        .map_err(|e| attach_error(e, name, "a probe site", object))
+    attach_uprobe(ebpf, &at, pid)
+}
+
+/// One uprobe: `program` at `file_offset` in `object`, with `cookie` for the program to read;
+/// `symbol` names the place in messages.
+pub struct UprobeAt<'a> {
+    pub program: &'static str,
+    pub symbol: &'a str,
+    pub object: &'a Path,
+    pub file_offset: u64,
+    pub cookie: Option<u64>,
+}
+
+impl<'a> From<&'a ProbePoint> for UprobeAt<'a> {
+    fn from(p: &'a ProbePoint) -> Self {
+        UprobeAt {
+            program: p.program,
+            symbol: &p.symbol,
+            object: &p.object,
+            file_offset: p.attach_offset(),
+            cookie: None,
+        }
+    }
+}
+
+impl<'a> From<&'a LockProbe> for UprobeAt<'a> {
+    fn from(p: &'a LockProbe) -> Self {
+        UprobeAt {
+            program: p.program,
+            symbol: &p.symbol,
+            object: &p.open_path,
+            file_offset: p.attach_offset(),
+            cookie: p.cookie,
+        }
+    }
+}
+
+/// Loads a uprobe program, unless it is loaded already (several probes share one program).
+pub fn load_uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> {
+    let prog = uprobe(ebpf, name)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| {
+            program_error(
+                e,
+                "loading the eBPF programs",
+                format!("loading BPF program {name} (verifier)"),
+            )
+        })?;
+    }
+    Ok(prog)
+}
+
+/// Attaches one uprobe for `pid` only, loading its program the first time.
+pub fn attach_uprobe(
+    ebpf: &mut Ebpf,
+    at: &UprobeAt<'_>,
+    pid: NonZeroU32,
+) -> anyhow::Result<UProbeLinkId> {
+    let point = UProbeAttachPoint {
+        location: UProbeAttachLocation::AbsoluteOffset(at.file_offset),
+        cookie: at.cookie,
+    };
+    load_uprobe(ebpf, at.program)?
+        .attach(point, at.object, UProbeScope::OneProcess(pid))
+        .map_err(|e| {
+            program_error(
+                e,
+                "opening a uprobe perf event",
+                format!(
+                    "attaching {} to {} in {}",
+                    at.program,
+                    at.symbol,
+                    at.object.display()
+                ),
+            )
+        })
+}
+
+/// Loads a raw tracepoint program and attaches it to `tracepoint`; the link lives as long as
+/// the object.
+pub fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> anyhow::Result<()> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("BPF object has no program {name}"))?
+        .try_into()
+        .with_context(|| format!("{name} is not a raw tracepoint program"))?;
+    prog.load().map_err(|e| {
+        program_error(
+            e,
+            "loading the eBPF programs",
+            format!("loading BPF program {name} (verifier)"),
+        )
+    })?;
+    prog.attach(tracepoint).map_err(|e| {
+        program_error(
+            e,
+            "attaching a raw tracepoint",
+            format!("attaching {name} to the {tracepoint} tracepoint"),
+        )
+    })?;
+    Ok(())
 }
 
 /// Loads the BPF object for a run on `pid`, nothing attached yet: maps sized for `needs`, the
@@ -285,20 +383,9 @@ impl Attached {
             .collect();
         self.add_counters(&sites, true);
         self.cpu_before_attach = CpuTime::read(self.pid.get()).ok();
-        let mut loaded: Vec<&'static str> = Vec::new();
+        // Every program loaded (through the verifier) before the first probe goes in.
         for point in &plan.points {
-            let prog = uprobe(&mut self.ebpf, point.program)?;
-            if !loaded.contains(&point.program) {
-                prog.load().map_err(|e| {
-                    if is_permission_denied(&e) {
-                        refused("loading the eBPF programs", &e)
-                    } else {
-                        anyhow!(e)
-                            .context(format!("loading BPF program {} (verifier)", point.program))
-                    }
-                })?;
-                loaded.push(point.program);
-            }
+            load_uprobe(&mut self.ebpf, point.program)?;
         }
         self.attach_all()
     }
@@ -306,14 +393,7 @@ impl Attached {
     /// Attaches every point of the plan (the programs are loaded already).
     pub fn attach_all(&mut self) -> anyhow::Result<()> {
         for point in &self.points {
-            let prog = uprobe(&mut self.ebpf, point.program)?;
-            let link = prog
-                .attach(
-                    UProbeAttachLocation::AbsoluteOffset(point.attach_offset()),
-                    &point.object,
-                    UProbeScope::OneProcess(self.pid),
-                )
-                .map_err(|e| attach_error(e, point.program, &point.symbol, &point.object))?;
+            let link = attach_uprobe(&mut self.ebpf, &UprobeAt::from(point), self.pid)?;
             self.links.push((point.program, link));
         }
         self.attach_counters(true)
@@ -369,7 +449,7 @@ impl Attached {
                 slot as u32,
                 &c.object.clone(),
                 c.file_offset,
-                UProbeScope::OneProcess(self.pid),
+                self.pid,
             )?;
             self.counters[slot].link = Some(link);
         }
@@ -548,19 +628,14 @@ impl Drop for Attached {
     }
 }
 
-fn attach_error(
-    e: aya::programs::ProgramError,
-    program: &str,
-    symbol: &str,
-    object: &Path,
-) -> anyhow::Error {
+/// A program's load or attach failed: refused by the kernel (`what` it refused, and the fix),
+/// or `context` for anything else.
+fn program_error(e: ProgramError, what: &str, context: String) -> anyhow::Error {
     if is_permission_denied(&e) {
-        return refused("opening a uprobe perf event", &e);
+        refused(what, &e)
+    } else {
+        anyhow!(e).context(context)
     }
-    anyhow!(e).context(format!(
-        "attaching {program} to {symbol} in {}",
-        object.display()
-    ))
 }
 
 /// The kernel said EPERM/EACCES to `what`: which capabilities this process lacks, and the fix.

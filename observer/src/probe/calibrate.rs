@@ -11,7 +11,7 @@
 use std::{arch::global_asm, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
-use aya::{Ebpf, maps::PerCpuArray, programs::uprobe::UProbeScope};
+use aya::{Ebpf, maps::PerCpuArray};
 use observer_common::{MAX_SITES, names::map};
 
 use crate::probe::{attach::attach_counter, cost::TrapCosts};
@@ -74,9 +74,7 @@ pub fn run(ebpf: &mut Ebpf) -> anyhow::Result<TrapCosts> {
     let base_e = median(|| time(emulated, EMULATED_CALLS));
     let base_s = median(|| time(stepped, STEPPED_CALLS));
     let base_r = median(|| time(returning, EMULATED_CALLS));
-    let scope = UProbeScope::OneProcess(
-        std::num::NonZeroU32::new(std::process::id()).ok_or_else(|| anyhow!("PID 0"))?,
-    );
+    let own = std::num::NonZeroU32::new(std::process::id()).ok_or_else(|| anyhow!("PID 0"))?;
     // Slot by slot: emulated entry, single-stepped entry, a uretprobe's entry and return.
     let probes = [
         (emulated, false, EMULATED_CALLS),
@@ -85,7 +83,7 @@ pub fn run(ebpf: &mut Ebpf) -> anyhow::Result<TrapCosts> {
     ];
     for (slot, &(f, is_return, _)) in (FIRST_CALIBRATION_SLOT..).zip(&probes) {
         let (object, offset) = own_file_offset(f as usize as u64)?;
-        attach_counter(ebpf, is_return, slot, &object, offset, scope)?;
+        attach_counter(ebpf, is_return, slot, &object, offset, own)?;
     }
     let mut ns = [0.0; 3];
     for (i, (slot, &(f, _, calls))) in (FIRST_CALIBRATION_SLOT..).zip(&probes).enumerate() {
