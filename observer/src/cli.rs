@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-use crate::gil::plan::Strategy;
+use crate::{gil::plan::Strategy, lock::spec::LockRequest};
 
 /// Exact per-thread GIL wait and hold times of a live CPython process, from eBPF uprobes.
 ///
@@ -136,6 +136,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl Cli {
+    /// The lock options, or None when there are none.
+    pub fn lock_request(&self) -> Option<LockRequest> {
+        let asked = !self.locks.is_empty() || !self.lock_fns.is_empty() || self.mutexes;
+        asked.then(|| LockRequest {
+            locks: self.locks.clone(),
+            lock_fns: self.lock_fns.clone(),
+            discover: self.mutexes,
+        })
+    }
+
     pub fn json_to_stdout(&self) -> bool {
         self.json.as_deref().is_some_and(|p| p.as_os_str() == "-")
     }

@@ -1,15 +1,16 @@
 //! The lock path wired to its report: what the kernel collected becomes a `LockReport`, which is
 //! written where the GIL report went; and the run of a process without a GIL (locks only).
-use std::{collections::HashMap, fs::OpenOptions, io::Write, process::ExitCode};
+use std::{
+    collections::HashMap, fs::OpenOptions, io::Write, path::Path, process::ExitCode, time::Duration,
+};
 
 use anyhow::Context as _;
 use aya::Ebpf;
 
 use crate::{
-    cli::Cli,
     ending::EndReason,
     error::{Exit, user},
-    lock::{LockWatch, attach, collect, plan, prepare, session, symbolize},
+    lock::{LockWatch, attach, collect, plan, prepare, session, spec::LockRequest, symbolize},
     probe::{
         attach as probe_attach,
         cost::Overhead,
@@ -61,16 +62,16 @@ pub fn report(
 }
 
 /// Writes the lock report where the GIL report went: the human one to stdout (stderr with
-/// `--json -`), the JSON line to stdout or appended to the `--json` file.
-pub fn write(cli: &Cli, report: &LockReport) -> anyhow::Result<()> {
+/// `--json -`), the JSON line to stdout or appended to the `--json` file (`json`).
+pub fn write(json: Option<&Path>, report: &LockReport) -> anyhow::Result<()> {
     let text = lock_terminal::final_report(report);
-    if cli.json_to_stdout() {
+    if json.is_some_and(|p| p.as_os_str() == "-") {
         eprint!("{text}");
     } else {
         print!("{text}");
         std::io::stdout().flush().ok();
     }
-    match cli.json.as_deref() {
+    match json {
         None => Ok(()),
         Some(p) if p.as_os_str() == "-" => json::write_line(&mut std::io::stdout(), report),
         Some(p) => {
@@ -89,15 +90,21 @@ pub fn write(cli: &Cli, report: &LockReport) -> anyhow::Result<()> {
     }
 }
 
-/// A process without a GIL (C, C++, Rust…): locks only.
-pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> {
+/// A process without a GIL (C, C++, Rust…): locks only, for `duration` (else until it exits
+/// or gilwatch is stopped), the report written as [`write`] does.
+pub fn run_without_gil(
+    request: &LockRequest,
+    process: Process,
+    duration: Option<Duration>,
+    json: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let cpu_at_start = CpuTime::read(process.pid).ok();
-    let mut watch = prepare(&process, cli)?;
+    let mut watch = prepare(&process, request)?;
     crate::probe::site::apply(&mut [], watch.probes_mut());
     let needs = probe_attach::MapNeeds {
         gil: false,
         locks: true,
-        call_sites: cli.mutexes,
+        call_sites: request.discover,
     };
     // The BPF object with no GIL probe: its maps and the mutex programs.
     let mut attached = probe_attach::load(process.pid, needs)?;
@@ -123,7 +130,7 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
         .build()
         .context("starting the event loop")?;
     let mut names = HashMap::new();
-    let ended = runtime.block_on(session::wait(&process, cli.duration, &mut names))?;
+    let ended = runtime.block_on(session::wait(&process, duration, &mut names))?;
     let mut report = report(&watch, &mut attached.ebpf, ended, &names)?;
     let cpu_end = CpuTime::read(process.pid).ok();
     let traps = attached.hits()?.since(&hits_start);
@@ -139,6 +146,6 @@ pub fn run_without_gil(cli: &Cli, process: Process) -> anyhow::Result<ExitCode> 
         trap_costs: attached.costs,
     });
     drop(attached);
-    write(cli, &report)?;
+    write(json, &report)?;
     Ok(Exit::Ok.into())
 }

@@ -34,6 +34,7 @@ use crate::{
         address, locate, plan,
         prepare::{self, Planned},
     },
+    lock::spec::LockRequest,
     names::ThreadNames,
     probe::{attach, preflight},
     report::{EndReason, InterpreterInfo, RunInfo},
@@ -92,7 +93,7 @@ fn main() -> ExitCode {
 }
 
 /// What a run watches.
-enum Watched {
+enum Watched<'a> {
     /// A running process or a gated `-- CMD`, planned for.
     Gil {
         process: Process,
@@ -100,7 +101,7 @@ enum Watched {
         child: Option<launch::GatedChild>,
     },
     /// A process whose GIL is out of reach, watched for its locks alone.
-    LocksOnly(Process),
+    LocksOnly(Process, &'a LockRequest),
 }
 
 /// `blocked`: with `-- CMD`, the stop signals as `main` blocked them.
@@ -113,28 +114,32 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     let cpu_at_start = cli
         .pid
         .and_then(|pid| probe::cpu_time::CpuTime::read(pid).ok());
-    let (process, planned, child) = match watched(&cli, blocked.as_ref())? {
+    let lock_request = cli.lock_request();
+    let (process, planned, child) = match watched(&cli, lock_request.as_ref(), blocked.as_ref())? {
         Watched::Gil {
             process,
             planned,
             child,
         } => (process, planned, child),
-        Watched::LocksOnly(process) => return lock_run::run_without_gil(&cli, process),
+        Watched::LocksOnly(process, request) => {
+            return lock_run::run_without_gil(request, process, cli.duration, cli.json.as_deref());
+        }
     };
     let Planned {
         interpreter,
         mut plan,
         ..
     } = *planned;
-    let mut locks = lock::requested(&cli)
-        .then(|| lock::prepare(&process, &cli))
+    let mut locks = lock_request
+        .as_ref()
+        .map(|request| lock::prepare(&process, request))
         .transpose()?;
     // Sites: the GIL's and the locks' probes together (a function both probe gets one site).
     probe::site::apply(
         &mut plan.points,
         locks.as_mut().map_or(&mut [], |l| l.probes_mut()),
     );
-    let mut attached = attach_all(&cli, &plan, &process, child.is_some(), locks.as_mut())?;
+    let mut attached = attach_all(&plan, &process, child.is_some(), locks.as_mut())?;
     let gil_location = if child.is_none() {
         place_gil(&mut attached, &plan, &process, &interpreter)?
     } else {
@@ -160,7 +165,12 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
 }
 
 /// Locates and plans for `-p PID`, or for `-- CMD` and then starts it held at its gate.
-fn watched(cli: &Cli, blocked: Option<&stop::Blocked>) -> anyhow::Result<Watched> {
+/// `locks`: the lock options, which can watch a process whose GIL is out of reach.
+fn watched<'a>(
+    cli: &Cli,
+    locks: Option<&'a LockRequest>,
+    blocked: Option<&stop::Blocked>,
+) -> anyhow::Result<Watched<'a>> {
     let Some(pid) = cli.pid else {
         let resolved = launch::resolve(&cli.command)?;
         let planned = prepare::prepare_command(&resolved, &cli.command, cli.strategy)?;
@@ -179,22 +189,23 @@ fn watched(cli: &Cli, blocked: Option<&stop::Blocked>) -> anyhow::Result<Watched
             planned: Box::new(planned),
             child: None,
         }),
-        // Not a CPython, or a CPython whose GIL cannot be probed: with lock options, the
-        // locks alone.
-        Err(e) if lock::requested(cli) && e.gil_unsupported() => {
-            if e.stage == prepare::Stage::Plan {
-                eprintln!("gilwatch: no GIL report: {}", e.error);
+        Err(e) => match locks {
+            // Not a CPython, or a CPython whose GIL cannot be probed: with lock options, the
+            // locks alone.
+            Some(request) if e.gil_unsupported() => {
+                if e.stage == prepare::Stage::Plan {
+                    eprintln!("gilwatch: no GIL report: {}", e.error);
+                }
+                Ok(Watched::LocksOnly(process, request))
             }
-            Ok(Watched::LocksOnly(process))
-        }
-        Err(e) => Err(e.into()),
+            _ => Err(e.into()),
+        },
     }
 }
 
 /// Loads and attaches the GIL's probes, then the locks' (`launched`: the target is a gated
 /// command, which cannot have exited yet).
 fn attach_all(
-    cli: &Cli,
     plan: &plan::ProbePlan,
     process: &Process,
     launched: bool,
@@ -202,8 +213,8 @@ fn attach_all(
 ) -> anyhow::Result<attach::Attached> {
     let needs = attach::MapNeeds {
         gil: true,
-        locks: lock::requested(cli),
-        call_sites: cli.mutexes,
+        locks: locks.is_some(),
+        call_sites: locks.as_deref().is_some_and(|l| l.discover),
     };
     let mut attached = attach::attach(plan, process.pid, needs).map_err(|e| {
         if !launched && !process.is_alive() {
@@ -333,7 +344,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         let mut names = lock_process.threads();
         names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
         let report = lock_run::report(l, &mut attached.ebpf, report.ended, &names)?;
-        lock_run::write(&cli, &report)?;
+        lock_run::write(cli.json.as_deref(), &report)?;
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).
     drop(attached);

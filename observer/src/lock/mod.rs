@@ -15,18 +15,12 @@ pub mod spec;
 pub mod symbolize;
 
 use crate::{
-    cli::Cli,
     error::{Exit, user},
-    lock::{collect::LockSnapshot, plan::LockProbe},
+    lock::{collect::LockSnapshot, plan::LockProbe, spec::LockRequest},
     object::mapped::AddressSpace,
     probe::attach::Attached,
     target::process::Process,
 };
-
-/// The lock options of a command line.
-pub fn requested(cli: &Cli) -> bool {
-    !cli.locks.is_empty() || !cli.lock_fns.is_empty() || cli.mutexes
-}
 
 /// A lock the user named (`--lock`): always reported, even when nothing happened to it.
 pub struct Named {
@@ -51,11 +45,11 @@ pub struct LockWatch {
 
 /// Resolves every `--lock`/`--lock-fns` against the target and plans the probes: all the user's
 /// mistakes are reported here, before anything is attached.
-pub fn prepare(process: &Process, cli: &Cli) -> anyhow::Result<LockWatch> {
+pub fn prepare(process: &Process, request: &LockRequest) -> anyhow::Result<LockWatch> {
     let pid = process.pid;
     let space = AddressSpace::read(process)?;
     let mut named: Vec<Named> = Vec::new();
-    for spec in &cli.locks {
+    for spec in &request.locks {
         let w = locate::resolve_lock(&space, pid, spec)?;
         if !named.iter().any(|n| n.addr == w.addr) {
             named.push(Named {
@@ -66,11 +60,11 @@ pub fn prepare(process: &Process, cli: &Cli) -> anyhow::Result<LockWatch> {
         }
     }
     let mut probes = Vec::new();
-    if !cli.locks.is_empty() || cli.mutexes {
+    if !request.locks.is_empty() || request.discover {
         probes.extend(plan::pthread_probes(&space, pid)?);
     }
     let mut custom_labels = Vec::new();
-    for (i, f) in cli.lock_fns.iter().enumerate() {
+    for (i, f) in request.lock_fns.iter().enumerate() {
         if i > 0x7f {
             return Err(user(Exit::Usage, "at most 128 --lock-fns at once"));
         }
@@ -86,7 +80,7 @@ pub fn prepare(process: &Process, cli: &Cli) -> anyhow::Result<LockWatch> {
     }
     Ok(LockWatch {
         pid,
-        discover: cli.mutexes,
+        discover: request.discover,
         named,
         custom_labels,
         probes,

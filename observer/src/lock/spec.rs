@@ -1,6 +1,17 @@
 //! What the user asked for on the command line: `--lock SYMBOL|OBJ:SYMBOL|0xADDR` and
 //! `--lock-fns ACQUIRE:RELEASE[:ARG]`, parsed (pure; resolved against the target in `locate`).
 
+/// What the lock path is asked to watch (built once from the command line).
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    /// `--lock`: pthread mutexes by symbol or address.
+    pub locks: Vec<LockSpec>,
+    /// `--lock-fns`: custom lock functions.
+    pub lock_fns: Vec<LockFnSpec>,
+    /// `--mutexes`: every contended pthread mutex, with call sites.
+    pub discover: bool,
+}
+
 /// One `--lock` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockSpec {
