@@ -296,15 +296,18 @@ fn exports_points(
             ));
         }
     }
-    for program in [program::GIL_COND_WAIT_ENTER, program::GIL_COND_WAIT_RETURN] {
-        points.push(ProbePoint::in_file(
-            &libc.file,
-            program,
-            "pthread_cond_timedwait",
-            timedwait,
-        ));
-    }
+    points.extend(timed_wait_points(libc, timedwait));
     points
+}
+
+/// libc's pthread_cond_timedwait (at `offset`), entry and return: where the two-trap designs
+/// see a contended take.
+fn timed_wait_points(libc: &Libc, offset: u64) -> impl Iterator<Item = ProbePoint> + '_ {
+    [program::GIL_COND_WAIT_ENTER, program::GIL_COND_WAIT_RETURN]
+        .into_iter()
+        .map(move |program| {
+            ProbePoint::in_file(&libc.file, program, "pthread_cond_timedwait", offset)
+        })
 }
 
 /// `rejected`: the debug files (and MiniDebugInfo) looked at and why they were not used.
@@ -360,14 +363,7 @@ fn symtab_plan(
         ));
     }
     if let Some((libc, offset)) = cond_wait {
-        for name in [program::GIL_COND_WAIT_ENTER, program::GIL_COND_WAIT_RETURN] {
-            points.push(ProbePoint::in_file(
-                &libc.file,
-                name,
-                "pthread_cond_timedwait",
-                offset,
-            ));
-        }
+        points.extend(timed_wait_points(libc, offset));
     }
     ProbePlan {
         strategy: ChosenStrategy::Symtab,
