@@ -478,6 +478,37 @@ fn bad_input_gets_one_line_and_an_exit_code() {
     );
 }
 
+/// Two gilwatch runs on one process at the same time, each with its own strategy: their reports.
+fn at_once(pid: u32, a: &'static str, b: &'static str) -> (serde_json::Value, serde_json::Value) {
+    let run = |strategy: &'static str| {
+        let pid = pid.to_string();
+        std::thread::spawn(move || {
+            let out = gilwatch(&[
+                "-p",
+                &pid,
+                "-d",
+                "3s",
+                "-q",
+                "--json",
+                "-",
+                "--strategy",
+                strategy,
+            ]);
+            assert!(
+                out.status.success(),
+                "{strategy}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            last_json(&out.stdout)
+        })
+    };
+    let (ra, rb) = (run(a), run(b));
+    (
+        ra.join().unwrap_or_else(|_| panic!("the {a} run")),
+        rb.join().unwrap_or_else(|_| panic!("the {b} run")),
+    )
+}
+
 /// Both strategies watch the same process at once and must tell the same story.
 #[test]
 #[ignore = "needs root: cargo xtask test"]
@@ -485,31 +516,7 @@ fn both_strategies_agree_on_the_same_process() {
     require_root();
     for py in pythons_libc() {
         let target = Target::launch(&py, "contended.py", &["60", "2"]);
-        let pid = target.pid().to_string();
-        let run = |strategy: &'static str| {
-            let pid = pid.clone();
-            std::thread::spawn(move || {
-                let out = gilwatch(&[
-                    "-p",
-                    &pid,
-                    "-d",
-                    "3s",
-                    "-q",
-                    "--json",
-                    "-",
-                    "--strategy",
-                    strategy,
-                ]);
-                assert!(
-                    out.status.success(),
-                    "{strategy}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                last_json(&out.stdout)
-            })
-        };
-        let (a, b) = (run("symtab"), run("libc"));
-        let (sym, lib) = (a.join().expect("symtab run"), b.join().expect("libc run"));
+        let (sym, lib) = at_once(target.pid(), "symtab", "libc");
         let label = &py.label;
         for name in ["io-1", "io-2", "cpu-hog"] {
             let (ts, tl) = (thread(&sym, name), thread(&lib, name));
@@ -573,34 +580,7 @@ fn exports_agrees_with_symtab_on_the_same_process() {
     require_root();
     for py in pythons().into_iter().filter(|p| p.version >= (3, 12)) {
         let target = Target::launch(&py, "contended.py", &["60", "2"]);
-        let pid = target.pid().to_string();
-        let run = |strategy: &'static str| {
-            let pid = pid.clone();
-            std::thread::spawn(move || {
-                let out = gilwatch(&[
-                    "-p",
-                    &pid,
-                    "-d",
-                    "3s",
-                    "-q",
-                    "--json",
-                    "-",
-                    "--strategy",
-                    strategy,
-                ]);
-                assert!(
-                    out.status.success(),
-                    "{strategy}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                last_json(&out.stdout)
-            })
-        };
-        let (a, b) = (run("symtab"), run("exports"));
-        let (sym, exp) = (
-            a.join().expect("symtab run"),
-            b.join().expect("exports run"),
-        );
+        let (sym, exp) = at_once(target.pid(), "symtab", "exports");
         let label = &py.label;
         assert_eq!(exp["interpreter"]["strategy"], "exports", "{label}");
         for name in ["io-1", "io-2", "cpu-hog"] {
