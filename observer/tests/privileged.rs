@@ -509,6 +509,32 @@ fn at_once(pid: u32, a: &'static str, b: &'static str) -> (serde_json::Value, se
     )
 }
 
+/// Two reports of the same process over the same 3 s (started together, so offset by the attach
+/// time) tell the same story: shares of wall time within 5 points, waits' medians within 10%.
+fn assert_agree(label: &str, a: (&str, &serde_json::Value), b: (&str, &serde_json::Value)) {
+    let ((sa, ra), (sb, rb)) = (a, b);
+    for name in ["io-1", "io-2", "cpu-hog"] {
+        let (ta, tb) = (thread(ra, name), thread(rb, name));
+        let (ha, hb) = (share(ra, ta, "hold_ns"), share(rb, tb, "hold_ns"));
+        let (wa, wb) = (share(ra, ta, "wait_ns"), share(rb, tb, "wait_ns"));
+        assert!(
+            (ha - hb).abs() < 5.0,
+            "{label} {name}: hold {ha:.1}% ({sa}) vs {hb:.1}% ({sb})"
+        );
+        assert!(
+            (wa - wb).abs() < 5.0,
+            "{label} {name}: wait {wa:.1}% ({sa}) vs {wb:.1}% ({sb})"
+        );
+        if name != "cpu-hog" {
+            let (pa, pb) = (ms(&ta["wait_ns"]["p50"]), ms(&tb["wait_ns"]["p50"]));
+            assert!(
+                (pa - pb).abs() / pa < 0.10,
+                "{label} {name}: wait p50 {pa:.2} vs {pb:.2} ms"
+            );
+        }
+    }
+}
+
 /// Both strategies watch the same process at once and must tell the same story.
 #[test]
 #[ignore = "needs root: cargo xtask test"]
@@ -518,28 +544,7 @@ fn both_strategies_agree_on_the_same_process() {
         let target = Target::launch(&py, "contended.py", &["60", "2"]);
         let (sym, lib) = at_once(target.pid(), "symtab", "libc");
         let label = &py.label;
-        for name in ["io-1", "io-2", "cpu-hog"] {
-            let (ts, tl) = (thread(&sym, name), thread(&lib, name));
-            let (hs, hl) = (share(&sym, ts, "hold_ns"), share(&lib, tl, "hold_ns"));
-            let (ws, wl) = (share(&sym, ts, "wait_ns"), share(&lib, tl, "wait_ns"));
-            // Same process, same 3 s (started together, so offset by the attach time): shares of
-            // wall time within 5 points, waits' medians within 10%.
-            assert!(
-                (hs - hl).abs() < 5.0,
-                "{label} {name}: hold {hs:.1}% (symtab) vs {hl:.1}% (libc)"
-            );
-            assert!(
-                (ws - wl).abs() < 5.0,
-                "{label} {name}: wait {ws:.1}% (symtab) vs {wl:.1}% (libc)"
-            );
-            if name != "cpu-hog" {
-                let (ps, pl) = (ms(&ts["wait_ns"]["p50"]), ms(&tl["wait_ns"]["p50"]));
-                assert!(
-                    (ps - pl).abs() / ps < 0.10,
-                    "{label} {name}: wait p50 {ps:.2} vs {pl:.2} ms"
-                );
-            }
-        }
+        assert_agree(label, ("symtab", &sym), ("libc", &lib));
         eprintln!("{label}: strategies agree");
     }
 }
@@ -583,26 +588,7 @@ fn exports_agrees_with_symtab_on_the_same_process() {
         let (sym, exp) = at_once(target.pid(), "symtab", "exports");
         let label = &py.label;
         assert_eq!(exp["interpreter"]["strategy"], "exports", "{label}");
-        for name in ["io-1", "io-2", "cpu-hog"] {
-            let (ts, te) = (thread(&sym, name), thread(&exp, name));
-            let (hs, he) = (share(&sym, ts, "hold_ns"), share(&exp, te, "hold_ns"));
-            let (ws, we) = (share(&sym, ts, "wait_ns"), share(&exp, te, "wait_ns"));
-            assert!(
-                (hs - he).abs() < 5.0,
-                "{label} {name}: hold {hs:.1}% (symtab) vs {he:.1}% (exports)"
-            );
-            assert!(
-                (ws - we).abs() < 5.0,
-                "{label} {name}: wait {ws:.1}% (symtab) vs {we:.1}% (exports)"
-            );
-            if name != "cpu-hog" {
-                let (ps, pe) = (ms(&ts["wait_ns"]["p50"]), ms(&te["wait_ns"]["p50"]));
-                assert!(
-                    (ps - pe).abs() / ps < 0.10,
-                    "{label} {name}: wait p50 {ps:.2} vs {pe:.2} ms"
-                );
-            }
-        }
+        assert_agree(label, ("symtab", &sym), ("exports", &exp));
         eprintln!("{label}: exports agrees with symtab");
     }
 }

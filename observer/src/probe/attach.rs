@@ -701,34 +701,32 @@ mod tests {
         )
     }
 
+    /// Constants of one kind (`what`: programs or maps) and what the BPF object has are the
+    /// same set, both ways.
+    fn assert_same_names(what: &str, constants: &[&str], found: &[&str]) {
+        let (missing, unnamed) = differences(constants, found);
+        assert!(
+            missing.is_empty(),
+            "observer-common names {what} the BPF object lacks (renamed in observer-ebpf?): {missing:?}"
+        );
+        assert!(
+            unnamed.is_empty(),
+            "the BPF object has {what} observer-common/src/names.rs does not name: {unnamed:?}"
+        );
+    }
+
     #[test]
     fn every_program_is_named_by_a_constant_and_every_constant_is_a_program() {
         let (programs, _) = contents();
         let names: Vec<&str> = programs.iter().map(|(n, _)| n.as_str()).collect();
-        let (missing, unnamed) = differences(program::ALL, &names);
-        assert!(
-            missing.is_empty(),
-            "observer-common names programs the BPF object lacks (renamed in observer-ebpf?): {missing:?}"
-        );
-        assert!(
-            unnamed.is_empty(),
-            "the BPF object has programs observer-common/src/names.rs does not name: {unnamed:?}"
-        );
+        assert_same_names("programs", program::ALL, &names);
     }
 
     #[test]
     fn every_map_is_named_by_a_constant_and_every_constant_is_a_map() {
         let (_, maps) = contents();
         let names: Vec<&str> = maps.iter().map(String::as_str).collect();
-        let (missing, unnamed) = differences(map::ALL, &names);
-        assert!(
-            missing.is_empty(),
-            "observer-common names maps the BPF object lacks (renamed in observer-ebpf?): {missing:?}"
-        );
-        assert!(
-            unnamed.is_empty(),
-            "the BPF object has maps observer-common/src/names.rs does not name: {unnamed:?}"
-        );
+        assert_same_names("maps", map::ALL, &names);
     }
 
     /// The site chooser (probe/site.rs `needs`) knows what every planned program reads, and
