@@ -8,6 +8,7 @@ pub mod fake_memory;
 #[cfg(test)]
 mod hostile;
 mod layout;
+mod line_table;
 pub mod memory;
 pub mod naming;
 mod objects;
