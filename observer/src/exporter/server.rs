@@ -24,6 +24,16 @@ pub struct Exporter {
 impl Exporter {
     /// Listens on `addr` (checked by `address::check`) and serves the totals of process `pid`.
     pub fn start(addr: SocketAddr, pid: u32) -> anyhow::Result<Exporter> {
+        // Every thread of the server (tiny_http starts its own as it listens and as clients
+        // connect) inherits the stop signals blocked: a SIGINT delivered to one of them, with no
+        // handler there, would kill gilwatch before the session's watcher could see it.
+        let blocked = crate::stop::block()?;
+        let started = Self::listen(addr, pid);
+        blocked.restore()?;
+        started
+    }
+
+    fn listen(addr: SocketAddr, pid: u32) -> anyhow::Result<Exporter> {
         let server = Server::http(addr).map_err(|e| {
             user(
                 Exit::Usage,
