@@ -297,3 +297,71 @@ fn a_real_prometheus_server_scrapes_the_rates_of_the_workload() {
     );
     assert_eq!(exporter.stop(), 0);
 }
+
+/// Days of running, compressed: 400 threads that live a few milliseconds each. Their numbers
+/// must all reach the counters (every 1 ms sleep is one GIL acquisition when it returns: at
+/// least 400 × 5), while what is tracked per thread is freed as they exit and the label sets
+/// stay a handful (Python's `Thread-N (work)` names collapse; threads that ended before their
+/// Python name was read keep the OS name, or `?` when even that was gone: two more label sets).
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn threads_that_come_and_go_are_counted_and_freed() {
+    require_root();
+    let Some(py) = python() else { return };
+    let go = std::env::temp_dir().join(format!("gilwatch-churn-{}", std::process::id()));
+    std::fs::remove_file(&go).ok();
+    let target = Target::launch(&py, "churn.py", &[go.to_str().unwrap(), "400", "5"]);
+    let pid = target.pid();
+    let exporter = Exporter::start(pid);
+    std::fs::write(&go, b"").unwrap();
+    let acquisitions = |s: &HashMap<String, f64>| -> f64 {
+        s.iter()
+            .filter(|(k, _)| k.starts_with("gilwatch_gil_acquisitions_total{"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    // Until the count stops moving but for the idle main thread's one sleep a second (the churn
+    // is over), at most 60 s.
+    let start = Instant::now();
+    let mut last = -1.0;
+    let (body, samples) = loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let (body, s) = exporter.scrape();
+        let n = acquisitions(&s);
+        if n - last < 10.0 || start.elapsed() > Duration::from_secs(60) {
+            break (body, s);
+        }
+        last = n;
+    };
+    std::fs::remove_file(&go).ok();
+    let n = acquisitions(&samples);
+    let labels: std::collections::BTreeSet<&str> = samples
+        .keys()
+        .filter(|k| k.starts_with("gilwatch_gil_acquisitions_total{"))
+        .map(|k| k.split("thread=\"").nth(1).unwrap().trim_end_matches("\"}"))
+        .collect();
+    let tracked = sample(
+        &samples,
+        &format!("gilwatch_tracked_threads{{pid=\"{pid}\"}}"),
+    );
+    eprintln!("{n} acquisitions, label sets {labels:?}, {tracked} threads tracked");
+    assert!(
+        n >= 2000.0,
+        "{n} acquisitions for 400 threads × 5 sleeps:\n{body}"
+    );
+    // Each thread also takes the GIL to start and to end, and the main thread on every join.
+    assert!(n <= 400.0 * 12.0, "{n} acquisitions:\n{body}");
+    assert!(labels.len() <= 4, "{labels:?}");
+    assert!(
+        tracked <= 4.0,
+        "{tracked} threads still tracked after the churn"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            &format!("gilwatch_lost_events_total{{pid=\"{pid}\"}}")
+        ),
+        0.0
+    );
+    assert_eq!(exporter.stop(), 0);
+}

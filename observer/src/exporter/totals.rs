@@ -12,7 +12,7 @@ use observer_common::{HIST_BUCKETS, bucket_upper};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet},
-    metrics::{MetricType, counter::ConstCounter},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Unit,
 };
 
@@ -278,6 +278,13 @@ impl Totals {
             MetricType::Counter,
         )?;
         ConstCounter::new(self.lost_events).encode(m.encode_family(&pid)?)?;
+        let mut m = enc.encode_descriptor(
+            "tracked_threads",
+            "Threads whose numbers are tracked one by one now; exited ones are folded into the totals and freed.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.seen.len() as i64).encode(m.encode_family(&pid)?)?;
         Ok(())
     }
 }
