@@ -198,7 +198,12 @@ fn scraped_counters_grow_at_the_workloads_rates_and_histograms_are_consistent() 
         sample(&b, &format!("gilwatch_lost_events_total{{pid=\"{pid}\"}}")),
         0.0
     );
+    // Ctrl-C ends the exporter like any run: exit 0, no probe left, the port closed.
+    let programs = bpf_prog_ids_of(exporter.child.id());
+    let port = exporter.port;
     assert_eq!(exporter.stop(), 0);
+    assert_unloaded(&programs, "gilwatch --prometheus after SIGINT");
+    assert!(get(port, "/metrics").is_none(), "port {port} still answers");
 }
 
 #[test]
