@@ -257,6 +257,12 @@ mod tests {
             e.to_string().contains("x.json has no final GIL report"),
             "{e}"
         );
+        let two = "{\"kind\":\"final\",\"pid\":1,\"duration_ns\":1}\n{\"kind\":\"final\",\"pid\":2,\"duration_ns\":1}\n";
+        let e = SavedReport::parse(two, "x.json").unwrap_err();
+        assert!(
+            e.to_string().contains("final reports of 2 processes"),
+            "{e}"
+        );
         let e = SavedReport::parse("not json\n", "x.json").unwrap_err();
         assert!(e.to_string().contains("line 1 is not JSON"), "{e}");
         assert_eq!(crate::error::exit_code_of(&e), crate::error::Exit::Usage);

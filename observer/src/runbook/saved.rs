@@ -79,6 +79,7 @@ impl SavedReport {
     /// reports around it are skipped).
     pub fn parse(text: &str, what: &str) -> anyhow::Result<SavedReport> {
         let mut last = None;
+        let mut pids = std::collections::BTreeSet::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() {
@@ -91,8 +92,18 @@ impl SavedReport {
                 )
             })?;
             if value.get("kind").and_then(|k| k.as_str()) == Some("final") {
+                pids.insert(value.get("pid").and_then(serde_json::Value::as_u64));
                 last = Some((n, value));
             }
+        }
+        if pids.len() > 1 {
+            return Err(user(
+                Exit::Usage,
+                format!(
+                    "{what} holds final reports of {} processes; diff compares one process's report with another's (split the file by pid)",
+                    pids.len()
+                ),
+            ));
         }
         let (n, value) = last.ok_or_else(|| {
             user(
