@@ -272,9 +272,10 @@ mod tests {
     fn top_blamed_code_is_read_when_present() {
         let mut r = fixture("before.json").1;
         assert_eq!(r.top_blamed(), None);
-        r.blame = Some(
-            serde_json::json!({"holds": [{"qualname": "task", "filename": "w.py", "line": 12}]}),
-        );
+        // The blame branch's shape: stacks with their innermost frame first.
+        r.blame = Some(serde_json::json!({"available": true, "holds": [{"frames": [
+            {"qualname": "task", "filename": "w.py", "line": 12, "first_line": 10},
+            {"qualname": "run", "filename": "w.py", "line": 40, "first_line": 38}]}]}));
         assert_eq!(r.top_blamed().as_deref(), Some("task w.py:12"));
     }
 }

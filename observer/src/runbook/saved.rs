@@ -53,26 +53,23 @@ impl SavedReport {
             .max(1)
     }
 
-    /// The top blamed code, where the report has a blame section: its first hold entry's
-    /// location (`qualname file:line`) or, failing that, its first string.
+    /// The top blamed code, where the report has a blame section (`blame.holds[0]`, its
+    /// innermost frame): `qualname file:line`.
     pub fn top_blamed(&self) -> Option<String> {
-        let blame = self.blame.as_ref()?;
-        let first = ["holds", "hold", "stacks", "top"]
-            .iter()
-            .find_map(|k| blame.get(k)?.as_array()?.first().cloned())
-            .or_else(|| blame.as_array()?.first().cloned())?;
-        let field = |k: &str| first.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-        field("code")
-            .or_else(|| field("location"))
-            .or_else(|| {
-                let q = field("qualname")?;
-                let line = first.get("line").and_then(serde_json::Value::as_u64);
-                Some(match (field("filename"), line) {
-                    (Some(f), Some(l)) => format!("{q} {f}:{l}"),
-                    _ => q,
-                })
-            })
-            .or_else(|| first.as_str().map(str::to_owned))
+        let stack = self.blame.as_ref()?.get("holds")?.as_array()?.first()?;
+        let frame = stack.get("frames")?.as_array()?.first()?;
+        let field = |k: &str| frame.get(k).and_then(|v| v.as_str());
+        let qualname = field("qualname")?;
+        Some(
+            match (
+                field("filename"),
+                frame.get("line").and_then(|l| l.as_u64()),
+            ) {
+                (Some(f), Some(l)) => format!("{qualname} {f}:{l}"),
+                (Some(f), None) => format!("{qualname} {f}"),
+                _ => qualname.to_owned(),
+            },
+        )
     }
 
     /// The GIL report of a `--json` file: its last `final` line (interval lines and lock
