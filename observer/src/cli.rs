@@ -24,6 +24,10 @@ use crate::{gil::plan::Strategy, lock::spec::LockRequest};
   sudo gilwatch -- python3 app.py --port 80  start a program and watch it from its first bytecode
   sudo gilwatch --max-overhead 1 -p 4242     keep the probes' cost under 1% of a CPU (sampling if needed)
   sudo gilwatch doctor -p 4242               show the probe plan (interpreter, symbols, GIL, strategy)
+  sudo gilwatch -p 4242 -d 10s --json after.json --fail-if 'wait_pct > 50'
+                                             a runbook step: exit 7 when summed wait is over 50%
+  sudo gilwatch -p 4242 -q --prometheus 9464 metrics for Prometheus at http://127.0.0.1:9464/metrics
+  gilwatch diff before.json after.json       what changed between two snapshots, with a verdict
   sudo gilwatch -p 4242 --mutexes -d 10s     which pthread mutexes do its threads wait for?
   sudo gilwatch -p 4242 --lock libfoo.so:g_cache_lock --lock 0x7f3a2c001040
                                              wait/hold per thread of named mutexes (any process)
@@ -39,6 +43,7 @@ EXIT CODES:
   0 ok · 1 internal error · 2 bad usage (also: unknown lock symbol, not a mutex, unmapped address)
   3 no such process · 4 not a supported CPython (without --lock/--lock-fns/--mutexes)
   5 missing privileges (run as root) · 6 kernel lacks uprobe support
+  7 a --fail-if condition held (the report is written first)
   With -- CMD: the command's own exit code (128+N if it was killed by signal N); 130 or 143
   when SIGINT or SIGTERM ended gilwatch and the command was still running 3 s later."
 )]
@@ -106,6 +111,25 @@ pub struct Cli {
     #[arg(long, requires = "pid")]
     pub mutexes: bool,
 
+    /// Fail the run (exit 7, after the report) when a condition holds for the whole process:
+    /// `METRIC OP VALUE` with METRIC one of held_pct, wait_pct (summed over threads), p50_wait,
+    /// p99_wait, max_wait (with a unit: 10ms, 500us), acquisitions_per_sec, and OP one of >, >=,
+    /// <, <=. Repeatable: any one holding fails the run. E.g. --fail-if 'p99_wait > 10ms'.
+    #[arg(long = "fail-if", value_name = "CONDITION", value_parser = crate::runbook::condition::parse)]
+    pub fail_if: Vec<crate::runbook::condition::Condition>,
+
+    /// Serve cumulative GIL metrics for Prometheus at http://ADDR/metrics while watching (until
+    /// Ctrl-C or -d): held and waited seconds, acquisitions, wait and hold histograms, per thread
+    /// (pools collapsed: ThreadPoolExecutor-0_*) with a pid label. ADDR: a port (loopback) or
+    /// IP:PORT. Combine with -q to keep the terminal quiet.
+    #[arg(long, value_name = "[IP:]PORT", value_parser = crate::exporter::address::parse, conflicts_with = "command")]
+    pub prometheus: Option<std::net::SocketAddr>,
+
+    /// Let --prometheus listen on an address other than loopback (the endpoint has no
+    /// authentication; it names the process's threads).
+    #[arg(long, requires = "prometheus")]
+    pub prometheus_public: bool,
+
     /// Command to start and observe from its first bytecode (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -123,6 +147,30 @@ pub enum Sub {
         /// Strategy to plan for (as for watching).
         #[arg(long, value_enum, default_value = "auto")]
         strategy: Strategy,
+    },
+    /// Compare two reports written by `gilwatch --json FILE` (the final GIL report of each):
+    /// held %, summed wait %, p99 wait and acquisitions per second for the whole process and per
+    /// thread (pools such as ThreadPoolExecutor-0_7 are matched as ThreadPoolExecutor-0_*), and a
+    /// one-line verdict. Needs no privileges.
+    #[command(after_help = "EXAMPLES:
+  sudo gilwatch -p 4242 -d 10s -q --json before.json
+  (deploy, change a setting, add load…)
+  sudo gilwatch -p 4242 -d 10s -q --json after.json
+  gilwatch diff before.json after.json --fail-if 'wait_pct > 50' --fail-if 'p99_wait > 10ms'
+
+EXIT CODES:
+  0 ok · 2 unreadable file or not a gilwatch report · 7 a --fail-if condition held on AFTER")]
+    Diff {
+        /// The earlier report.
+        before: PathBuf,
+        /// The later report (what --fail-if judges).
+        after: PathBuf,
+        /// Write the comparison as JSON to PATH, or to stdout with `-` (the table then goes to stderr).
+        #[arg(long, value_name = "PATH|-")]
+        json: Option<PathBuf>,
+        /// Exit 7 when a condition holds for AFTER's whole process (as for a run; repeatable).
+        #[arg(long = "fail-if", value_name = "CONDITION", value_parser = crate::runbook::condition::parse)]
+        fail_if: Vec<crate::runbook::condition::Condition>,
     },
 }
 

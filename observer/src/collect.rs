@@ -66,7 +66,7 @@ pub fn thread_states(attached: &Attached) -> anyhow::Result<HashMap<u32, ThreadG
 /// Three states are possible: waiting (take started, no hold), holding (hold started, the take
 /// already recorded or never seen), and — two-trap design only — holding after a wait that is
 /// recorded only when the hold ends (take and hold both set): that wait is over, its length known.
-fn open_spans(st: &ThreadGilState, now: u64) -> (Option<u64>, Option<u64>) {
+pub fn open_spans(st: &ThreadGilState, now: u64) -> (Option<u64>, Option<u64>) {
     let (take, hold) = (st.take_start_ns, st.hold_start_ns);
     match (take != 0, hold != 0) {
         (true, false) => (Some(now.saturating_sub(take)), None),

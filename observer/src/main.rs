@@ -9,6 +9,7 @@ mod collect;
 mod doctor;
 mod ending;
 mod error;
+mod exporter;
 mod gil;
 mod histogram;
 mod lock;
@@ -18,9 +19,11 @@ mod object;
 mod probe;
 mod python;
 mod report;
+mod runbook;
 mod session;
 mod stop;
 mod target;
+mod thread_group;
 
 use std::{fs::File, io::Write, process::ExitCode};
 
@@ -71,6 +74,16 @@ fn main() -> ExitCode {
         (Some(Sub::Doctor { pid, strategy }), _) => {
             doctor::run(*pid, *strategy).map(|()| Exit::Ok.into())
         }
+        (
+            Some(Sub::Diff {
+                before,
+                after,
+                json,
+                fail_if,
+            }),
+            _,
+        ) => diff(before, after, json.as_deref(), fail_if),
+
         (None, Ok(blocked)) => run(cli, blocked),
     };
     match result {
@@ -92,6 +105,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// `gilwatch diff`: two saved reports compared, written, and the conditions' exit code.
+fn diff(
+    before: &std::path::Path,
+    after: &std::path::Path,
+    json: Option<&std::path::Path>,
+    fail_if: &[runbook::condition::Condition],
+) -> anyhow::Result<ExitCode> {
+    let b = runbook::saved::SavedReport::read(before)?;
+    let a = runbook::saved::SavedReport::read(after)?;
+    let d = runbook::diff::compare((before, &b), (after, &a), fail_if);
+    let table = runbook::diff::render(&d);
+    match json {
+        Some(p) if p.as_os_str() == "-" => {
+            eprint!("{table}");
+            report::json::write_line(&mut std::io::stdout(), &d)?;
+        }
+        Some(p) => {
+            print!("{table}");
+            let mut f = File::create(p).map_err(|e| {
+                user(
+                    Exit::Usage,
+                    format!("cannot write --json {}: {e}", p.display()),
+                )
+            })?;
+            report::json::write_line(&mut f, &d)?;
+        }
+        None => print!("{table}"),
+    }
+    Ok(if d.failed() {
+        Exit::ConditionHeld
+    } else {
+        Exit::Ok
+    }
+    .into())
+}
+
+/// `--fail-if` on a run's final report: each condition's line, and exit 7 when one held.
+fn judge_run(
+    report: &report::Report,
+    fail_if: &[runbook::condition::Condition],
+) -> anyhow::Result<bool> {
+    if fail_if.is_empty() {
+        return Ok(false);
+    }
+    let saved = runbook::saved::SavedReport::of(report)?;
+    let figures = runbook::figures::Figures::process(&saved);
+    let mut failed = false;
+    for c in fail_if {
+        let v = c.judge(&figures);
+        eprintln!("gilwatch: {v}");
+        failed |= v.held;
+    }
+    Ok(failed)
+}
+
 /// What a run watches.
 enum Watched<'a> {
     /// A running process or a gated `-- CMD`, planned for.
@@ -106,6 +174,9 @@ enum Watched<'a> {
 
 /// `blocked`: with `-- CMD`, the stop signals as `main` blocked them.
 fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = cli.prometheus {
+        exporter::address::check(addr, cli.prometheus_public).map_err(|m| user(Exit::Usage, m))?;
+    }
     preflight::check_kernel()?;
     preflight::check_privileges()?;
 
@@ -122,6 +193,12 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
             child,
         } => (process, planned, child),
         Watched::LocksOnly(process, request) => {
+            if !cli.fail_if.is_empty() || cli.prometheus.is_some() {
+                return Err(user(
+                    Exit::Usage,
+                    "--fail-if and --prometheus need a GIL report, and this process has none to give (see above)",
+                ));
+            }
             return lock_run::run_without_gil(request, process, cli.duration, cli.json.as_deref());
         }
     };
@@ -320,6 +397,16 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         max_overhead_pct: cli.max_overhead.0,
         trap_costs: attached.costs,
     };
+    let exporter = cli
+        .prometheus
+        .map(|addr| exporter::server::Exporter::start(addr, process.pid))
+        .transpose()?;
+    if let Some(e) = &exporter {
+        eprintln!(
+            "gilwatch: serving GIL metrics of PID {} at http://{}/metrics",
+            process.pid, e.addr
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -337,8 +424,10 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         gil_pending,
         max_overhead: cli.max_overhead.0,
         cpu_baseline,
+        exporter: exporter.as_ref(),
     };
     let report = runtime.block_on(session.run(outputs))?;
+    drop(exporter);
     if let Some(l) = &locks {
         // Python thread names from the GIL report where it has them.
         let mut names = lock_process.threads();
@@ -349,6 +438,9 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
     // Detach before exiting (also what happens on every error path, as `attached` drops).
     drop(attached);
 
+    if judge_run(&report, &cli.fail_if)? {
+        return Ok(Exit::ConditionHeld.into());
+    }
     Ok(match (report.exit_code, report.ended) {
         (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
         (None, EndReason::Interrupted) if !cli.command.is_empty() => ExitCode::from(130),

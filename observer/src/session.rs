@@ -38,6 +38,9 @@ const NAMES_FAST: Duration = Duration::from_millis(10);
 /// `-- CMD` after a stop signal: how long the command has to exit before gilwatch reports
 /// without its exit code (a second signal ends the wait at once).
 const CHILD_GRACE: Duration = Duration::from_secs(3);
+/// `--prometheus`: how often the kernel's numbers are folded into the exported totals (what a
+/// scrape sees is at most this old).
+const EXPORT_EVERY: Duration = Duration::from_millis(500);
 
 pub struct Outputs {
     pub human: Box<dyn Write>,
@@ -64,6 +67,8 @@ pub struct Session<'a> {
     pub max_overhead: Option<f64>,
     /// The target's system share of CPU time before the probes were attached.
     pub cpu_baseline: Option<Baseline>,
+    /// `--prometheus`: the totals a scrape is served from.
+    pub exporter: Option<&'a crate::exporter::server::Exporter>,
 }
 
 /// A timer that, once late, keeps its period from the late tick rather than bursting.
@@ -110,6 +115,7 @@ impl Session<'_> {
             every.unwrap_or(Duration::from_secs(3600)),
         ));
         let mut names_fast = delayed(tokio::time::interval(NAMES_FAST));
+        let mut export = delayed(tokio::time::interval(EXPORT_EVERY));
         let mut previous = first.clone();
         let mut last_names = start;
         let mut known_threads = 0;
@@ -157,6 +163,9 @@ impl Session<'_> {
                     if let Some(d) = duty.as_mut() {
                         judged = self.judge(d, judged)?;
                     }
+                }
+                _ = export.tick(), if self.exporter.is_some() => {
+                    self.export(duty.as_ref(), start_ns)?;
                 }
                 _ = tick.tick(), if every.is_some() => {
                     previous = self.interval(&mut out, duty.as_ref(), &first, &previous)?;
@@ -275,6 +284,52 @@ impl Session<'_> {
         let end = collect::monotonic_ns();
         d.switched(end, end.saturating_sub(now));
         Ok((end, self.attached.hits()?))
+    }
+
+    /// `--prometheus`: folds the kernel's numbers into the exported totals, then frees the
+    /// entries of threads that had exited before they were read (their numbers are final).
+    fn export(&mut self, duty: Option<&DutyCycle>, start_ns: u64) -> anyhow::Result<()> {
+        let Some(exporter) = self.exporter else {
+            return Ok(());
+        };
+        // Live threads first: one that exits after this list is kept until the next round.
+        let live: std::collections::HashSet<u32> = self.process.thread_ids().into_iter().collect();
+        let snap = self.snapshot(duty, start_ns, false)?;
+        let now = collect::monotonic_ns();
+        let open: std::collections::HashMap<u32, (u64, u64)> =
+            collect::thread_states(self.attached)?
+                .into_iter()
+                .map(|(tid, st)| {
+                    let (w, h) = collect::open_spans(&st, now);
+                    (tid, (w.unwrap_or(0), h.unwrap_or(0)))
+                })
+                .collect();
+        // An unreadable task list (the target is exiting) frees nothing.
+        let exited: std::collections::HashSet<u32> = if live.is_empty() {
+            Default::default()
+        } else {
+            snap.threads
+                .keys()
+                .filter(|t| !live.contains(t))
+                .copied()
+                .collect()
+        };
+        let name = |tid| {
+            let (os, py) = self.names.get(tid);
+            py.unwrap_or(os)
+        };
+        exporter
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(
+                crate::exporter::totals::readings(&snap, &open, &name),
+                &exited,
+                snap.probed_ns,
+                snap.lost_events,
+            );
+        let exited: Vec<u32> = exited.into_iter().collect();
+        self.attached.forget_stats(&exited)
     }
 
     /// The kernel's numbers now, with how long the probes were attached.

@@ -51,7 +51,9 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
     // would measure each other. `debuginfo`: stripped interpreters with debug files and
     // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
-    for test in ["privileged", "debuginfo", "locks"] {
+    // `runbook`: snapshots compared by `gilwatch diff`, --fail-if. `prometheus`: the exporter
+    // scraped over HTTP and by a real Prometheus server.
+    for test in ["privileged", "debuginfo", "locks", "runbook", "prometheus"] {
         let run = shell::run(
             cargo()
                 .args([

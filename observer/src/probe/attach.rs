@@ -19,7 +19,7 @@ use aya::{
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use observer_common::{
-    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, ThreadGilState,
+    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, StatKey, StatKind, ThreadGilState,
     names::{map, program},
 };
 
@@ -531,6 +531,22 @@ impl Attached {
     /// Keeps the lock probes' links, so that they are removed with the GIL's at the end.
     pub fn keep_lock_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
         self.lock_links.extend(links);
+    }
+
+    /// Frees the numbers of threads that exited, once the exporter has folded them into its
+    /// totals: over days, a process that starts threads would otherwise fill STATS.
+    pub fn forget_stats(&mut self, tids: &[u32]) -> anyhow::Result<()> {
+        let mut stats: BpfHashMap<&mut MapData, StatKey, observer_common::Histogram> =
+            BpfHashMap::try_from(self.ebpf.map_mut(map::STATS).context("STATS map missing")?)?;
+        for &tid in tids {
+            for kind in [StatKind::Wait, StatKind::Hold] {
+                let _ = stats.remove(&StatKey {
+                    tid,
+                    kind: kind as u32,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Forgets the per-thread state of threads that exited (their numbers stay in STATS): the
