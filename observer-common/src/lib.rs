@@ -78,6 +78,9 @@ pub const GIL_ADDR_SLOTS: u32 = 3;
 /// as they are used; a full map makes the kernel program count the event as lost.
 pub const MAX_THREADS: u32 = 16384;
 pub const MAX_STATS: u32 = 2 * MAX_THREADS;
+/// Processes one run can observe at once (`-p A -p B`, `--children`, `--all`): the per-process
+/// maps (GIL_ADDRS, LAST_DROP) are keyed by tgid.
+pub const MAX_PROCESSES: u32 = 1024;
 
 /// floor(log2(v)) for v > 0, without loops or count-leading-zeros (which BPF lacks).
 #[inline(always)]

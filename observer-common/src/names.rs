@@ -66,11 +66,13 @@ pub mod map {
         STATS = "STATS";
         /// tid → what the thread is doing with the GIL now.
         THREADS = "THREADS";
-        /// When the GIL was last released (kernel only).
+        /// tgid → when the GIL was last released (kernel only).
         LAST_DROP = "LAST_DROP";
+        /// tid → tgid of every thread tracked (several processes in one run).
+        THREAD_TGID = "THREAD_TGID";
         /// GIL events that could not be recorded, by cause.
         ERRORS = "ERRORS";
-        /// The GIL's addresses, for the programs that filter by them.
+        /// tgid → the GIL's addresses, for the programs that filter by them.
         GIL_ADDRS = "GIL_ADDRS";
         /// An empty histogram to insert from (kernel only).
         ZERO_HIST = "ZERO_HIST";

@@ -16,21 +16,34 @@
 //! the interpreter has started); until then every call is ignored.
 use aya_ebpf::{
     macros::{map, uprobe},
-    maps::Array,
+    maps::HashMap,
     programs::ProbeContext,
 };
 use observer_common::{
-    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SLOTS, GIL_ADDR_SWITCH_MUTEX, StatKind, ThreadGilState,
+    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SLOTS, GIL_ADDR_SWITCH_MUTEX, MAX_PROCESSES, StatKind,
+    ThreadGilState,
 };
 
-use crate::{THREADS, current_tid, now_ns, record, track_thread};
+use crate::{THREADS, current_tgid, current_tid, now_ns, record, track_thread};
 
+/// tgid → the GIL's addresses in that process (GIL_ADDR_* slots): one loaded object observes
+/// several processes, each with its own GIL.
 #[map]
-static GIL_ADDRS: Array<u64> = Array::with_max_entries(GIL_ADDR_SLOTS, 0);
+static GIL_ADDRS: HashMap<u32, [u64; GIL_ADDR_SLOTS as usize]> =
+    HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 #[inline(always)]
 pub(crate) fn gil_addr(slot: u32) -> u64 {
-    GIL_ADDRS.get(slot).copied().unwrap_or(0)
+    // SAFETY: a plain read of a value userspace writes whole, once per process.
+    let Some(addrs) = (unsafe { GIL_ADDRS.get(&current_tgid()) }) else {
+        return 0;
+    };
+    match slot {
+        GIL_ADDR_MUTEX => addrs[GIL_ADDR_MUTEX as usize],
+        GIL_ADDR_COND => addrs[GIL_ADDR_COND as usize],
+        GIL_ADDR_SWITCH_MUTEX => addrs[GIL_ADDR_SWITCH_MUTEX as usize],
+        _ => 0,
+    }
 }
 
 #[uprobe]

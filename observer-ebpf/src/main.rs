@@ -25,7 +25,7 @@ mod mutex;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, uprobe, uretprobe},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
 mod gil_cond_signal_drop;
@@ -35,8 +35,8 @@ mod histogram;
 mod site_hits;
 
 use observer_common::{
-    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, Histogram, MAX_STATS, MAX_THREADS,
-    StatKey, StatKind, ThreadGilState,
+    ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, Histogram, MAX_PROCESSES, MAX_STATS,
+    MAX_THREADS, StatKey, StatKind, ThreadGilState,
 };
 
 /// Hash maps that allocate entries as they are inserted (BPF_F_NO_PREALLOC): kernel memory grows
@@ -58,8 +58,15 @@ pub(crate) static THREADS: HashMap<u32, ThreadGilState> =
 /// without waiting on its condition variable took it no earlier than this. This matters when the
 /// thread was preempted between entering take_gil and looking at the GIL: the time until the
 /// holder let go was a wait, not part of its hold.
+/// Keyed by tgid: each observed process has its own GIL.
 #[map]
-static LAST_DROP: Array<u64> = Array::with_max_entries(1, 0);
+static LAST_DROP: HashMap<u32, u64> = HashMap::with_max_entries(MAX_PROCESSES, 0);
+
+/// tid → tgid of every thread tracked: STATS is keyed by thread, and a run that observes several
+/// processes tells their threads apart by this, even after a thread (or its process) exited.
+/// Written once per thread (its first GIL event), removed by userspace with the thread's numbers.
+#[map]
+static THREAD_TGID: HashMap<u32, u32> = HashMap::with_max_entries(MAX_THREADS, NO_PREALLOC);
 
 /// Events we could not record, by cause (ERR_*): reported so a full map is never silent.
 #[map]
@@ -69,6 +76,11 @@ static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ERR_COUNTERS, 0)
 pub(crate) fn current_tid() -> u32 {
     // The low half of pid_tgid is the thread id.
     bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+pub(crate) fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 #[inline(always)]
@@ -124,7 +136,11 @@ pub(crate) fn track_thread(tid: u32, st: ThreadGilState) {
     }
     if THREADS.insert(&tid, &st, 0).is_err() {
         count_error(ERR_THREADS_MAP_FULL);
+        return;
     }
+    // First sight of the thread (or again after userspace forgot its state): a full map here
+    // only loses which process the thread belongs to, which the THREADS count above covers.
+    let _ = THREAD_TGID.insert(&tid, &current_tgid(), 0);
 }
 
 /// take_gil(tstate): 3.6–3.7, 3.9+, and 3.8's `take_gil.constprop.*` clone.
@@ -206,15 +222,19 @@ pub(crate) fn gil_dropped(tid: u32) {
         (*st).hold_start_ns = 0;
     }
     let mut acquired = hold;
-    if let Some(last) = LAST_DROP.get_ptr_mut(0) {
-        // SAFETY: a valid slot of a one-element array; a racing drop by another thread (another
-        // interpreter's GIL) can only make this later, which the max below tolerates.
+    let tgid = current_tgid();
+    if let Some(last) = LAST_DROP.get_ptr_mut(&tgid) {
+        // SAFETY: this process's slot; a racing drop by another thread (another interpreter's
+        // GIL) can only make this later, which the max below tolerates.
         unsafe {
             if take != 0 && *last > acquired && *last < now {
                 acquired = *last;
             }
             *last = now;
         }
+    } else {
+        // The process's first drop seen: nothing before it to compare with.
+        let _ = LAST_DROP.insert(&tgid, &now, 0);
     }
     if take != 0 {
         record(tid, StatKind::Wait, acquired.saturating_sub(take));

@@ -28,6 +28,10 @@ use crate::{gil::plan::Strategy, lock::spec::LockRequest};
                                              a runbook step: exit 7 when summed wait is over 50%
   sudo gilwatch -p 4242 -q --prometheus 9464 metrics for Prometheus at http://127.0.0.1:9464/metrics
   gilwatch diff before.json after.json       what changed between two snapshots, with a verdict
+  sudo gilwatch -p 4242 --children -d 30s   a gunicorn master and all its workers (also new ones)
+  sudo gilwatch -p 11,12 -d 10s              two processes, one section each and a summary
+  sudo gilwatch --name celery -d 10s -q      every CPython process named celery
+  sudo gilwatch --all -d 5s -q --json -      every CPython process on the host
   sudo gilwatch -p 4242 --mutexes -d 10s     which pthread mutexes do its threads wait for?
   sudo gilwatch -p 4242 --lock libfoo.so:g_cache_lock --lock 0x7f3a2c001040
                                              wait/hold per thread of named mutexes (any process)
@@ -59,15 +63,33 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "auto")]
     pub strategy: Strategy,
 
-    /// Process to observe (its PID, as shown by ps or pgrep).
+    /// Process to observe (its PID, as shown by ps or pgrep). Repeat (-p 1 -p 2) or separate by
+    /// commas (-p 1,2) to observe several processes in one run: one section each, a summary per
+    /// role, one JSON entry each.
     #[arg(
-        short,
-        long,
+        short = 'p',
+        long = "pid",
         value_name = "PID",
+        value_delimiter = ',',
         conflicts_with = "command",
-        required_unless_present = "command"
+        required_unless_present_any = ["command", "name", "all"]
     )]
-    pub pid: Option<u32>,
+    pub pids: Vec<u32>,
+
+    /// Also observe every descendant of the selected process(es) that runs CPython (the workers
+    /// of gunicorn, uWSGI, Celery prefork, multiprocessing), including workers started or
+    /// replaced during the run (picked up within half a second). Other descendants are ignored.
+    #[arg(long, conflicts_with = "command")]
+    pub children: bool,
+
+    /// Observe the CPython processes named NAME: their command name (comm, as in `ps -o comm`)
+    /// or the file name of their program or script (`gunicorn` for `python3 /venv/bin/gunicorn`).
+    #[arg(long, value_name = "NAME", conflicts_with = "command")]
+    pub name: Option<String>,
+
+    /// Observe every CPython process on the host (gilwatch itself excluded).
+    #[arg(long, conflicts_with_all = ["command", "name"])]
+    pub all: bool,
 
     /// Stop after this long (e.g. 10s, 500ms, 2m). Default: until Ctrl-C or the target exits.
     #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
@@ -97,18 +119,18 @@ pub struct Cli {
     /// Watch a pthread mutex: a global's data symbol (g_cache_lock, or libfoo.so:g_cache_lock to
     /// pick the object) or a raw address (0x7f…). Repeat for several locks; each is reported
     /// separately. Works on any process (C, C++, Rust, Python with its GIL report).
-    #[arg(long = "lock", value_name = "SYMBOL|OBJ:SYMBOL|0xADDR", value_parser = crate::lock::spec::parse_lock, requires = "pid")]
+    #[arg(long = "lock", value_name = "SYMBOL|OBJ:SYMBOL|0xADDR", value_parser = crate::lock::spec::parse_lock, requires = "pids")]
     pub locks: Vec<crate::lock::spec::LockSpec>,
 
     /// Watch locks taken through your own functions: every call of ACQUIRE to its return is a
     /// wait, from there to RELEASE a hold; argument ARG (0 = first, the default) identifies the
     /// lock instance. OBJ@FUNCTION picks the object. Repeatable.
-    #[arg(long = "lock-fns", value_name = "ACQUIRE:RELEASE[:ARG]", value_parser = crate::lock::spec::parse_lock_fns, requires = "pid")]
+    #[arg(long = "lock-fns", value_name = "ACQUIRE:RELEASE[:ARG]", value_parser = crate::lock::spec::parse_lock_fns, requires = "pids")]
     pub lock_fns: Vec<crate::lock::spec::LockFnSpec>,
 
     /// Discover every pthread mutex the process contends on, ranked by total wait, with its data
     /// symbol and the call sites that waited most.
-    #[arg(long, requires = "pid")]
+    #[arg(long, requires = "pids")]
     pub mutexes: bool,
 
     /// Fail the run (exit 7, after the report) when a condition holds for the whole process:
@@ -192,6 +214,19 @@ impl Cli {
             lock_fns: self.lock_fns.clone(),
             discover: self.mutexes,
         })
+    }
+
+    /// The one process of a single-process run (`-p PID`, nothing that selects more), else None.
+    pub fn pid(&self) -> Option<u32> {
+        match self.pids.as_slice() {
+            [pid] if !self.is_fleet() => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// Several processes in one run: more than one PID, or a selection that can grow.
+    pub fn is_fleet(&self) -> bool {
+        self.pids.len() > 1 || self.children || self.name.is_some() || self.all
     }
 
     pub fn json_to_stdout(&self) -> bool {

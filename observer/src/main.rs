@@ -10,6 +10,7 @@ mod doctor;
 mod ending;
 mod error;
 mod exporter;
+mod fleet;
 mod gil;
 mod histogram;
 mod lock;
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
     let blocked = stop::block();
     let cli = Cli::parse();
     let blocked = match blocked {
-        Ok(b) if cli.sub.is_none() && cli.pid.is_none() => Ok(Some(b)),
+        Ok(b) if cli.sub.is_none() && cli.pids.is_empty() && !cli.is_fleet() => Ok(Some(b)),
         Ok(b) => b.restore().map(|()| None),
         Err(e) => Err(e),
     };
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
             _,
         ) => diff(before, after, json.as_deref(), fail_if),
 
+        (None, Ok(_)) if cli.is_fleet() => fleet::run(&cli),
         (None, Ok(blocked)) => run(cli, blocked),
     };
     match result {
@@ -183,7 +185,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     // The target's CPU time before anything is attached: the baseline its probed time is
     // compared with (probe/cpu_time.rs).
     let cpu_at_start = cli
-        .pid
+        .pid()
         .and_then(|pid| probe::cpu_time::CpuTime::read(pid).ok());
     let lock_request = cli.lock_request();
     let (process, planned, child) = match watched(&cli, lock_request.as_ref(), blocked.as_ref())? {
@@ -248,7 +250,7 @@ fn watched<'a>(
     locks: Option<&'a LockRequest>,
     blocked: Option<&stop::Blocked>,
 ) -> anyhow::Result<Watched<'a>> {
-    let Some(pid) = cli.pid else {
+    let Some(pid) = cli.pid() else {
         let resolved = launch::resolve(&cli.command)?;
         let planned = prepare::prepare_command(&resolved, &cli.command, cli.strategy)?;
         let blocked = blocked.context("stop signals not blocked")?;
@@ -425,6 +427,9 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         max_overhead: cli.max_overhead.0,
         cpu_baseline,
         exporter: exporter.as_ref(),
+        children_cpu: cli
+            .pid()
+            .map(|_| fleet::hint::ChildrenCpu::read(lock_process.pid)),
     };
     let report = runtime.block_on(session.run(outputs))?;
     drop(exporter);

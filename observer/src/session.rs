@@ -69,6 +69,8 @@ pub struct Session<'a> {
     pub cpu_baseline: Option<Baseline>,
     /// `--prometheus`: the totals a scrape is served from.
     pub exporter: Option<&'a crate::exporter::server::Exporter>,
+    /// `-p PID`: its Python children's CPU time at start, for the `--children` hint.
+    pub children_cpu: Option<crate::fleet::hint::ChildrenCpu>,
 }
 
 /// A timer that, once late, keeps its period from the late tick rather than bursting.
@@ -255,6 +257,9 @@ impl Session<'_> {
             .flatten();
         self.info.exit_code = self.child.as_mut().and_then(GatedChild::try_wait);
         let mut report = self.report("final", ended, first, &last);
+        if let Some(c) = &self.children_cpu {
+            report.hint = crate::fleet::hint::check(self.process.pid, c, report.gil.held_pct);
+        }
         if let (Some(b), Some(from), Some(to)) = (self.cpu_baseline, cpu_start, cpu_end) {
             report.sampling.measured_overhead_pct = b
                 .overhead_pct(&from, &to)

@@ -21,6 +21,13 @@ pub struct ObjectFile {
 }
 
 impl ObjectFile {
+    /// The file kept open (its `open_path` stays valid for attaching probes again) without its
+    /// contents: a run over many processes keeps one per process.
+    pub fn into_handle(mut self) -> ObjectFile {
+        self.data = Vec::new();
+        self
+    }
+
     /// The very file behind one of the process's mappings (through /proc/PID/map_files: no path
     /// lookup, whatever mount namespace the process has).
     pub fn open_mapping(process: &Process, mapping: &Mapping) -> anyhow::Result<Self> {

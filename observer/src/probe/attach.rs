@@ -17,9 +17,10 @@ use aya::{
     },
 };
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use observer_common::{
-    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, StatKey, StatKind, ThreadGilState,
+    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SLOTS, GIL_ADDR_SWITCH_MUTEX, StatKey, StatKind,
+    ThreadGilState,
     names::{map, program},
 };
 
@@ -45,11 +46,11 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// Loaded and attached probes. Dropping this detaches and unloads everything.
 pub struct Attached {
     pub ebpf: Ebpf,
-    /// What is attached now (empty while duty cycling has the probes off), to detach it again.
-    links: Vec<(&'static str, UProbeLinkId)>,
-    /// The GIL plan's probes (none in a lock-only run), attached again after duty cycling.
-    points: Vec<ProbePoint>,
-    pid: NonZeroU32,
+    /// The processes observed, each with its own probes; the first is the run's own PID (the
+    /// only one but with `-p A -p B`, `--children`, `--name`, `--all`).
+    targets: Vec<Target>,
+    /// Whether the GIL probes are in (duty cycling takes them out), for processes added later.
+    on: bool,
     /// One trap counter per probed instruction (and per uretprobe's returns): slot = index.
     counters: Vec<Counter>,
     /// What a trap of each kind costs here (calibrated at load).
@@ -149,6 +150,34 @@ pub fn kernel_memory_bytes() -> u64 {
     total
 }
 
+/// One observed process's GIL probes. The BPF object (programs, maps) is shared by all: the
+/// kernel programs key their per-process state by tgid, and each uprobe link is for one PID.
+struct Target {
+    pid: NonZeroU32,
+    /// The GIL plan's probes (none in a lock-only run), attached again after duty cycling.
+    points: Vec<ProbePoint>,
+    /// What is attached now (empty while duty cycling has the probes off), to detach it again.
+    links: Vec<(&'static str, UProbeLinkId)>,
+    /// The duty-cycled trap counters this process's probes use (slots shared by processes that
+    /// probe the same file at the same offset: the budget wants their sum), each with the path
+    /// this process's plan opens the file by (another's may be closed by now).
+    slots: Vec<(usize, PathBuf)>,
+    /// Their links for this process: (slot, link).
+    counter_links: Vec<(usize, UProbeLinkId)>,
+}
+
+impl Target {
+    fn new(pid: NonZeroU32) -> Target {
+        Target {
+            pid,
+            points: Vec::new(),
+            links: Vec::new(),
+            slots: Vec::new(),
+            counter_links: Vec::new(),
+        }
+    }
+}
+
 /// A probed instruction: its file, the attach offset, and whether it counts uretprobe returns.
 type SiteKey = (FileKey, u64, bool);
 
@@ -170,6 +199,8 @@ struct Counter {
     kind: Option<TrapKind>,
     /// Follows the GIL probes through duty cycling (lock probes stay attached).
     duty_cycled: bool,
+    /// The lock probes' counter (the first target only); duty-cycled counters are linked per
+    /// process, in [`Target::counter_links`].
     link: Option<UProbeLinkId>,
 }
 
@@ -341,9 +372,8 @@ pub fn load(pid: u32, needs: MapNeeds) -> anyhow::Result<Attached> {
     });
     Ok(Attached {
         ebpf,
-        links: Vec::new(),
-        points: Vec::new(),
-        pid,
+        targets: vec![Target::new(pid)],
+        on: true,
         counters: Vec::new(),
         costs,
         // Nothing is attached yet: a lock-only run's probes all go in after this.
@@ -369,20 +399,10 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut UProbe> 
 impl Attached {
     /// Loads the GIL plan's programs and attaches its probes, with their trap counters.
     fn attach_plan(&mut self, plan: &ProbePlan) -> anyhow::Result<()> {
-        self.points = plan.points.clone();
-        let sites: Vec<Probed> = plan
-            .points
-            .iter()
-            .map(|p| Probed {
-                object: p.object.clone(),
-                entry: p.file_offset,
-                offset: p.attach_offset(),
-                program: p.program,
-                site: p.site.clone(),
-            })
-            .collect();
-        self.add_counters(&sites, true);
-        self.cpu_before_attach = CpuTime::read(self.pid.get()).ok();
+        let pid = self.targets[0].pid;
+        self.targets[0].points = plan.points.clone();
+        self.targets[0].slots = self.add_counters(&plan_sites(plan), true);
+        self.cpu_before_attach = CpuTime::read(pid.get()).ok();
         // Every program loaded (through the verifier) before the first probe goes in.
         for point in &plan.points {
             load_uprobe(&mut self.ebpf, point.program)?;
@@ -390,18 +410,94 @@ impl Attached {
         self.attach_all()
     }
 
-    /// Attaches every point of the plan (the programs are loaded already).
-    pub fn attach_all(&mut self) -> anyhow::Result<()> {
-        for point in &self.points {
-            let link = attach_uprobe(&mut self.ebpf, &UprobeAt::from(point), self.pid)?;
-            self.links.push((point.program, link));
+    /// Observes one more process with the same loaded object: its plan's probes (and trap
+    /// counters) for its PID alone, now unless duty cycling has the probes out. On failure
+    /// nothing of it stays attached.
+    pub fn add_process(&mut self, plan: &ProbePlan, pid: u32) -> anyhow::Result<()> {
+        let pid = NonZeroU32::new(pid).ok_or_else(|| anyhow!("PID 0 cannot be observed"))?;
+        if self.targets.iter().any(|t| t.pid == pid) {
+            return Ok(());
         }
-        self.attach_counters(true)
+        for point in &plan.points {
+            load_uprobe(&mut self.ebpf, point.program)?;
+        }
+        let mut target = Target::new(pid);
+        target.points = plan.points.clone();
+        target.slots = self.add_counters(&plan_sites(plan), true);
+        self.targets.push(target);
+        let i = self.targets.len() - 1;
+        if self.on {
+            if let Err(e) = self.attach_target(i) {
+                let t = self.targets.remove(i);
+                let _ = self.remove_target_links(t);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
-    /// Registers trap counters for probes (deduplicated by site), attaching those that are not
-    /// duty-cycled now.
-    fn add_counters(&mut self, sites: &[Probed], duty_cycled: bool) {
+    /// Stops observing a process (it exited, or is dropped from the run): its probes go, and
+    /// its per-process kernel state; its threads' numbers stay in STATS.
+    pub fn remove_process(&mut self, pid: u32) -> anyhow::Result<()> {
+        let Some(i) = self.targets.iter().position(|t| t.pid.get() == pid) else {
+            return Ok(());
+        };
+        if i == 0 && self.targets.len() == 1 {
+            // The run's own PID stays the key of the lock probes and CPU baseline; its links go
+            // with the rest at the end.
+            return Ok(());
+        }
+        let t = self.targets.remove(i);
+        self.remove_target_links(t)?;
+        // Its slots in the per-process maps (absent already is fine): tgids are recycled.
+        if let Some(m) = self.ebpf.map_mut(map::LAST_DROP) {
+            let _ = BpfHashMap::<&mut MapData, u32, u64>::try_from(m).map(|mut h| h.remove(&pid));
+        }
+        if let Some(m) = self.ebpf.map_mut(map::GIL_ADDRS) {
+            let _ = BpfHashMap::<&mut MapData, u32, [u64; GIL_ADDR_SLOTS as usize]>::try_from(m)
+                .map(|mut h| h.remove(&pid));
+        }
+        Ok(())
+    }
+
+    /// Removes one target's probes and counters, side by side.
+    fn remove_target_links(&mut self, mut t: Target) -> anyhow::Result<()> {
+        let links = std::mem::take(&mut t.links);
+        let counters = std::mem::take(&mut t.counter_links);
+        self.drop_links_side_by_side(links, counters)
+    }
+
+    /// Attaches every point of every process's plan (the programs are loaded already).
+    pub fn attach_all(&mut self) -> anyhow::Result<()> {
+        self.on = true;
+        for i in 0..self.targets.len() {
+            self.attach_target(i)?;
+        }
+        self.attach_counters(false)
+    }
+
+    /// Attaches one process's points and its duty-cycled counters.
+    fn attach_target(&mut self, i: usize) -> anyhow::Result<()> {
+        let pid = self.targets[i].pid;
+        let points = self.targets[i].points.clone();
+        for point in &points {
+            let link = attach_uprobe(&mut self.ebpf, &UprobeAt::from(point), pid)?;
+            self.targets[i].links.push((point.program, link));
+        }
+        for (slot, object) in self.targets[i].slots.clone() {
+            let c = &self.counters[slot];
+            let (is_return, offset) = (c.kind.is_none(), c.file_offset);
+            let link =
+                attach_counter(&mut self.ebpf, is_return, slot as u32, &object, offset, pid)?;
+            self.targets[i].counter_links.push((slot, link));
+        }
+        Ok(())
+    }
+
+    /// Registers trap counters for probes (deduplicated by site); returns their slots, each with
+    /// the object's path as these sites name it.
+    fn add_counters(&mut self, sites: &[Probed], duty_cycled: bool) -> Vec<(usize, PathBuf)> {
+        let mut slots = Vec::new();
         for p in sites {
             let is_return = site::needs(p.program).is_some_and(|n| n.is_return);
             let file = FileKey::of(&p.object);
@@ -412,19 +508,23 @@ impl Attached {
                 (p.offset, Some(kind))
             };
             let key = (file, file_offset, is_return);
-            if self
+            if let Some(slot) = self
                 .counters
                 .iter()
-                .any(|c| c.key == key && c.duty_cycled == duty_cycled)
+                .position(|c| c.key == key && c.duty_cycled == duty_cycled)
             {
+                if !slots.iter().any(|(s, _)| *s == slot) {
+                    slots.push((slot, p.object.clone()));
+                }
                 continue;
             }
             if self.counters.len() >= FIRST_CALIBRATION_SLOT as usize {
                 eprintln!(
                     "gilwatch: more than {FIRST_CALIBRATION_SLOT} probe sites: traps beyond are not counted"
                 );
-                return;
+                return slots;
             }
+            slots.push((self.counters.len(), p.object.clone()));
             self.counters.push(Counter {
                 key,
                 object: p.object.clone(),
@@ -434,10 +534,12 @@ impl Attached {
                 link: None,
             });
         }
+        slots
     }
 
-    /// Attaches the counters of one group (duty-cycled or permanent) not attached yet.
+    /// Attaches the permanent (lock) counters not attached yet, for the first process.
     fn attach_counters(&mut self, duty_cycled: bool) -> anyhow::Result<()> {
+        let pid = self.targets[0].pid;
         for slot in 0..self.counters.len() {
             let c = &self.counters[slot];
             if c.duty_cycled != duty_cycled || c.link.is_some() {
@@ -449,7 +551,7 @@ impl Attached {
                 slot as u32,
                 &c.object.clone(),
                 c.file_offset,
-                self.pid,
+                pid,
             )?;
             self.counters[slot].link = Some(link);
         }
@@ -475,8 +577,13 @@ impl Attached {
     /// Removes every probe, keeping the maps (duty cycling's off window). Per-thread state is
     /// forgotten: a span that began before the window must not be measured across it.
     pub fn detach_all(&mut self) -> anyhow::Result<()> {
-        let links = std::mem::take(&mut self.links);
-        self.remove_side_by_side(links, true)?;
+        self.on = false;
+        let (mut links, mut counters) = (Vec::new(), Vec::new());
+        for t in &mut self.targets {
+            links.append(&mut t.links);
+            counters.append(&mut t.counter_links);
+        }
+        self.drop_links_side_by_side(links, counters)?;
         let mut threads: BpfHashMap<&mut MapData, u32, ThreadGilState> = BpfHashMap::try_from(
             self.ebpf
                 .map_mut(map::THREADS)
@@ -490,35 +597,26 @@ impl Attached {
         Ok(())
     }
 
-    /// Removes uprobe links, and the trap counters of the duty-cycled probes (or of every probe,
-    /// `all_counters`). Each uprobe's removal waits for the kernel's grace periods (hundreds of
-    /// ms on a busy machine) with the remaining probes still trapping meanwhile; removed side by
-    /// side, the waits overlap (at exit: 21 probes one by one took 6 s under load).
-    fn remove_side_by_side(
+    /// Removes uprobe links and counter links ((slot, link)). Each uprobe's removal waits for
+    /// the kernel's grace periods (hundreds of ms on a busy machine) with the remaining probes
+    /// still trapping meanwhile; removed side by side, the waits overlap (at exit: 21 probes one
+    /// by one took 6 s under load).
+    fn drop_links_side_by_side(
         &mut self,
         links: Vec<(&'static str, UProbeLinkId)>,
-        duty_cycled_counters_only: bool,
+        counters: Vec<(usize, UProbeLinkId)>,
     ) -> anyhow::Result<()> {
         let mut owned = Vec::new();
-        for (name, link) in links {
+        let counters = counters
+            .into_iter()
+            .map(|(slot, link)| (counter_program(self.counters[slot].kind.is_none()), link));
+        let all: Vec<_> = links.into_iter().chain(counters).collect();
+        for (name, link) in all {
             owned.push(
                 uprobe(&mut self.ebpf, name)?
                     .take_link(link)
                     .with_context(|| format!("detaching {name}"))?,
             );
-        }
-        for slot in 0..self.counters.len() {
-            if duty_cycled_counters_only && !self.counters[slot].duty_cycled {
-                continue;
-            }
-            if let Some(link) = self.counters[slot].link.take() {
-                let name = counter_program(self.counters[slot].kind.is_none());
-                owned.push(
-                    uprobe(&mut self.ebpf, name)?
-                        .take_link(link)
-                        .with_context(|| format!("detaching {name}"))?,
-                );
-            }
         }
         std::thread::scope(|s| {
             for link in owned {
@@ -546,6 +644,14 @@ impl Attached {
                 });
             }
         }
+        let mut tgids: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(
+            self.ebpf
+                .map_mut(map::THREAD_TGID)
+                .context("THREAD_TGID map missing")?,
+        )?;
+        for tid in tids {
+            let _ = tgids.remove(tid);
+        }
         Ok(())
     }
 
@@ -560,14 +666,18 @@ impl Attached {
         // Keys first, then the live threads: a thread that starts in between is in the second
         // list, so it is never taken for an exited one.
         let tids: Vec<u32> = threads.keys().filter_map(Result::ok).collect();
-        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
-            return Ok(()); // the target is gone: nothing to keep apart
-        };
-        let live: HashSet<u32> = dir
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        // Processes that are gone have no live threads (their numbers stay in STATS).
+        let live: HashSet<u32> = self
+            .targets
+            .iter()
+            .filter_map(|t| std::fs::read_dir(format!("/proc/{}/task", t.pid)).ok())
+            .flat_map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            })
             .collect();
         if live.is_empty() {
+            // Every target is gone: nothing to keep apart.
             return Ok(());
         }
         for tid in tids.into_iter().filter(|t| !live.contains(t)) {
@@ -577,7 +687,17 @@ impl Attached {
     }
 
     pub fn is_attached(&self) -> bool {
-        !self.links.is_empty()
+        self.targets.iter().any(|t| !t.links.is_empty())
+    }
+
+    /// Which process each thread the kernel has seen belongs to (tid → tgid).
+    pub fn thread_processes(&self) -> anyhow::Result<std::collections::HashMap<u32, u32>> {
+        let map: BpfHashMap<&MapData, u32, u32> = BpfHashMap::try_from(
+            self.ebpf
+                .map(map::THREAD_TGID)
+                .context("THREAD_TGID map missing")?,
+        )?;
+        Ok(map.iter().filter_map(Result::ok).collect())
     }
 
     /// Probe traps taken so far, by kind, summed over CPUs. A site with two counters (GIL and
@@ -610,24 +730,31 @@ impl Attached {
         Ok(hits)
     }
 
-    /// Tells the symbol-free strategy's kernel programs where the GIL is.
+    /// Tells the symbol-free strategy's kernel programs where the run's own process's GIL is.
     pub fn set_gil_address(&mut self, gil: &GilAddress) -> anyhow::Result<()> {
+        self.set_gil_address_of(self.targets[0].pid.get(), gil)
+    }
+
+    /// Tells the kernel programs where the GIL of process `pid` is.
+    pub fn set_gil_address_of(&mut self, pid: u32, gil: &GilAddress) -> anyhow::Result<()> {
         let map = self
             .ebpf
             .map_mut(map::GIL_ADDRS)
             .context("GIL_ADDRS map missing")?;
-        let mut addrs: Array<&mut MapData, u64> = Array::try_from(map)?;
+        let mut addrs: BpfHashMap<&mut MapData, u32, [u64; GIL_ADDR_SLOTS as usize]> =
+            BpfHashMap::try_from(map)?;
         let l = gil.layout;
+        let mut value = [0u64; GIL_ADDR_SLOTS as usize];
         for (slot, off) in [
             (GIL_ADDR_MUTEX, l.mutex),
             (GIL_ADDR_COND, l.cond),
             (GIL_ADDR_SWITCH_MUTEX, l.switch_mutex),
         ] {
-            addrs
-                .set(slot, gil.addr + off, 0)
-                .context("writing the GIL's addresses to the kernel")?;
+            value[slot as usize] = gil.addr + off;
         }
-        Ok(())
+        addrs
+            .insert(pid, value, 0)
+            .context("writing the GIL's addresses to the kernel")
     }
 }
 
@@ -635,13 +762,36 @@ impl Drop for Attached {
     /// Every probe in the target goes at once, side by side, rather than one by one as the BPF
     /// object's programs drop (what is left, the programs and maps, goes with the object).
     fn drop(&mut self) {
-        let mut links = std::mem::take(&mut self.links);
-        links.append(&mut self.lock_links);
-        if let Err(e) = self.remove_side_by_side(links, false) {
+        let mut links = std::mem::take(&mut self.lock_links);
+        let mut counters = Vec::new();
+        for t in &mut self.targets {
+            links.append(&mut t.links);
+            counters.append(&mut t.counter_links);
+        }
+        for slot in 0..self.counters.len() {
+            if let Some(link) = self.counters[slot].link.take() {
+                counters.push((slot, link));
+            }
+        }
+        if let Err(e) = self.drop_links_side_by_side(links, counters) {
             // The object's own drop still closes whatever is left: nothing stays attached.
             eprintln!("gilwatch: removing the probes: {e:#}");
         }
     }
+}
+
+/// The sites of a GIL plan's probes, as the trap counters see them.
+fn plan_sites(plan: &ProbePlan) -> Vec<Probed> {
+    plan.points
+        .iter()
+        .map(|p| Probed {
+            object: p.object.clone(),
+            entry: p.file_offset,
+            offset: p.attach_offset(),
+            program: p.program,
+            site: p.site.clone(),
+        })
+        .collect()
 }
 
 /// A program's load or attach failed: refused by the kernel (`what` it refused, and the fix),

@@ -88,6 +88,10 @@ pub struct Report {
     /// Kernel memory held by gilwatch's BPF maps at the end of the report's span (the sum of
     /// their `memlock`): it grows with the threads (and locks) observed.
     pub kernel_memory_bytes: u64,
+    /// Final report of `-p PID` only: the process's GIL was idle while its Python children were
+    /// busy (a pre-fork server's master): the sentence that says so and suggests `--children`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// What observing cost, and whether the overhead budget made it a sample.
@@ -199,6 +203,7 @@ pub fn build(
         lost_events: to.lost_events.saturating_sub(from.lost_events),
         sampling,
         kernel_memory_bytes: to.kernel_memory_bytes,
+        hint: None,
     }
 }
 

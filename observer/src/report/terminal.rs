@@ -40,7 +40,7 @@ pub fn header(r: &Report) -> String {
     out
 }
 
-fn summary_line(r: &Report) -> String {
+pub fn summary_line(r: &Report) -> String {
     format!(
         "GIL held {} of wall time · threads waited {} of wall time (summed over threads) · {:.0} acquisitions/s",
         pct(r.gil.held_pct),
@@ -188,6 +188,9 @@ pub fn live(r: &Report, elapsed_ns: u64) -> String {
 
 pub fn final_report(r: &Report) -> String {
     let mut out = final_body(r);
+    if let Some(h) = &r.hint {
+        let _ = writeln!(out, "\nHint: {h}");
+    }
     let _ = writeln!(
         out,
         "\n{}",
