@@ -78,8 +78,9 @@ fn figures(report: &Value) -> (f64, f64, f64) {
 fn two_processes_in_one_run_each_as_when_observed_alone() {
     require_root();
     let Some(py) = python() else { return };
-    let a = Target::launch(&py, "contended.py", &[]);
-    let b = Target::launch(&py, "contended.py", &[]);
+    // Long enough for three observations under load (the default 30 s is not).
+    let a = Target::launch(&py, "contended.py", &["300"]);
+    let b = Target::launch(&py, "contended.py", &["300"]);
     let alone_a = observe(a.pid(), "3s");
     let alone_b = observe(b.pid(), "3s");
     let tasks = |pid: u32| -> HashSet<u64> {
@@ -97,6 +98,7 @@ fn two_processes_in_one_run_each_as_when_observed_alone() {
     for (pid, alone) in [(a.pid(), &alone_a), (b.pid(), &alone_b)] {
         let e = entry(&fleet, pid);
         let r = &e["report"];
+        eprintln!("PID {pid} (tasks {:?}): {}", tasks(pid), names(r));
         assert_eq!(e["role"], "process");
         assert_eq!(e["exited"], false);
         // Only this process's threads, all three of them.
