@@ -89,6 +89,12 @@ pub struct Cli {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Colours in the human report: `auto` on a terminal unless NO_COLOR is set, `always`,
+    /// `never`. On a terminal, tables also fit its width (narrow ones drop the p50/p99 columns
+    /// first); a pipe or a file always gets the plain, full-width text.
+    #[arg(long, value_name = "WHEN", value_enum, default_value = "auto")]
+    pub color: crate::report::canvas::ColorWhen,
+
     /// Watch a pthread mutex: a global's data symbol (g_cache_lock, or libfoo.so:g_cache_lock to
     /// pick the object) or a raw address (0x7f…). Repeat for several locks; each is reported
     /// separately. Works on any process (C, C++, Rust, Python with its GIL report).

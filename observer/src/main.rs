@@ -19,6 +19,7 @@ mod probe;
 mod python;
 mod report;
 mod session;
+mod status;
 mod stop;
 mod target;
 
@@ -37,7 +38,7 @@ use crate::{
     lock::spec::LockRequest,
     names::ThreadNames,
     probe::{attach, preflight},
-    report::{EndReason, InterpreterInfo, RunInfo},
+    report::{EndReason, InterpreterInfo, RunInfo, canvas::Canvas},
     session::{Outputs, Session},
     target::{launch, process::Process},
 };
@@ -115,6 +116,11 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         .pid
         .and_then(|pid| probe::cpu_time::CpuTime::read(pid).ok());
     let lock_request = cli.lock_request();
+    let mut status = status::Status::stderr();
+    status.say(&match cli.pid {
+        Some(pid) => format!("locating CPython in PID {pid}"),
+        None => format!("locating CPython for {}", cli.command.join(" ")),
+    });
     let (process, planned, child) = match watched(&cli, lock_request.as_ref(), blocked.as_ref())? {
         Watched::Gil {
             process,
@@ -122,6 +128,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
             child,
         } => (process, planned, child),
         Watched::LocksOnly(process, request) => {
+            status.clear();
             return lock_run::run_without_gil(request, process, cli.duration, cli.json.as_deref());
         }
     };
@@ -139,8 +146,14 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         &mut plan.points,
         locks.as_mut().map_or(&mut [], |l| l.probes_mut()),
     );
+    status.say(&format!(
+        "attaching {} probe(s) to CPython {} (measuring what a probe costs here)",
+        plan.points.len(),
+        interpreter.version
+    ));
     let mut attached = attach_all(&plan, &process, child.is_some(), locks.as_mut())?;
     let gil_location = if child.is_none() {
+        status.say("finding the GIL in the process's memory");
         place_gil(&mut attached, &plan, &process, &interpreter)?
     } else {
         // A gated command has not mapped its interpreter yet: the session finds the GIL.
@@ -149,6 +162,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     let cpu_baseline = cpu_at_start
         .zip(attached.cpu_before_attach)
         .and_then(|(a, b)| probe::cpu_time::Baseline::between(&a, &b));
+    status.clear();
     run_attached(
         cli,
         Attachment {
@@ -368,10 +382,14 @@ fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
             )
         })?)),
     };
-    let human: Box<dyn Write> = if cli.json_to_stdout() {
-        Box::new(std::io::stderr())
+    let (human, canvas): (Box<dyn Write>, _) = if cli.json_to_stdout() {
+        let err = std::io::stderr();
+        let canvas = Canvas::of(&err, cli.color);
+        (Box::new(err), canvas)
     } else {
-        Box::new(std::io::stdout())
+        let out = std::io::stdout();
+        let canvas = Canvas::of(&out, cli.color);
+        (Box::new(out), canvas)
     };
     let json_intervals = cli.interval.is_some() && json.is_some();
     let interval =
@@ -382,5 +400,6 @@ fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
         interval,
         live: !cli.quiet,
         json_intervals,
+        canvas,
     })
 }

@@ -19,7 +19,7 @@ use crate::{
         cost::Hits,
         cpu_time::{Baseline, CpuTime},
     },
-    report::{self, EndReason, Report, RunInfo, json, terminal},
+    report::{self, EndReason, Report, RunInfo, canvas::Canvas, json, terminal},
     stop::{self, Event, Watcher},
     target::{launch::GatedChild, pidfd::PidFd, process::Process},
 };
@@ -47,6 +47,8 @@ pub struct Outputs {
     pub json_intervals: bool,
     /// Print the live table each interval.
     pub live: bool,
+    /// Colours and width of `human`.
+    pub canvas: Canvas,
 }
 
 pub struct Session<'a> {
@@ -216,7 +218,7 @@ impl Session<'_> {
             write!(
                 out.human,
                 "{}",
-                terminal::live(&r, snap.at_ns - first.at_ns)
+                terminal::live(&r, snap.at_ns - first.at_ns, &out.canvas)
             )
             .context("writing the live table")?;
             out.human.flush().ok();
@@ -251,7 +253,12 @@ impl Session<'_> {
                 .overhead_pct(&from, &to)
                 .map(|p| (p * 100.0).round() / 100.0);
         }
-        write!(out.human, "{}", terminal::final_report(&report)).context("writing the report")?;
+        write!(
+            out.human,
+            "{}",
+            terminal::final_report(&report, &out.canvas)
+        )
+        .context("writing the report")?;
         out.human.flush().ok();
         if let Some(j) = out.json.as_mut() {
             json::write_line(j.as_mut(), &report)?;

@@ -148,6 +148,7 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
         name_width: 20,
         contended: true,
         limit: 40,
+        canvas: super::canvas::Canvas::PLAIN,
     };
     out.push_str(&table::threads(&rows, duration_ns, &layout));
     out.push_str(&histograms(l));
