@@ -24,6 +24,8 @@ use crate::{gil::plan::Strategy, lock::spec::LockRequest};
   sudo gilwatch -- python3 app.py --port 80  start a program and watch it from its first bytecode
   sudo gilwatch --max-overhead 1 -p 4242     keep the probes' cost under 1% of a CPU (sampling if needed)
   sudo gilwatch doctor -p 4242               show the probe plan (interpreter, symbols, GIL, strategy)
+  sudo gilwatch -p 4242 -d 30s --html gil.html
+                                             the report as a page to open in a browser or share
   sudo gilwatch -p 4242 --mutexes -d 10s     which pthread mutexes do its threads wait for?
   sudo gilwatch -p 4242 --lock libfoo.so:g_cache_lock --lock 0x7f3a2c001040
                                              wait/hold per thread of named mutexes (any process)
@@ -84,6 +86,12 @@ pub struct Cli {
     /// cycles/s (≈2.3% with two traps per cycle) all the time, and one at 10^5 about a fifth of it.
     #[arg(long, value_name = "PCT|none", default_value = "5", value_parser = crate::probe::budget::parse_max_overhead)]
     pub max_overhead: crate::probe::budget::MaxOverhead,
+
+    /// Also write the final report as one self-contained HTML page to FILE: the summary and
+    /// verdict, the per-thread table, wait/hold shares and histograms as charts, the lock tables.
+    /// It loads nothing from the network (inline CSS and SVG, no scripts): mail it, attach it.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 
     /// No live tables, only the final report.
     #[arg(short, long)]

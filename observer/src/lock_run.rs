@@ -97,6 +97,7 @@ pub fn run_without_gil(
     process: Process,
     duration: Option<Duration>,
     json: Option<&Path>,
+    html: Option<crate::report::html::HtmlFile>,
 ) -> anyhow::Result<ExitCode> {
     let cpu_at_start = CpuTime::read(process.pid).ok();
     let mut watch = prepare(&process, request)?;
@@ -147,5 +148,8 @@ pub fn run_without_gil(
     });
     drop(attached);
     write(json, &report)?;
+    if let Some(h) = html {
+        h.write(None, Some(&report))?;
+    }
     Ok(Exit::Ok.into())
 }

@@ -38,7 +38,7 @@ use crate::{
     lock::spec::LockRequest,
     names::ThreadNames,
     probe::{attach, preflight},
-    report::{EndReason, InterpreterInfo, RunInfo, canvas::Canvas},
+    report::{EndReason, InterpreterInfo, RunInfo, canvas::Canvas, html::HtmlFile},
     session::{Outputs, Session},
     target::{launch, process::Process},
 };
@@ -116,6 +116,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         .pid
         .and_then(|pid| probe::cpu_time::CpuTime::read(pid).ok());
     let lock_request = cli.lock_request();
+    let html = cli.html.as_deref().map(HtmlFile::create).transpose()?;
     let mut status = status::Status::stderr();
     status.say(&match cli.pid {
         Some(pid) => format!("locating CPython in PID {pid}"),
@@ -129,7 +130,13 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         } => (process, planned, child),
         Watched::LocksOnly(process, request) => {
             status.clear();
-            return lock_run::run_without_gil(request, process, cli.duration, cli.json.as_deref());
+            return lock_run::run_without_gil(
+                request,
+                process,
+                cli.duration,
+                cli.json.as_deref(),
+                html,
+            );
         }
     };
     let Planned {
@@ -175,6 +182,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
             gil_location,
             locks,
         },
+        html,
     )
 }
 
@@ -294,7 +302,8 @@ struct Attachment {
 }
 
 /// The run once probes are in place: watch (the session releases a gated command), report.
-fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
+/// `html`: the `--html` file, written last.
+fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Result<ExitCode> {
     let Attachment {
         process,
         mut interpreter,
@@ -353,15 +362,20 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         cpu_baseline,
     };
     let report = runtime.block_on(session.run(outputs))?;
+    let mut lock_report = None;
     if let Some(l) = &locks {
         // Python thread names from the GIL report where it has them.
         let mut names = lock_process.threads();
         names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
         let report = lock_run::report(l, &mut attached.ebpf, report.ended, &names)?;
         lock_run::write(cli.json.as_deref(), &report)?;
+        lock_report = Some(report);
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).
     drop(attached);
+    if let Some(h) = html {
+        h.write(Some(&report), lock_report.as_ref())?;
+    }
 
     Ok(match (report.exit_code, report.ended) {
         (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),

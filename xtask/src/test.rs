@@ -49,8 +49,9 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     }
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
     // would measure each other. `debuginfo`: stripped interpreters with debug files and
-    // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
-    for test in ["privileged", "debuginfo", "locks"] {
+    // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython. `views`:
+    // the --html page in headless Chromium and `gilwatch top` under tmux.
+    for test in ["privileged", "debuginfo", "locks", "views"] {
         let run = shell::run(
             cargo()
                 .args([

@@ -121,7 +121,8 @@ fn short_probes(probes: &[String]) -> String {
     }
 }
 
-fn label(l: &LockEntry) -> String {
+/// How a lock is named in the reports.
+pub fn label(l: &LockEntry) -> String {
     match (&l.symbol, &l.spec) {
         (Some(s), Some(spec)) if l.kind == "custom" => format!("{spec} on {s} @ {}", l.addr),
         (Some(s), _) => format!("{s} @ {}", l.addr),

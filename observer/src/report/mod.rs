@@ -2,6 +2,7 @@
 pub mod bars;
 pub mod canvas;
 pub mod format;
+pub mod html;
 pub mod json;
 pub mod lock;
 pub mod lock_terminal;

@@ -41,7 +41,7 @@ pub fn header(r: &Report, canvas: &Canvas) -> String {
     out
 }
 
-fn summary_line(r: &Report) -> String {
+pub fn summary_line(r: &Report) -> String {
     format!(
         "GIL held {} of wall time · threads waited {} of wall time (summed over threads) · {:.0} acquisitions/s",
         pct(r.gil.held_pct),
@@ -128,7 +128,7 @@ pub fn verdict(r: &Report, canvas: &Canvas) -> String {
 }
 
 /// What observing cost, and whether the budget made the run a sample.
-fn cost_line(r: &Report, canvas: &Canvas) -> String {
+pub fn cost_line(r: &Report, canvas: &Canvas) -> String {
     let s = &r.sampling;
     let budget = s
         .max_overhead_pct
@@ -199,9 +199,9 @@ pub fn final_report(r: &Report, canvas: &Canvas) -> String {
     out
 }
 
-fn final_body(r: &Report, canvas: &Canvas) -> String {
-    let mut out = header(r, canvas);
-    let ended = match r.ended {
+/// Why the run ended, in words.
+pub fn ended(r: &Report) -> String {
+    match r.ended {
         EndReason::Running | EndReason::Duration => "duration reached".to_owned(),
         EndReason::Interrupted => "interrupted (Ctrl-C)".to_owned(),
         EndReason::Terminated => "terminated (SIGTERM)".to_owned(),
@@ -209,8 +209,17 @@ fn final_body(r: &Report, canvas: &Canvas) -> String {
             Some(c) => format!("target exited with code {c}"),
             None => "target exited".to_owned(),
         },
-    };
-    let _ = writeln!(out, "observed {} · ended: {ended}", fmt_ns(r.duration_ns));
+    }
+}
+
+fn final_body(r: &Report, canvas: &Canvas) -> String {
+    let mut out = header(r, canvas);
+    let _ = writeln!(
+        out,
+        "observed {} · ended: {}",
+        fmt_ns(r.duration_ns),
+        ended(r)
+    );
     let _ = writeln!(out, "{}", cost_line(r, canvas));
     if r.lost_events > 0 {
         let _ = writeln!(

@@ -1,0 +1,194 @@
+//! The views a person looks at rather than reads: the `--html` page in a real headless
+//! Chromium, and `gilwatch top` in a real terminal (tmux), both on a live contended workload.
+//!
+//! Privileged (real BPF): `cargo test -p observer --test views -- --ignored --test-threads=1`.
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use support::*;
+
+/// Thread names that would be markup if a page pasted them in: they must show as text.
+const HOG: &str = r#"hog <b>&"bold"</b>"#;
+const SCRIPT: &str = r#"<script>console.error("pwned")</script>"#;
+const IO2: &str = "io-2 ünïcødé";
+
+/// The newest pyenv interpreter (Python thread names need 3.7+).
+fn python() -> Python {
+    pythons().pop().expect("a pyenv CPython")
+}
+
+fn temp_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gilwatch-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn chromium() -> Option<&'static str> {
+    let found = Command::new("chromium").arg("--version").output();
+    if found.is_ok_and(|o| o.status.success()) {
+        Some("chromium")
+    } else {
+        missing_fixture("chromium (Debian package `chromium`)");
+        None
+    }
+}
+
+/// Headless Chromium on a local page, with the renderer's console on stderr (as
+/// `INFO:CONSOLE(…)` lines: any console message, error or not, would be a page misbehaving).
+fn headless(browser: &str, profile: &Path, page: &Path, args: &[&str]) -> Output {
+    Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(["--enable-logging=stderr", "--v=0"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("running chromium")
+}
+
+fn console_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The share of `observed` a total is, as the report prints it.
+fn pct(total: f64, observed: f64) -> String {
+    let x = total * 100.0 / observed;
+    if x >= 10.0 {
+        format!("{x:.0}%")
+    } else {
+        format!("{x:.1}%")
+    }
+}
+
+#[test]
+#[ignore = "needs root: loads eBPF programs, runs headless Chromium"]
+fn html_report_renders_in_chromium() {
+    require_root();
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("html");
+    let profile = dir.join("profile");
+
+    // The console check can fail: a page with a script error is seen.
+    let control = dir.join("control.html");
+    std::fs::write(
+        &control,
+        "<!doctype html><body><script>console.error('x'); nope();</script>",
+    )
+    .unwrap();
+    let out = headless(browser, &profile, &control, &["--dump-dom"]);
+    assert!(
+        !console_lines(&out).is_empty(),
+        "chromium reported no console message for a page with a script error: the check below would prove nothing\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let py = python();
+    let target = Target::start(&py.exe, &workload("named.py"), &["60", HOG, SCRIPT, IO2]);
+    let page = dir.join("report.html");
+    let report = observe_with(target.pid(), "3s", &["--html", page.to_str().unwrap()]);
+    drop(target);
+    let html = std::fs::read_to_string(&page).expect("the --html file");
+    assert!(html.len() > 2000, "a page of {} bytes", html.len());
+
+    // What the browser made of it: the names as text (no element came out of them).
+    let out = headless(browser, &profile, &page, &["--dump-dom"]);
+    assert!(out.status.success(), "chromium --dump-dom failed");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !dom.contains("<script"),
+        "a thread name became a script element"
+    );
+    assert!(!dom.contains("hog <b>"), "a thread name became markup");
+    for escaped in [
+        r#"&lt;script&gt;console.error("pwned")&lt;/script&gt;"#,
+        r#"hog &lt;b&gt;&amp;"bold"&lt;/b&gt;"#,
+        IO2,
+    ] {
+        assert!(dom.contains(escaped), "{escaped} not in the DOM");
+    }
+    // The figures: every thread's wait share, as the JSON report of the same run has it.
+    let observed = ns(&report["sampling"]["observed_ns"]);
+    for t in threads(&report) {
+        let tid = t["tid"].as_u64().unwrap().to_string();
+        assert!(
+            dom.contains(&format!("<td>{tid}</td>")),
+            "tid {tid} not in the DOM"
+        );
+        let wait = pct(ns(&t["wait_ns"]["total"]), observed);
+        assert!(
+            dom.contains(&format!(">{wait}</td>")),
+            "wait share {wait} of tid {tid} not in the DOM"
+        );
+    }
+    let io = thread(&report, SCRIPT);
+    assert!(
+        share(&report, io, "wait_ns") > 30.0,
+        "the I/O thread waited {:.0}% (a contended run waits ~80%)",
+        share(&report, io, "wait_ns")
+    );
+    assert!(dom.contains("Verdict: GIL contention"), "no verdict");
+    assert!(
+        dom.matches("<svg").count() > 2 * 3,
+        "want a share chart and wait and hold histograms of 3 threads"
+    );
+    assert!(dom.contains(r#"id="blame""#), "no place kept for blame");
+    let console = console_lines(&out);
+    assert!(console.is_empty(), "console messages: {console:?}");
+
+    // A screenshot with the charts in it: the wait and hold colours are on screen.
+    let png = dir.join("report.png");
+    let out = headless(
+        browser,
+        &profile,
+        &page,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1200,1600",
+        ],
+    );
+    assert!(out.status.success(), "chromium --screenshot failed");
+    let console = console_lines(&out);
+    assert!(console.is_empty(), "console messages: {console:?}");
+    let colours = colours(&png);
+    assert!(colours.len() > 16, "{} colours: blank", colours.len());
+    for (what, rgb) in [("wait", [0xd6, 0x45, 0x45]), ("hold", [0x2f, 0x6f, 0xd6])] {
+        assert!(
+            colours.iter().any(|c| near(*c, rgb)),
+            "no {what} colour {rgb:?} on the screenshot"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The distinct RGB colours of a PNG.
+fn colours(png: &Path) -> std::collections::HashSet<[u8; 3]> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png).expect("the screenshot"),
+    ));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
+    let info = reader.next_frame(&mut buf).expect("a PNG frame");
+    let step = info.color_type.samples();
+    assert!(step >= 3, "a colour screenshot, got {:?}", info.color_type);
+    buf[..info.buffer_size()]
+        .chunks(step)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect()
+}
+
+fn near(a: [u8; 3], b: [u8; 3]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 8)
+}
