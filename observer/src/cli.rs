@@ -23,6 +23,7 @@ use crate::{gil::plan::Strategy, lock::spec::LockRequest};
                                              one JSON line per 5 s, then the final object
   sudo gilwatch -- python3 app.py --port 80  start a program and watch it from its first bytecode
   sudo gilwatch --max-overhead 1 -p 4242     keep the probes' cost under 1% of a CPU (sampling if needed)
+  sudo gilwatch top -p 4242                  live full-screen view: threads by wait or hold, sparklines
   sudo gilwatch doctor -p 4242               show the probe plan (interpreter, symbols, GIL, strategy)
   sudo gilwatch -p 4242 -d 30s --html gil.html
                                              the report as a page to open in a browser or share
@@ -123,6 +124,10 @@ pub struct Cli {
     /// Command to start and observe from its first bytecode (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+
+    /// Set by `gilwatch top`: the interval reports go to the full-screen view.
+    #[arg(skip)]
+    pub top: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -137,6 +142,30 @@ pub enum Sub {
         /// Strategy to plan for (as for watching).
         #[arg(long, value_enum, default_value = "auto")]
         strategy: Strategy,
+    },
+    /// A live full-screen view of a process's threads, refreshed every interval: each thread's
+    /// share of the interval waiting for and holding the GIL, acquisitions per second, a
+    /// sparkline of its waits, and the current verdict.
+    ///
+    /// Keys: w sort by wait · h sort by hold · / filter by name (Enter applies, Esc clears) ·
+    /// space pause · q (or Ctrl-C) quit. Quitting removes the probes and prints the report of
+    /// the whole run.
+    Top {
+        /// Process to watch.
+        #[arg(short, long, value_name = "PID")]
+        pid: u32,
+        /// Refresh this often.
+        #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Stop after this long (default: until q, Ctrl-C or the target exits).
+        #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// As for watching.
+        #[arg(long, value_enum, default_value = "auto")]
+        strategy: Strategy,
+        /// As for watching.
+        #[arg(long, value_name = "PCT|none", default_value = "5", value_parser = crate::probe::budget::parse_max_overhead)]
+        max_overhead: crate::probe::budget::MaxOverhead,
     },
 }
 

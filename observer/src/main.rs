@@ -22,6 +22,7 @@ mod session;
 mod status;
 mod stop;
 mod target;
+mod top;
 
 use std::{fs::File, io::Write, process::ExitCode};
 
@@ -72,6 +73,26 @@ fn main() -> ExitCode {
         (Some(Sub::Doctor { pid, strategy }), _) => {
             doctor::run(*pid, *strategy).map(|()| Exit::Ok.into())
         }
+        (
+            &Some(Sub::Top {
+                pid,
+                interval,
+                duration,
+                strategy,
+                max_overhead,
+            }),
+            _,
+        ) => top::require_terminal().and_then(|()| {
+            // The plain run's path with the view as its output; the rest at its defaults.
+            let mut top = Cli::parse_from(["gilwatch", "-p", &pid.to_string()]);
+            top.top = true;
+            top.interval = Some(interval);
+            top.duration = duration;
+            top.strategy = strategy;
+            top.max_overhead = max_overhead;
+            top.quiet = true;
+            run(top, None)
+        }),
         (None, Ok(blocked)) => run(cli, blocked),
     };
     match result {
@@ -333,7 +354,13 @@ fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Resu
         interpreter.version.minor_version(),
         interpreter.runtime_address_of("_PyRuntime"),
     );
-    let outputs = outputs(&cli)?;
+    let outputs = outputs(
+        &cli,
+        format!(
+            "gilwatch top · PID {} · CPython {}",
+            process.pid, interpreter.version
+        ),
+    )?;
     let info = RunInfo {
         pid: process.pid,
         ns_pid: process.namespace_pid(),
@@ -385,7 +412,8 @@ fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Resu
     })
 }
 
-fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
+/// `title`: the heading of `gilwatch top`'s screen.
+fn outputs(cli: &Cli, title: String) -> anyhow::Result<Outputs> {
     let json: Option<Box<dyn Write>> = match cli.json.as_deref() {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
@@ -406,8 +434,9 @@ fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
         (Box::new(out), canvas)
     };
     let json_intervals = cli.interval.is_some() && json.is_some();
-    let interval =
-        (json_intervals || !cli.quiet).then(|| cli.interval.unwrap_or(cli::DEFAULT_INTERVAL));
+    let interval = (json_intervals || !cli.quiet || cli.top)
+        .then(|| cli.interval.unwrap_or(cli::DEFAULT_INTERVAL));
+    let top = cli.top.then(|| top::Top::start(title)).transpose()?;
     Ok(Outputs {
         human,
         json,
@@ -415,5 +444,6 @@ fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
         live: !cli.quiet,
         json_intervals,
         canvas,
+        top,
     })
 }

@@ -49,6 +49,8 @@ pub struct Outputs {
     pub live: bool,
     /// Colours and width of `human`.
     pub canvas: Canvas,
+    /// `gilwatch top`: the interval reports go to this full-screen view instead.
+    pub top: Option<crate::top::Top>,
 }
 
 pub struct Session<'a> {
@@ -163,9 +165,19 @@ impl Session<'_> {
                 _ = tick.tick(), if every.is_some() => {
                     previous = self.interval(&mut out, duty.as_ref(), &first, &previous)?;
                 }
+                e = crate::top::next_event(out.top.as_mut()), if out.top.is_some() => {
+                    // `q` in `gilwatch top`: as Ctrl-C in a plain run.
+                    if let Some(t) = out.top.as_mut() {
+                        if t.input(e)? {
+                            break EndReason::Interrupted;
+                        }
+                    }
+                }
             }
         };
         drop(watcher);
+        // The screen back before the final report is written to it.
+        drop(out.top.take());
         self.finish(
             &mut out,
             ended,
@@ -222,6 +234,9 @@ impl Session<'_> {
             )
             .context("writing the live table")?;
             out.human.flush().ok();
+        }
+        if let Some(t) = out.top.as_mut() {
+            t.interval(&r, snap.at_ns - first.at_ns)?;
         }
         if let (true, Some(j)) = (out.json_intervals, out.json.as_mut()) {
             json::write_line(j.as_mut(), &r)?;

@@ -192,3 +192,180 @@ fn colours(png: &Path) -> std::collections::HashSet<[u8; 3]> {
 fn near(a: [u8; 3], b: [u8; 3]) -> bool {
     a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 8)
 }
+
+/// A detached tmux session, killed when the test ends.
+struct Tmux(String);
+
+impl Tmux {
+    fn start(command: &str, width: u32, height: u32) -> Option<Tmux> {
+        let name = format!("gilwatch-test-{}", std::process::id());
+        let started = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
+            .arg(command)
+            .status();
+        match started {
+            Ok(s) if s.success() => Some(Tmux(name)),
+            _ => {
+                missing_fixture("tmux (Debian package `tmux`)");
+                None
+            }
+        }
+    }
+
+    fn capture(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let ok = Command::new("tmux")
+            .args(["send-keys", "-t", &self.0])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(ok.success(), "tmux send-keys {keys:?}");
+    }
+
+    /// The process the pane runs (its shell).
+    fn pane_pid(&self) -> u32 {
+        let out = Command::new("tmux")
+            .args(["list-panes", "-t", &self.0, "-F", "#{pane_pid}"])
+            .output()
+            .expect("tmux list-panes");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a pane PID")
+    }
+
+    /// Captures until `ok` holds for the screen (within 15 s); returns that screen.
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let screen = self.capture();
+            if ok(&screen) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(15),
+                "no {what} on the screen after 15 s:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status()
+            .ok();
+    }
+}
+
+/// The thread names of the table's rows, top to bottom.
+fn table_names(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .skip_while(|l| !l.contains("THREAD"))
+        .skip(1)
+        .map_while(|l| {
+            let mut words = l.split_whitespace();
+            let tid = words.next()?;
+            tid.parse::<u32>().ok()?;
+            words.next().map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The `· 12s ·` clock of the header.
+fn clock(screen: &str) -> String {
+    screen
+        .lines()
+        .next()
+        .and_then(|l| {
+            l.split(" · ")
+                .find(|p| p.ends_with('s') && p[..p.len() - 1].parse::<u64>().is_ok())
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+#[ignore = "needs root: loads eBPF programs, runs gilwatch top in tmux"]
+fn top_sorts_filters_pauses_and_quits_cleanly() {
+    require_root();
+    let py = python();
+    let target = Target::start(
+        &py.exe,
+        &workload("named.py"),
+        &["60", "cpu-hog", "io-a", "io-b"],
+    );
+    let command = format!(
+        "{GILWATCH} top -p {} -i 300ms; echo EXIT=$?; sleep 60",
+        target.pid()
+    );
+    let Some(tmux) = Tmux::start(&command, 140, 30) else {
+        return;
+    };
+    // Sorted by wait: the I/O threads (waiting ~80% of each interval) above the CPU hog.
+    let screen = tmux.wait_for("three threads sorted by wait", |s| {
+        s.contains("WAIT%▼") && table_names(s).len() == 3
+    });
+    let names = table_names(&screen);
+    assert_eq!(names[2], "cpu-hog", "sorted by wait:\n{screen}");
+    assert!(screen.contains("Verdict: GIL contention"), "{screen}");
+    let shell = tmux.pane_pid();
+    let gilwatch: u32 = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+        .expect("the pane's children")
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("gilwatch's PID");
+    let programs = programs_of_run(gilwatch, 2);
+
+    tmux.keys(&["h"]);
+    let screen = tmux.wait_for("threads sorted by hold", |s| {
+        s.contains("HOLD%▼") && table_names(s).first().is_some_and(|n| n == "cpu-hog")
+    });
+    assert_eq!(table_names(&screen).len(), 3, "{screen}");
+
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", "io-b"]);
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the filter applied", |s| {
+        s.contains("filter: io-b") && table_names(s) == ["io-b"]
+    });
+    assert!(screen.contains("1 shown of 3"), "{screen}");
+
+    tmux.keys(&["Space"]);
+    let paused = tmux.wait_for("PAUSED", |s| s.contains("PAUSED"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let later = tmux.capture();
+    assert!(!clock(&paused).is_empty(), "no clock in:\n{paused}");
+    assert_eq!(
+        clock(&paused),
+        clock(&later),
+        "the screen moved while paused:\n{later}"
+    );
+    tmux.keys(&["Space"]);
+    tmux.wait_for("the clock running again", |s| {
+        !s.contains("PAUSED") && clock(s) != clock(&later)
+    });
+
+    // q: the screen is given back, the run's report printed, the probes gone.
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("gilwatch's exit", |s| s.contains("EXIT="));
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(
+        screen.contains("kernel memory:"),
+        "no final report:\n{screen}"
+    );
+    assert_unloaded(&programs, "gilwatch top after q");
+    drop(target);
+}
