@@ -67,6 +67,32 @@ impl Canvas {
         Canvas { color, width }
     }
 
+    /// `text` with every line wider than the terminal wrapped at word boundaries (continuation
+    /// lines indented), so a narrow terminal does not cut words in two; unchanged without a
+    /// width. Tables are laid out to fit already and pass through.
+    pub fn fit(&self, text: String) -> String {
+        let Some(width) = self.width.filter(|&w| w >= 20) else {
+            return text;
+        };
+        if text
+            .lines()
+            .all(|l| textwrap::core::display_width(l) <= width)
+        {
+            return text;
+        }
+        let options = textwrap::Options::new(width).subsequent_indent("  ");
+        let mut out = String::with_capacity(text.len() + 64);
+        for line in text.lines() {
+            if textwrap::core::display_width(line) <= width {
+                out.push_str(line);
+            } else {
+                out.push_str(&textwrap::wrap(line, &options).join("\n"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// `text` in `style`, or as it is without colours.
     pub fn paint(&self, text: &str, style: Style) -> String {
         if self.color {
@@ -104,6 +130,25 @@ mod tests {
         let s = c.paint("Verdict", styles::BAD);
         assert!(s.starts_with('\u{1b}') && s.ends_with("\u{1b}[0m"), "{s:?}");
         assert!(s.contains("Verdict"));
+    }
+
+    #[test]
+    fn long_lines_wrap_at_words_on_a_terminal_only() {
+        let text = "GIL held 88% of wall time · threads waited 164% of wall time (summed over threads)\nshort\n".to_owned();
+        assert_eq!(Canvas::PLAIN.fit(text.clone()), text);
+        let narrow = Canvas {
+            color: true,
+            width: Some(40),
+        };
+        let fitted = narrow.fit(text.clone());
+        assert!(fitted.lines().count() > 3, "{fitted}");
+        for l in fitted.lines() {
+            assert!(l.chars().count() <= 40, "{l:?}");
+        }
+        assert!(fitted.contains("(summed over threads)") || fitted.contains("threads)"));
+        // Colour codes take no room.
+        let painted = narrow.paint(&"x".repeat(39), styles::BAD);
+        assert_eq!(narrow.fit(format!("{painted}\n")).lines().count(), 1);
     }
 
     #[test]

@@ -44,7 +44,7 @@ th[colspan] { text-align: center; }
 figure { margin: 0; }
 td.name, th.name { text-align: left; white-space: normal; overflow-wrap: anywhere; max-width: 280px; }
 td.suffering { color: var(--wait); font-weight: 600; }
-.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 10px 24px; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 10px 24px; }
 svg text { font: 11px system-ui, sans-serif; fill: var(--ink); }
 svg .wait { fill: var(--wait); } svg .hold { fill: var(--hold); } svg .track { fill: #f0f2f5; }
 svg .axis { stroke: #c8ccd3; stroke-width: 1; }

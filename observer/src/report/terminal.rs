@@ -186,7 +186,7 @@ pub fn live(r: &Report, elapsed_ns: u64, canvas: &Canvas) -> String {
         summary_line(r)
     );
     out.push_str(&table(r, 10, canvas));
-    out
+    canvas.fit(out)
 }
 
 pub fn final_report(r: &Report, canvas: &Canvas) -> String {
@@ -196,7 +196,7 @@ pub fn final_report(r: &Report, canvas: &Canvas) -> String {
         "\n{}",
         super::format::memory_line(r.kernel_memory_bytes)
     );
-    out
+    canvas.fit(out)
 }
 
 /// Why the run ended, in words.

@@ -122,7 +122,7 @@ fn thread_table(app: &App, width: u16) -> Table<'static> {
         Cell::from("wait max"),
         sorted(SortBy::Hold, "HOLD%"),
         Cell::from("hold p50"),
-        Cell::from("WAIT HISTORY (% of each interval)"),
+        Cell::from("WAIT % HISTORY"),
     ])
     .style(Style::new().add_modifier(Modifier::BOLD));
     // Fixed columns take 8+8+7+9+9+7+9 = 57 and gaps 8; the name and the history share the rest.
