@@ -369,3 +369,82 @@ fn top_sorts_filters_pauses_and_quits_cleanly() {
     assert_unloaded(&programs, "gilwatch top after q");
     drop(target);
 }
+
+#[test]
+#[ignore = "needs root: loads eBPF programs, runs headless Chromium"]
+fn html_report_of_a_lock_only_run_has_the_lock_tables() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    require_root();
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("html-locks");
+    let exe = dir.join("two_locks");
+    let built = Command::new("gcc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(workload("locks/two_locks.c"))
+        .status()
+        .expect("gcc (cargo xtask setup installs it)");
+    assert!(built.success(), "gcc failed");
+    // Held at its gate (a line on stdin) until gilwatch has attached.
+    let mut program = Command::new(&exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting two_locks");
+    let mut ready = String::new();
+    BufReader::new(program.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let page = dir.join("locks.html");
+    let pid = program.id().to_string();
+    let run = gilwatch_command(&[
+        "-p",
+        &pid,
+        "--mutexes",
+        "-d",
+        "3s",
+        "--json",
+        "-",
+        "--html",
+        page.to_str().unwrap(),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("starting gilwatch");
+    programs_of_run(run.id(), 2);
+    writeln!(program.stdin.take().unwrap(), "go").unwrap();
+    let report = final_report(&wait_output(run, std::time::Duration::from_secs(60)));
+    program.kill().ok();
+    program.wait().ok();
+    assert_eq!(report["kind"], "locks", "{report}");
+
+    let out = headless(browser, &dir.join("profile"), &page, &["--dump-dom"]);
+    assert!(out.status.success(), "chromium --dump-dom failed");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let locks = report["locks"].as_array().expect("locks");
+    assert!(locks.len() >= 2, "{report}");
+    for lock in locks {
+        let symbol = lock["symbol"].as_str().expect("a symbol");
+        assert!(dom.contains(symbol), "{symbol} not in the DOM");
+        for t in lock["threads"].as_array().unwrap() {
+            let tid = t["tid"].as_u64().unwrap();
+            assert!(
+                dom.contains(&format!("<td>{tid}</td>")),
+                "tid {tid} of {symbol} not in the DOM"
+            );
+        }
+    }
+    assert!(
+        dom.contains("g_hot_lock") && dom.contains("g_cool_lock"),
+        "{dom}"
+    );
+    assert!(
+        dom.matches("<svg").count() >= 2 * 2,
+        "wait and hold charts of two locks"
+    );
+    let console = console_lines(&out);
+    assert!(console.is_empty(), "console messages: {console:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

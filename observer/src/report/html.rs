@@ -124,8 +124,9 @@ fn gil_sections(r: &Report) -> Markup {
                 p.meta { "Each span counted once, in log-scale buckets (as the terminal report draws them); the threads that waited most first." }
                 div.charts {
                     @for t in r.threads.iter().take(CHARTED_THREADS) {
-                        @if t.wait_ns.count > 0 { (histogram_chart("wait", t, &t.wait_ns, &t.wait_hist)) }
-                        @if t.hold_ns.count > 0 { (histogram_chart("hold", t, &t.hold_ns, &t.hold_hist)) }
+                        @let who = format!("{} (tid {})", t.name, t.tid);
+                        @if t.wait_ns.count > 0 { (histogram_chart("wait", &format!("GIL wait · {who}"), &t.wait_ns, &t.wait_hist)) }
+                        @if t.hold_ns.count > 0 { (histogram_chart("hold", &format!("GIL hold · {who}"), &t.hold_ns, &t.hold_hist)) }
                     }
                 }
                 @if r.threads.len() > CHARTED_THREADS {
@@ -212,7 +213,8 @@ fn summary_cells(s: &Summary) -> Markup {
 }
 
 /// A histogram as horizontal bars, one row per bucket group.
-fn histogram_chart(kind: &str, t: &ThreadReport, s: &Summary, hist: &[(u64, u64)]) -> Markup {
+/// `kind`: `wait` or `hold` (the colour); `title`: what was measured, of whom.
+fn histogram_chart(kind: &str, title: &str, s: &Summary, hist: &[(u64, u64)]) -> Markup {
     let (at_once, groups) = rows(hist);
     let mut lines: Vec<(String, u64)> = Vec::new();
     if at_once > 0 {
@@ -229,10 +231,10 @@ fn histogram_chart(kind: &str, t: &ThreadReport, s: &Summary, hist: &[(u64, u64)
     let width = label_w + bar_w + 70.0;
     html! {
         figure.histogram {
-            h3 { "GIL " (kind) " · " (t.name) " (tid " (t.tid) ")" }
+            h3 { (title) }
             p.meta { "n=" (s.count) " · p50 " (fmt_ns(s.p50)) " · p99 " (fmt_ns(s.p99)) " · max " (fmt_ns(s.max)) }
             svg width=(width) height=(height) viewBox=(format!("0 0 {width} {height}")) role="img"
-                aria-label=(format!("GIL {kind} histogram of {}", t.name)) {
+                aria-label=(format!("histogram: {title}")) {
                 @for (i, (range, n)) in lines.iter().enumerate() {
                     @let y = i as f64 * row_h;
                     text x=(label_w - 6.0) y=(y + 12.0) text-anchor="end" { (range) }
@@ -284,6 +286,10 @@ fn lock_block(lock: &LockEntry, observed: f64) -> Markup {
                     }
                 }
             }
+        }
+        div.charts {
+            @if lock.times.wait_ns.count > 0 { (histogram_chart("wait", &format!("wait · {}", label(lock)), &lock.times.wait_ns, &lock.times.wait_hist)) }
+            @if lock.times.hold_ns.count > 0 { (histogram_chart("hold", &format!("hold · {}", label(lock)), &lock.times.hold_ns, &lock.times.hold_hist)) }
         }
         @for site in &lock.call_sites {
             p.meta { "call site: " (site.acquisitions) " acquisitions, " (site.contended) " contended, waited " (fmt_ns(site.wait_ns)) }
