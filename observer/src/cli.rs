@@ -154,16 +154,17 @@ pub enum Sub {
         /// Process to watch.
         #[arg(short, long, value_name = "PID")]
         pid: u32,
-        /// Refresh this often.
+        /// Refresh this often (each screen shows the numbers of the last interval).
         #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
         interval: Duration,
         /// Stop after this long (default: until q, Ctrl-C or the target exits).
         #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
         duration: Option<Duration>,
-        /// As for watching.
+        /// How to find the GIL, as for `gilwatch -p` (`gilwatch doctor` says which works here).
         #[arg(long, value_enum, default_value = "auto")]
         strategy: Strategy,
-        /// As for watching.
+        /// Overhead budget in % of one CPU, as for `gilwatch -p`: past it the probes are
+        /// attached in windows and the screen says SAMPLED.
         #[arg(long, value_name = "PCT|none", default_value = "5", value_parser = crate::probe::budget::parse_max_overhead)]
         max_overhead: crate::probe::budget::MaxOverhead,
     },

@@ -73,6 +73,10 @@ fn main() -> ExitCode {
         (Some(Sub::Doctor { pid, strategy }), _) => {
             doctor::run(*pid, *strategy).map(|()| Exit::Ok.into())
         }
+        (&Some(Sub::Top { interval, .. }), _) if interval.is_zero() => Err(user(
+            Exit::Usage,
+            "top refreshes every --interval: give it one above 0 (examples: 1s, 500ms)",
+        )),
         (
             &Some(Sub::Top {
                 pid,

@@ -120,6 +120,10 @@ impl App {
                 push(h, 0);
             }
         }
+        // A thread quiet for the whole history (most likely gone) is forgotten: a service that
+        // starts threads all day must not grow this map all day.
+        self.wait_history
+            .retain(|tid, h| active.contains_key(tid) || h.iter().any(|&v| v > 0));
         for (&tid, &w) in &active {
             push(self.wait_history.entry(tid).or_default(), w.round() as u64);
         }

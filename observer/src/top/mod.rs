@@ -45,7 +45,7 @@ pub fn require_terminal() -> anyhow::Result<()> {
     }
     Err(user(
         Exit::Usage,
-        "gilwatch top needs a terminal (its output is not one): for a log, run gilwatch -p PID -i 1s (with --json - for JSON lines)",
+        "top needs a terminal (its output is not one): for a log, run gilwatch -p PID -i 1s (with --json - for JSON lines)",
     ))
 }
 
