@@ -166,10 +166,10 @@ impl Session<'_> {
                     previous = self.interval(&mut out, duty.as_ref(), &first, &previous)?;
                 }
                 e = crate::top::next_event(out.top.as_mut()), if out.top.is_some() => {
-                    // `q` in `gilwatch top`: as Ctrl-C in a plain run.
+                    // `q` in `gilwatch top`: the way out Ctrl-C is in a plain run.
                     if let Some(t) = out.top.as_mut() {
                         if t.input(e)? {
-                            break EndReason::Interrupted;
+                            break EndReason::Quit;
                         }
                     }
                 }

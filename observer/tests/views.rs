@@ -221,6 +221,15 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The pane with its scrollback (what scrolled off the top too).
+    fn capture_all(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-S", "-", "-t", &self.0])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn keys(&self, keys: &[&str]) {
         let ok = Command::new("tmux")
             .args(["send-keys", "-t", &self.0])
@@ -366,6 +375,8 @@ fn top_sorts_filters_pauses_and_quits_cleanly() {
         screen.contains("kernel memory:"),
         "no final report:\n{screen}"
     );
+    let all = tmux.capture_all();
+    assert!(all.contains("ended: quit (gilwatch top)"), "{all}");
     assert_unloaded(&programs, "gilwatch top after q");
     drop(target);
 }

@@ -24,6 +24,7 @@ fn final_body(r: &LockReport) -> String {
     let ended = match r.ended {
         EndReason::Running | EndReason::Duration => "duration reached",
         EndReason::Interrupted => "interrupted (Ctrl-C)",
+        EndReason::Quit => "quit",
         EndReason::Terminated => "terminated (SIGTERM)",
         EndReason::TargetExited => "target exited",
     };

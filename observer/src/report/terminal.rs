@@ -204,6 +204,7 @@ pub fn ended(r: &Report) -> String {
     match r.ended {
         EndReason::Running | EndReason::Duration => "duration reached".to_owned(),
         EndReason::Interrupted => "interrupted (Ctrl-C)".to_owned(),
+        EndReason::Quit => "quit (gilwatch top)".to_owned(),
         EndReason::Terminated => "terminated (SIGTERM)".to_owned(),
         EndReason::TargetExited => match r.exit_code {
             Some(c) => format!("target exited with code {c}"),
