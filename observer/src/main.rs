@@ -161,6 +161,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
                 cli.duration,
                 cli.json.as_deref(),
                 html,
+                cli.color,
             );
         }
     };
@@ -399,7 +400,7 @@ fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Resu
         let mut names = lock_process.threads();
         names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
         let report = lock_run::report(l, &mut attached.ebpf, report.ended, &names)?;
-        lock_run::write(cli.json.as_deref(), &report)?;
+        lock_run::write(cli.json.as_deref(), &report, cli.color)?;
         lock_report = Some(report);
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).
