@@ -70,7 +70,9 @@ fn final_body(r: &LockReport, canvas: &Canvas) -> String {
     }
     if r.mode == "discover" {
         // The MUTEX column gives way on a narrow terminal (the other columns take 50).
-        let w = canvas.width.map_or(40, |cols| cols.saturating_sub(51).clamp(16, 40));
+        let w = canvas
+            .width
+            .map_or(40, |cols| cols.saturating_sub(51).clamp(16, 40));
         let _ = writeln!(
             out,
             "\n  RANK  {:<w$} {:>8} {:>8} {:>9} {:>6} {:>6}",
