@@ -19,7 +19,7 @@ use crate::{
         cost::Hits,
         cpu_time::{Baseline, CpuTime},
     },
-    report::{self, EndReason, Report, RunInfo, json, terminal},
+    report::{self, EndReason, Report, RunInfo, canvas::Canvas, json, terminal},
     stop::{self, Event, Watcher},
     target::{launch::GatedChild, pidfd::PidFd, process::Process},
 };
@@ -50,6 +50,10 @@ pub struct Outputs {
     pub json_intervals: bool,
     /// Print the live table each interval.
     pub live: bool,
+    /// Colours and width of `human`.
+    pub canvas: Canvas,
+    /// `gilwatch top`: the interval reports go to this full-screen view instead.
+    pub top: Option<crate::top::Top>,
 }
 
 pub struct Session<'a> {
@@ -170,9 +174,19 @@ impl Session<'_> {
                 _ = tick.tick(), if every.is_some() => {
                     previous = self.interval(&mut out, duty.as_ref(), &first, &previous)?;
                 }
+                e = crate::top::next_event(out.top.as_mut()), if out.top.is_some() => {
+                    // `q` in `gilwatch top`: the way out Ctrl-C is in a plain run.
+                    if let Some(t) = out.top.as_mut() {
+                        if t.input(e)? {
+                            break EndReason::Quit;
+                        }
+                    }
+                }
             }
         };
         drop(watcher);
+        // The screen back before the final report is written to it.
+        drop(out.top.take());
         self.finish(
             &mut out,
             ended,
@@ -225,10 +239,13 @@ impl Session<'_> {
             write!(
                 out.human,
                 "{}",
-                terminal::live(&r, snap.at_ns - first.at_ns)
+                terminal::live(&r, snap.at_ns - first.at_ns, &out.canvas)
             )
             .context("writing the live table")?;
             out.human.flush().ok();
+        }
+        if let Some(t) = out.top.as_mut() {
+            t.interval(&r, snap.at_ns - first.at_ns)?;
         }
         if let (true, Some(j)) = (out.json_intervals, out.json.as_mut()) {
             json::write_line(j.as_mut(), &r)?;
@@ -260,7 +277,12 @@ impl Session<'_> {
                 .overhead_pct(&from, &to)
                 .map(|p| (p * 100.0).round() / 100.0);
         }
-        write!(out.human, "{}", terminal::final_report(&report)).context("writing the report")?;
+        write!(
+            out.human,
+            "{}",
+            terminal::final_report(&report, &out.canvas)
+        )
+        .context("writing the report")?;
         out.human.flush().ok();
         if let Some(j) = out.json.as_mut() {
             json::write_line(j.as_mut(), &report)?;

@@ -52,8 +52,16 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // would measure each other. `debuginfo`: stripped interpreters with debug files and
     // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
     // `runbook`: snapshots compared by `gilwatch diff`, --fail-if. `prometheus`: the exporter
-    // scraped over HTTP and by a real Prometheus server.
-    for test in ["privileged", "debuginfo", "locks", "runbook", "prometheus"] {
+    // scraped over HTTP and by a real Prometheus server. `views`: the --html page in headless
+    // Chromium and `gilwatch top` under tmux.
+    for test in [
+        "privileged",
+        "debuginfo",
+        "locks",
+        "runbook",
+        "prometheus",
+        "views",
+    ] {
         let run = shell::run(
             cargo()
                 .args([

@@ -1,6 +1,8 @@
 //! Step 6: what a run found, as one model that both renderers (terminal, JSON) read.
 pub mod bars;
+pub mod canvas;
 pub mod format;
+pub mod html;
 pub mod json;
 pub mod lock;
 pub mod lock_terminal;
