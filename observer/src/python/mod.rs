@@ -1,6 +1,7 @@
 //! What gilwatch knows about CPython itself: versions, and reading an interpreter's memory
 //! (struct `layout`s per version, `debug_offsets` tables, remote `objects`, the interpreter and
-//! thread `walk`, thread `naming`).
+//! thread `walk`, thread `naming`, `code` objects to source locations).
+pub mod code;
 mod debug_offsets;
 #[cfg(test)]
 pub mod fake_memory;
