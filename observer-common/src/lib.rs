@@ -391,6 +391,9 @@ pub struct BlameStat {
     pub count: u64,
     /// Longest such hold / wait.
     pub max_ns: u64,
+    /// Holds only: the waiting of the timed waits that expired while this stack held the GIL
+    /// (each sample adds its waiter's time since its previous wake-up or take_gil entry).
+    pub caused_wait_ns: u64,
 }
 
 /// The hold the waiters are sampling now.

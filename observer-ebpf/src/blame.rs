@@ -42,10 +42,6 @@ const MAX_VISITS: usize = BLAME_MAX_FRAMES + 8;
 #[map]
 static BLAME_CONFIG: Array<BlameConfig> = Array::with_max_entries(1, 0);
 
-/// A stack being built (the BPF stack is 512 bytes; a stack is 520).
-#[map]
-static BLAME_SCRATCH: PerCpuArray<BlameStack> = PerCpuArray::with_max_entries(1, 0);
-
 /// Stack id (a hash of its frames) → frames.
 #[map]
 static BLAME_STACKS: HashMap<u64, BlameStack> =
@@ -112,76 +108,121 @@ fn current_frame(cfg: &BlameConfig, tstate: u64) -> Option<u64> {
     read_u64(p.wrapping_add(cfg.cframe_frame))
 }
 
+/// A walk in progress. Its state lives in map memory, read and written with volatile accesses,
+/// not in registers: the verifier does not track values in map memory, so every iteration
+/// starts from the same register state and the walk is verified in linear, not exponential,
+/// time (kept in registers, `depth` and the read results made the paths diverge: over a million
+/// instructions processed).
+#[repr(C)]
+struct Walk {
+    frame: u64,
+    hash: u64,
+    depth: u64,
+    stack: BlameStack,
+}
+
+#[map]
+static BLAME_SCRATCH: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
+macro_rules! get {
+    ($p:expr) => {
+        // SAFETY: a field of this CPU's scratch slot.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!($p)) }
+    };
+}
+macro_rules! set {
+    ($p:expr, $v:expr) => {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!($p), $v) }
+    };
+}
+
 /// Walks `tstate`'s frame chain into the per-CPU scratch and interns it; returns its id.
 #[inline(always)]
 fn stack_of(cfg: &BlameConfig, tstate: u64) -> Option<u64> {
-    let stack = BLAME_SCRATCH.get_ptr_mut(0)?;
+    let w = BLAME_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot; nothing else runs on this CPU during the program.
-    let s = unsafe { &mut *stack };
-    s.depth = 0;
-    s.truncated = 0;
-    let mut frame = match current_frame(cfg, tstate) {
+    let w = unsafe { &mut *w };
+    let first = match current_frame(cfg, tstate) {
         Some(f) => f,
         None => {
             count_error(BLAME_ERR_READ);
             0
         }
     };
+    set!(w.frame, first);
     // FNV-1a over the words: collisions between two live stacks are out of reach at 2^64.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut depth: usize = 0;
+    set!(w.hash, 0xcbf2_9ce4_8422_2325u64);
+    set!(w.depth, 0u64);
+    set!(w.stack.truncated, 0u32);
     for _ in 0..MAX_VISITS {
-        if frame == 0 {
+        if walk_one(cfg, w) {
             break;
         }
-        let skip = cfg.frame_owner != BLAME_NO_OFFSET
-            && read_u8(frame.wrapping_add(cfg.frame_owner))
-                .is_some_and(|o| u64::from(o) >= cfg.skip_owner_from);
-        if !skip {
-            if depth >= BLAME_MAX_FRAMES {
-                s.truncated = 1;
-                break;
-            }
-            let code =
-                read_u64(frame.wrapping_add(cfg.frame_code)).unwrap_or(0) & !cfg.code_tag_mask;
-            let pos = if cfg.pos_is_ptr != 0 {
-                read_u64(frame.wrapping_add(cfg.frame_pos)).unwrap_or(0)
-            } else {
-                read_i32(frame.wrapping_add(cfg.frame_pos)).unwrap_or(-1) as i64 as u64
-            };
-            if code == 0 {
-                count_error(BLAME_ERR_READ);
-                s.truncated = 1;
-                break;
-            }
-            if let Some(f) = s.frames.get_mut(depth & (BLAME_MAX_FRAMES - 1)) {
-                f.code = code;
-                f.pos = pos;
-            }
-            hash = (hash ^ code).wrapping_mul(0x0000_0100_0000_01b3);
-            hash = (hash ^ pos).wrapping_mul(0x0000_0100_0000_01b3);
-            depth += 1;
-        }
-        frame = match read_u64(frame.wrapping_add(cfg.frame_back)) {
-            Some(f) => f,
-            None => {
-                s.truncated = 1;
-                0
-            }
-        };
     }
-    if frame != 0 && depth < BLAME_MAX_FRAMES {
-        // Ran out of visits among skipped frames.
-        s.truncated = 1;
+    let depth = get!(w.depth);
+    if get!(w.frame) != 0 {
+        // Frames left: past the kept ones, or among too many shims.
+        set!(w.stack.truncated, 1u32);
     }
-    s.depth = depth as u32;
-    hash ^= u64::from(s.truncated);
-    // The id must never be 0 (an empty slot reads as 0).
-    let id = hash | 1;
-    if BLAME_STACKS.get_ptr(&id).is_none() && BLAME_STACKS.insert(&id, s, 0).is_err() {
+    set!(w.stack.depth, depth as u32);
+    let id = (get!(w.hash) ^ u64::from(get!(w.stack.truncated))) | 1;
+    // The id is never 0 (an empty slot reads as 0): the `| 1` above.
+    if BLAME_STACKS.get_ptr(&id).is_none() && BLAME_STACKS.insert(&id, &w.stack, 0).is_err() {
         count_error(BLAME_ERR_STACKS_FULL);
     }
     Some(id)
+}
+
+/// One frame of the walk; true when it is over.
+#[inline(always)]
+fn walk_one(cfg: &BlameConfig, w: &mut Walk) -> bool {
+    let frame = get!(w.frame);
+    if frame == 0 {
+        return true;
+    }
+    let skip = cfg.frame_owner != BLAME_NO_OFFSET
+        && read_u8(frame.wrapping_add(cfg.frame_owner))
+            .is_some_and(|o| u64::from(o) >= cfg.skip_owner_from);
+    if !skip {
+        let depth = get!(w.depth);
+        if depth >= BLAME_MAX_FRAMES as u64 {
+            return true;
+        }
+        let code = read_u64(frame.wrapping_add(cfg.frame_code)).unwrap_or(0) & !cfg.code_tag_mask;
+        if code == 0 {
+            count_error(BLAME_ERR_READ);
+            set!(w.stack.truncated, 1u32);
+            set!(w.frame, 0u64);
+            return true;
+        }
+        let pos = if cfg.pos_is_ptr != 0 {
+            read_u64(frame.wrapping_add(cfg.frame_pos)).unwrap_or(0)
+        } else {
+            read_i32(frame.wrapping_add(cfg.frame_pos)).unwrap_or(-1) as i64 as u64
+        };
+        if let Some(f) = w
+            .stack
+            .frames
+            .get_mut((depth as usize) & (BLAME_MAX_FRAMES - 1))
+        {
+            set!(f.code, code);
+            set!(f.pos, pos);
+        }
+        let mut hash = get!(w.hash);
+        hash = (hash ^ code).wrapping_mul(0x0000_0100_0000_01b3);
+        hash = (hash ^ pos).wrapping_mul(0x0000_0100_0000_01b3);
+        set!(w.hash, hash);
+        set!(w.depth, depth + 1);
+    }
+    match read_u64(frame.wrapping_add(cfg.frame_back)) {
+        Some(f) => set!(w.frame, f),
+        None => {
+            set!(w.stack.truncated, 1u32);
+            set!(w.frame, 0u64);
+        }
+    }
+    false
 }
 
 #[inline(always)]
@@ -198,11 +239,24 @@ fn stat(map: &HashMap<BlameKey, BlameStat>, key: &BlameKey) -> Option<*mut Blame
 
 #[inline(always)]
 fn add(map: &HashMap<BlameKey, BlameStat>, who: u64, stack: u64, ns: u64, samples: u64) {
+    sampled(map, who, stack, ns, samples, 0);
+}
+
+#[inline(always)]
+fn sampled(
+    map: &HashMap<BlameKey, BlameStat>,
+    who: u64,
+    stack: u64,
+    ns: u64,
+    samples: u64,
+    caused: u64,
+) {
     if let Some(p) = stat(map, &BlameKey { who, stack }) {
         // SAFETY: a valid map value; concurrent updates of one key are the documented race.
         unsafe {
             (*p).total_ns += ns;
             (*p).samples += samples;
+            (*p).caused_wait_ns += caused;
         }
     }
 }
@@ -260,7 +314,7 @@ pub(crate) fn timed_wait_returned(ret: i32, tid: u32, take_start: u64, tstate: u
             // SAFETY: as above.
             unsafe { (*w).last_ns = now };
             if timed_out {
-                sample_holder(cfg, now);
+                sample_holder(cfg, now, now.saturating_sub(last));
             }
             return;
         }
@@ -285,12 +339,12 @@ pub(crate) fn timed_wait_returned(ret: i32, tid: u32, take_start: u64, tstate: u
             }
         }
     }
-    sample_holder(cfg, now);
+    sample_holder(cfg, now, now.saturating_sub(take_start));
 }
 
 /// The waiter timed out: sample the holder's stack.
 #[inline(always)]
-fn sample_holder(cfg: &BlameConfig, now: u64) {
+fn sample_holder(cfg: &BlameConfig, now: u64, waited: u64) {
     let cond = gil_addr(GIL_ADDR_COND);
     if cond == 0 {
         return;
@@ -315,12 +369,13 @@ fn sample_holder(cfg: &BlameConfig, now: u64) {
     // SAFETY: a valid slot of a one-element array (the race is documented above).
     unsafe {
         if (*slot).tstate == holder && (*slot).switch_number == switch_number {
-            add(
+            sampled(
                 &BLAME_HOLDS,
                 holder,
                 stack,
                 now.saturating_sub((*slot).last_ns),
                 1,
+                waited,
             );
             (*slot).last_ns = now;
             (*slot).last_stack = stack;
@@ -333,7 +388,7 @@ fn sample_holder(cfg: &BlameConfig, now: u64) {
                 last_ns: now,
                 last_stack: stack,
             };
-            add(&BLAME_HOLDS, holder, stack, 0, 1);
+            sampled(&BLAME_HOLDS, holder, stack, 0, 1, waited);
         }
     }
 }
