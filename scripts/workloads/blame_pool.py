@@ -14,10 +14,14 @@ in CPU time (time.thread_time_ns), and at exit prints one JSON line: the culprit
 code object address, file and the line of its json.dumps call, the calls made and their total
 ns (dumps_ns wall, dumps_cpu_ns CPU).
 
-Usage: blame_pool.py [pool|metrics] [SECONDS] [DUMPS_MS]
+With `gated` as the fourth argument it prints `ready` and starts only at SIGUSR1 (a test
+starts it once gilwatch is attached, so that gilwatch sees every call the workload times).
+
+Usage: blame_pool.py [pool|metrics] [SECONDS] [DUMPS_MS] [gated]
 """
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -115,10 +119,12 @@ def culprit_line():
     return None
 
 
-if os.environ.get("BLAME_WAIT_READY"):
-    # Tests attach by PID: say when the work starts.
+if len(sys.argv) > 4 and sys.argv[4] == "gated":
+    # Blocked before any thread starts, so every thread inherits the mask and only sigwait
+    # takes the signal.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     print("ready", flush=True)
-    time.sleep(float(os.environ["BLAME_WAIT_READY"]))
+    signal.sigwait({signal.SIGUSR1})
 {"pool": pool, "metrics": metrics}[mode]()
 print(json.dumps({
     "mode": mode,

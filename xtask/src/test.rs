@@ -50,7 +50,8 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
     // would measure each other. `debuginfo`: stripped interpreters with debug files and
     // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
-    for test in ["privileged", "debuginfo", "locks"] {
+    // `blame`: the Python code behind long holds and waits.
+    for test in ["privileged", "blame", "debuginfo", "locks"] {
         let run = shell::run(
             cargo()
                 .args([

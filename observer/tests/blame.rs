@@ -1,0 +1,202 @@
+//! Privileged tests of blame: the Python code that held the GIL while others waited, named by
+//! qualname, file and line, and its hold time against the workload's own clock. Real BPF, real
+//! interpreters: every pyenv CPython 3.8–3.13 (symtab), Debian's stripped python3.11 and sid's
+//! 3.13–3.15 in containers (exports); where blame cannot run (3.7, the libc strategy,
+//! --no-blame) the report must say so.
+//!
+//! Tolerance: the culprit's blamed hold total must be within 10% of the workload's own
+//! wall-clock time in its json.dumps calls. The blamed hold also covers the few µs from the
+//! acquisition to the call and from its return to the drop, per call (≈20–30 calls of ~30 ms:
+//! well under 1%); the workload's clock also covers the µs before the call's C part. Measured on
+//! this 2-CPU VM under other engineers' builds: 3–4% apart (3.8: 611 vs 630 ms, 3.11: 491 vs 512).
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::*;
+
+/// Seconds of work per case: ~20 json.dumps calls of ~30 ms in the pool case.
+const RUN_S: &str = "2";
+const DUMPS_MS: &str = "30";
+
+/// Runs the gated workload under gilwatch (by PID), starts the work once gilwatch reports, and
+/// returns (the final report, the workload's own JSON line).
+fn run_case(py: &Python, mode: &str, extra: &[&str]) -> (Value, Value) {
+    let mut target = Target::launch(py, "blame_pool.py", &[mode, RUN_S, DUMPS_MS, "gated"]);
+    let pid = target.pid();
+    let pid_s = pid.to_string();
+    let mut args = vec![
+        "-p", &pid_s, "-i", "200ms", "--json", "-", "-q", "-d", "30s",
+    ];
+    args.extend(py.strategy_args());
+    args.extend(extra);
+    let mut child = gilwatch_command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting gilwatch");
+    // The first interval line: the probes are attached and blame armed; start the work.
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("gilwatch's first line");
+    assert!(first.starts_with('{'), "{}: gilwatch said {first}", py.label);
+    // SAFETY: kill(2) on a PID this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("gilwatch's output");
+    let status = child.wait().expect("gilwatch");
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).ok();
+    }
+    assert!(status.success(), "{}: gilwatch failed: {err}", py.label);
+    let report = last_json(rest.as_bytes());
+    let mut own = String::new();
+    let stdout = target.child.stdout.as_mut().expect("workload stdout");
+    let mut own_out = BufReader::new(stdout);
+    own_out.read_line(&mut own).expect("the workload's JSON line");
+    let own: Value = serde_json::from_str(own.trim())
+        .unwrap_or_else(|e| panic!("{}: workload said {own:?}: {e}", py.label));
+    (report, own)
+}
+
+/// 3.8+ with symbols, and the distributions' stripped builds.
+fn blame_cases() -> Vec<Python> {
+    let mut v: Vec<Python> = pythons()
+        .into_iter()
+        .filter(|p| p.version >= (3, 8))
+        .collect();
+    v.extend(distro_pythons());
+    v
+}
+
+fn is_culprit(frame: &Value, own: &Value) -> bool {
+    frame["qualname"]
+        .as_str()
+        .is_some_and(|q| q.ends_with(own["function"].as_str().unwrap_or("-")))
+        && frame["filename"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("blame_pool.py"))
+        && frame["line"] == own["line"]
+}
+
+/// Checks the top blamed hold stack is the culprit's and its total agrees with the workload.
+fn check_culprit(py: &Python, report: &Value, own: &Value, thread: Option<&str>) {
+    let b = &report["blame"];
+    assert_eq!(b["available"], true, "{}: {}", py.label, b["unavailable"]);
+    let holds = b["holds"].as_array().expect("holds");
+    assert!(!holds.is_empty(), "{}: no blamed hold: {b}", py.label);
+    let top = &holds[0];
+    let frames = top["frames"].as_array().expect("frames");
+    assert!(
+        frames.iter().any(|f| is_culprit(f, own)),
+        "{}: the top stack does not name {}:{} ({}); frames: {}",
+        py.label,
+        own["function"],
+        own["line"],
+        own["file"],
+        top["frames"]
+    );
+    // Every stack through the culprit's line (raw positions can split one line in two).
+    let blamed: f64 = holds
+        .iter()
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| is_culprit(f, own)))
+        })
+        .map(|s| ns(&s["total_ns"]))
+        .sum();
+    let own_ns = ns(&own["dumps_ns"]);
+    let calls = own["calls"].as_u64().unwrap_or(0);
+    assert!(calls >= 10, "{}: the workload made {calls} calls", py.label);
+    let off = (blamed - own_ns).abs() / own_ns;
+    eprintln!(
+        "{}: blamed {:.0} ms vs workload {:.0} ms ({:.1}% apart), {} calls, {} holds, top max {:.1} ms",
+        py.label,
+        blamed / 1e6,
+        own_ns / 1e6,
+        off * 100.0,
+        calls,
+        top["count"],
+        ns(&top["max_ns"]) / 1e6
+    );
+    assert!(
+        off <= 0.10,
+        "{}: blamed {:.0} ms, the workload's own clock {:.0} ms",
+        py.label,
+        blamed / 1e6,
+        own_ns / 1e6
+    );
+    let share = top["share_pct"].as_f64().unwrap_or(0.0);
+    assert!(share > 0.0 && share <= 100.0, "{}: share {share}", py.label);
+    if let Some(name) = thread {
+        assert_eq!(
+            top["threads"][0]["name"], name,
+            "{}: the culprit's thread",
+            py.label
+        );
+    }
+    assert_eq!(b["lost"], 0, "{}", py.label);
+}
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn a_pool_task_holding_the_gil_30ms_is_blamed_by_function_and_line() {
+    require_root();
+    for py in blame_cases() {
+        let (report, own) = run_case(&py, "pool", &[]);
+        check_culprit(&py, &report, &own, None);
+        // Waiting: the pool's workers and the submitting thread waited behind it.
+        let waits = report["blame"]["waits"].as_array().expect("waits");
+        assert!(!waits.is_empty(), "{}: no blamed wait", py.label);
+    }
+}
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn a_metrics_thread_serializing_every_40ms_is_blamed() {
+    require_root();
+    for py in blame_cases() {
+        let (report, own) = run_case(&py, "metrics", &[]);
+        check_culprit(&py, &report, &own, Some("metrics"));
+    }
+}
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn blame_says_why_it_is_unavailable() {
+    require_root();
+    let mut cases: Vec<(Python, Vec<&str>, &str)> = Vec::new();
+    for py in pythons() {
+        if py.version == (3, 7) {
+            cases.push((py.clone(), vec![], "not available on Python 3.7"));
+        }
+        if py.version == (3, 12) {
+            cases.push((py.clone(), vec!["--no-blame"], "turned off (--no-blame)"));
+        }
+    }
+    for py in pythons_libc().into_iter().filter(|p| p.version == (3, 12)) {
+        cases.push((py, vec![], "not available with the libc strategy"));
+    }
+    assert!(!cases.is_empty(), "no 3.7 or 3.12 interpreter");
+    for (py, extra, why) in cases {
+        let target = Target::launch(&py, "spinners.py", &[]);
+        let r = observe_with(
+            target.pid(),
+            "1s",
+            &[&py.strategy_args()[..], &extra[..]].concat(),
+        );
+        let b = &r["blame"];
+        assert_eq!(b["available"], false, "{}: {b}", py.label);
+        let said = b["unavailable"].as_str().unwrap_or("");
+        assert!(said.contains(why), "{}: said {said:?}", py.label);
+        drop(target);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
