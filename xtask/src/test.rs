@@ -34,7 +34,8 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
         );
     }
     let mut failed = Vec::new();
-    // The thread-name reader against live interpreters (one test per version).
+    // The thread-name reader and the code symbolizer against live interpreters (one test per
+    // version each).
     if let Err(e) = shell::run(cargo().args([
         "test",
         "--package",
@@ -45,7 +46,7 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
         "--ignored",
     ])) {
         eprintln!("{e:#}");
-        failed.push("gilwatch (thread names)");
+        failed.push("gilwatch (thread names, code symbolizer)");
     }
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
     // would measure each other. `debuginfo`: stripped interpreters with debug files and

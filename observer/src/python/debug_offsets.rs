@@ -2,6 +2,8 @@
 //! table we do not understand into an error rather than wrong offsets.
 use anyhow::{Context, Result, bail};
 
+use super::memory::RemoteMemory;
+
 use super::layout::{
     LONG_DIGITS, LONG_SIZE_OR_TAG, Layout, MA_KEYS, MA_VALUES, OB_TYPE, TP_FLAGS, TSTATE_NEXT,
     UNICODE_LENGTH, UNICODE_STATE, word,
@@ -30,6 +32,10 @@ pub(super) struct DebugTable {
     tstate: u64,
     tstate_thread_id: u64,
     tstate_native_thread_id: u64,
+    /// `code_object` block: size, filename, name, qualname, linetable, firstlineno, argcount,
+    /// localsplusnames, localspluskinds, co_code_adaptive (same order 3.13–3.15; 3.14 appended
+    /// co_tlbc).
+    code_object: u64,
     /// `pyobject` block: size, ob_type.
     pyobject: u64,
     /// `type_object` block: size, tp_name, tp_repr, tp_flags.
@@ -55,6 +61,7 @@ pub(super) fn debug_table(minor: u8) -> Option<DebugTable> {
             tstate: 152,
             tstate_thread_id: 192,
             tstate_native_thread_id: 200,
+            code_object: 272,
             pyobject: 352,
             type_object: 368,
             dict_object: 448,
@@ -68,6 +75,7 @@ pub(super) fn debug_table(minor: u8) -> Option<DebugTable> {
             tstate: 176,
             tstate_thread_id: 216,
             tstate_native_thread_id: 224,
+            code_object: 312,
             pyobject: 400,
             type_object: 416,
             dict_object: 528,
@@ -81,6 +89,7 @@ pub(super) fn debug_table(minor: u8) -> Option<DebugTable> {
             tstate: 176,
             tstate_thread_id: 240,
             tstate_native_thread_id: 248,
+            code_object: 376,
             pyobject: 464,
             type_object: 480,
             dict_object: 624,
@@ -104,6 +113,21 @@ pub(super) struct DebugValues {
     pub(super) tstate_native_thread_id: u64,
     pub(super) type_size: u64,
     pub(super) ascii_size: u64,
+    pub(super) code: CodeOffsets,
+}
+
+/// Where `PyCodeObject` keeps what the code symbolizer reads (from the table's `code_object`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct CodeOffsets {
+    /// `sizeof(PyCodeObject)`.
+    pub(super) size: u64,
+    pub(super) filename: u64,
+    pub(super) name: u64,
+    pub(super) qualname: u64,
+    pub(super) linetable: u64,
+    pub(super) firstlineno: u64,
+    /// The bytecode, inline at the end of the object.
+    pub(super) code_adaptive: u64,
 }
 
 impl DebugTable {
@@ -148,6 +172,18 @@ impl DebugTable {
         let interp_size = sized(self.interp, "PyInterpreterState", 1024..=(16 << 20))?;
         let tstate_size = sized(self.tstate, "PyThreadState", 64..=(64 << 10))?;
         let type_size = sized(self.type_object, "PyTypeObject", 256..=2048)?;
+        // 208 bytes in 3.13, 216 in 3.14 and 3.15.
+        let code_size = sized(self.code_object, "PyCodeObject", 128..=1024)?;
+        let code_field = |i: u64, what: &str| inside(self.code_object + 8 * i, code_size, what);
+        let code = CodeOffsets {
+            size: code_size,
+            filename: code_field(1, "co_filename")?,
+            name: code_field(2, "co_name")?,
+            qualname: code_field(3, "co_qualname")?,
+            linetable: code_field(4, "co_linetable")?,
+            firstlineno: code_field(5, "co_firstlineno")?,
+            code_adaptive: code_field(9, "co_code_adaptive")?,
+        };
         // The reader's fixed offsets must agree with the table's.
         expect(self.pyobject + 8, OB_TYPE, "PyObject.ob_type")?;
         expect(self.type_object + 24, TP_FLAGS, "PyTypeObject.tp_flags")?;
@@ -190,8 +226,37 @@ impl DebugTable {
             )?,
             type_size,
             ascii_size,
+            code,
         })
     }
+}
+
+/// The validated table at `_PyRuntime` (`runtime`), or Ok(None) when the cookie is absent
+/// (builds without the table).
+pub(super) fn read_table(
+    mem: &dyn RemoteMemory,
+    minor: u8,
+    runtime: u64,
+) -> Result<Option<DebugValues>> {
+    let table = debug_table(minor).with_context(|| format!("no _Py_DebugOffsets in 3.{minor}"))?;
+    let mut raw = [0u8; DEBUG_TABLE_LEN];
+    mem.read(runtime, &mut raw)
+        .with_context(|| format!("reading _Py_DebugOffsets at {runtime:#x}"))?;
+    if &raw[..8] != b"xdebugpy" {
+        return Ok(None);
+    }
+    let hex = u64::from_ne_bytes(word(&raw, 8));
+    let (vmaj, vmin) = ((hex >> 24) & 0xff, (hex >> 16) & 0xff);
+    if vmaj != 3 || vmin != u64::from(minor) || hex >> 32 != 0 {
+        bail!("_PyRuntime says version {hex:#x}, expected 3.{minor}");
+    }
+    if u64::from_ne_bytes(word(&raw, 16)) != 0 {
+        bail!("free-threaded CPython builds are not supported");
+    }
+    table
+        .check(&raw)
+        .with_context(|| format!("_Py_DebugOffsets of Python {hex:#x}"))
+        .map(Some)
 }
 
 /// Bytes between `sizeof(PyTypeObject)` and `ht_cached_keys` in `PyHeapTypeObject` (3.10+:

@@ -9,6 +9,7 @@ pub mod frames;
 #[cfg(test)]
 mod hostile;
 mod layout;
+mod line_table;
 pub mod memory;
 pub mod naming;
 mod objects;

@@ -151,7 +151,7 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Live tests: start a real interpreter with named threads, read it from outside, compare
     //! with what the interpreter says about itself.
 
@@ -279,7 +279,7 @@ sys.stdin.read()
     }
 
     /// First pyenv build of 3.`minor`, if installed.
-    fn pyenv(minor: u8) -> Option<String> {
+    pub(crate) fn pyenv(minor: u8) -> Option<String> {
         let prefix = format!("3.{minor}.");
         let mut dirs: Vec<_> = std::fs::read_dir("/root/.pyenv/versions")
             .ok()?
@@ -301,7 +301,7 @@ sys.stdin.read()
 
     /// A missing interpreter fails under `cargo xtask test` (GILWATCH_REQUIRE_FIXTURES), and is
     /// skipped out loud under a developer's plain `cargo test -- --ignored`.
-    fn missing_fixture(what: &str) {
+    pub(crate) fn missing_fixture(what: &str) {
         let required = std::env::var_os("GILWATCH_REQUIRE_FIXTURES")
             .is_some_and(|v| v != "0" && !v.is_empty());
         assert!(
@@ -436,10 +436,10 @@ sys.stdin.read()
     }
 
     /// Debian sid's interpreters (stripped, static, PGO+LTO, non-PIE) in a debootstrap root.
-    const SID: &str = "/var/lib/gilwatch-test/sid";
+    pub(crate) const SID: &str = "/var/lib/gilwatch-test/sid";
 
     /// `chroot SID /usr/bin/python3.X`, if the root has that interpreter.
-    fn sid(minor: u8) -> Option<Vec<String>> {
+    pub(crate) fn sid(minor: u8) -> Option<Vec<String>> {
         let bin = format!("/usr/bin/python3.{minor}");
         std::path::Path::new(&format!("{SID}{bin}"))
             .exists()

@@ -303,6 +303,11 @@ impl Reader<'_> {
 
     /// A str's text, lenient: unpaired surrogates and bad code points become U+FFFD.
     pub(super) fn read_str(&mut self, obj: u64) -> Result<String> {
+        self.read_str_upto(obj, MAX_NAME_CHARS)
+    }
+
+    /// `read_str`, cut at `max_chars` code points.
+    pub(super) fn read_str_upto(&mut self, obj: u64, max_chars: u64) -> Result<String> {
         self.expect_flag(obj, TPFLAGS_UNICODE_SUBCLASS, "str")?;
         let mut head = [0u8; 40];
         self.mem.read(obj, &mut head)?;
@@ -325,7 +330,7 @@ impl Reader<'_> {
             (true, false) => obj.wrapping_add(self.layout.compact_size),
             (false, _) => self.nonnull(obj.wrapping_add(self.layout.legacy_data), "str data")?,
         };
-        let chars = (length as u64).min(MAX_NAME_CHARS);
+        let chars = (length as u64).min(max_chars);
         let mut raw = vec![0u8; (chars * kind) as usize];
         self.mem.read(data, &mut raw)?;
         let text = match kind {
