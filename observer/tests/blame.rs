@@ -44,7 +44,11 @@ fn run_case(py: &Python, mode: &str, extra: &[&str]) -> (Value, Value) {
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut first = String::new();
     out.read_line(&mut first).expect("gilwatch's first line");
-    assert!(first.starts_with('{'), "{}: gilwatch said {first}", py.label);
+    assert!(
+        first.starts_with('{'),
+        "{}: gilwatch said {first}",
+        py.label
+    );
     // SAFETY: kill(2) on a PID this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
     let mut rest = String::new();
@@ -59,7 +63,9 @@ fn run_case(py: &Python, mode: &str, extra: &[&str]) -> (Value, Value) {
     let mut own = String::new();
     let stdout = target.child.stdout.as_mut().expect("workload stdout");
     let mut own_out = BufReader::new(stdout);
-    own_out.read_line(&mut own).expect("the workload's JSON line");
+    own_out
+        .read_line(&mut own)
+        .expect("the workload's JSON line");
     let own: Value = serde_json::from_str(own.trim())
         .unwrap_or_else(|e| panic!("{}: workload said {own:?}: {e}", py.label));
     (report, own)
