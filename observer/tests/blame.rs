@@ -4,11 +4,15 @@
 //! 3.13–3.15 in containers (exports); where blame cannot run (3.7, the libc strategy,
 //! --no-blame) the report must say so.
 //!
-//! Tolerance: the culprit's blamed hold total must be within 10% of the workload's own
-//! wall-clock time in its json.dumps calls. The blamed hold also covers the few µs from the
-//! acquisition to the call and from its return to the drop, per call (≈20–30 calls of ~30 ms:
-//! well under 1%); the workload's clock also covers the µs before the call's C part. Measured on
-//! this 2-CPU VM under other engineers' builds: 3–4% apart (3.8: 611 vs 630 ms, 3.11: 491 vs 512).
+//! Tolerance: the culprit's blamed hold total must lie between 90% of the workload's own CPU
+//! time in its json.dumps calls and 110% of their wall-clock time. The hold is the wall time
+//! from the acquisition to the drop, so it is at most the call's wall time plus a few µs (the
+//! Python code around the call), and at least its CPU time (the GIL is held while the thread is
+//! on the CPU). The workload's wall clock also counts what follows the drop: the waiter that
+//! asked for the drop requested it, so the call's thread waits for the GIL again before it can
+//! read its clock, a few µs on a quiet machine, milliseconds under load. Measured on this 2-CPU
+//! VM under other engineers' builds: 3–16% under the wall clock (3.8: 804 vs 829 ms; 3.10: 1040
+//! vs 1231 ms), and above the CPU time. Every call must also be one blamed hold (90%+).
 mod support;
 
 use std::{
@@ -27,7 +31,19 @@ const DUMPS_MS: &str = "30";
 /// Runs the gated workload under gilwatch (by PID), starts the work once gilwatch reports, and
 /// returns (the final report, the workload's own JSON line).
 fn run_case(py: &Python, mode: &str, extra: &[&str]) -> (Value, Value) {
-    let mut target = Target::launch(py, "blame_pool.py", &[mode, RUN_S, DUMPS_MS, "gated"]);
+    // The workload's own numbers, in a file (its stdout pipe closes after `ready`): a path in
+    // its own root, which is the sid root for containers.
+    let inside = format!("/tmp/gilwatch-blame-own-{}.json", std::process::id());
+    let host = match py.launcher {
+        Launcher::Host => inside.clone(),
+        Launcher::Container => format!("{SID_ROOT}{inside}"),
+    };
+    std::fs::remove_file(&host).ok();
+    let target = Target::launch(
+        py,
+        "blame_pool.py",
+        &[mode, RUN_S, DUMPS_MS, "gated", &inside],
+    );
     let pid = target.pid();
     let pid_s = pid.to_string();
     let mut args = vec![
@@ -60,12 +76,10 @@ fn run_case(py: &Python, mode: &str, extra: &[&str]) -> (Value, Value) {
     }
     assert!(status.success(), "{}: gilwatch failed: {err}", py.label);
     let report = last_json(rest.as_bytes());
-    let mut own = String::new();
-    let stdout = target.child.stdout.as_mut().expect("workload stdout");
-    let mut own_out = BufReader::new(stdout);
-    own_out
-        .read_line(&mut own)
-        .expect("the workload's JSON line");
+    drop(target);
+    let own = std::fs::read_to_string(&host)
+        .unwrap_or_else(|e| panic!("{}: the workload's numbers ({host}): {e}", py.label));
+    std::fs::remove_file(&host).ok();
     let own: Value = serde_json::from_str(own.trim())
         .unwrap_or_else(|e| panic!("{}: workload said {own:?}: {e}", py.label));
     (report, own)
@@ -118,26 +132,48 @@ fn check_culprit(py: &Python, report: &Value, own: &Value, thread: Option<&str>)
         })
         .map(|s| ns(&s["total_ns"]))
         .sum();
-    let own_ns = ns(&own["dumps_ns"]);
+    let wall = ns(&own["dumps_ns"]);
+    let cpu = ns(&own["dumps_cpu_ns"]);
     let calls = own["calls"].as_u64().unwrap_or(0);
-    assert!(calls >= 10, "{}: the workload made {calls} calls", py.label);
-    let off = (blamed - own_ns).abs() / own_ns;
+    // ~66 in 2 s on a quiet machine (pool: 20); 7 were seen under other engineers' builds.
+    assert!(calls >= 5, "{}: the workload made {calls} calls", py.label);
     eprintln!(
-        "{}: blamed {:.0} ms vs workload {:.0} ms ({:.1}% apart), {} calls, {} holds, top max {:.1} ms",
+        "{}: blamed {:.0} ms vs workload {:.0} ms wall, {:.0} ms CPU ({:+.1}% of wall), {} calls, {} holds, top max {:.1} ms",
         py.label,
         blamed / 1e6,
-        own_ns / 1e6,
-        off * 100.0,
+        wall / 1e6,
+        cpu / 1e6,
+        (blamed - wall) * 100.0 / wall,
         calls,
         top["count"],
         ns(&top["max_ns"]) / 1e6
     );
     assert!(
-        off <= 0.10,
-        "{}: blamed {:.0} ms, the workload's own clock {:.0} ms",
+        blamed >= cpu * 0.9 && blamed <= wall * 1.1,
+        "{}: blamed {:.0} ms, the workload's own clocks {:.0} ms wall, {:.0} ms CPU",
         py.label,
         blamed / 1e6,
-        own_ns / 1e6
+        wall / 1e6,
+        cpu / 1e6
+    );
+    // Every call was a sampled hold. A few more holds can carry the culprit's stack: after the
+    // forced drop that ends a call, the thread takes the GIL back at the same instruction, and
+    // under load that short hold can outlast a switch interval too (Debian 3.11: 22 for 19).
+    let holds: u64 = b["holds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| is_culprit(f, own)))
+        })
+        .filter_map(|s| s["count"].as_u64())
+        .sum();
+    assert!(
+        holds * 10 >= calls * 9 && holds * 2 <= calls * 3 + 2,
+        "{}: {holds} blamed holds for {calls} calls",
+        py.label
     );
     let share = top["share_pct"].as_f64().unwrap_or(0.0);
     assert!(share > 0.0 && share <= 100.0, "{}: share {share}", py.label);

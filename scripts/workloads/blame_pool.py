@@ -15,9 +15,11 @@ code object address, file and the line of its json.dumps call, the calls made an
 ns (dumps_ns wall, dumps_cpu_ns CPU).
 
 With `gated` as the fourth argument it prints `ready` and starts only at SIGUSR1 (a test
-starts it once gilwatch is attached, so that gilwatch sees every call the workload times).
+starts it once gilwatch is attached, so that gilwatch sees every call the workload times). A
+fifth argument is a file to write the JSON line to instead of stdout (a test's pipe is closed
+after `ready`).
 
-Usage: blame_pool.py [pool|metrics] [SECONDS] [DUMPS_MS] [gated]
+Usage: blame_pool.py [pool|metrics] [SECONDS] [DUMPS_MS] [gated|-] [OUT]
 """
 import json
 import os
@@ -126,7 +128,7 @@ if len(sys.argv) > 4 and sys.argv[4] == "gated":
     print("ready", flush=True)
     signal.sigwait({signal.SIGUSR1})
 {"pool": pool, "metrics": metrics}[mode]()
-print(json.dumps({
+result = json.dumps({
     "mode": mode,
     "function": "serialize_report",
     "code": id(serialize_report.__code__),
@@ -135,4 +137,9 @@ print(json.dumps({
     "calls": own["calls"],
     "dumps_ns": own["ns"],
     "dumps_cpu_ns": own["cpu_ns"],
-}), flush=True)
+})
+if len(sys.argv) > 5:
+    with open(sys.argv[5], "w") as f:
+        f.write(result + "\n")
+else:
+    print(result, flush=True)
