@@ -314,7 +314,12 @@ pub const BLAME_ERR_STATS_FULL: u32 = 1;
 pub const BLAME_ERR_WAITING_FULL: u32 = 2;
 /// A frame chain could not be read (the holder was changing it, or the offsets are wrong).
 pub const BLAME_ERR_READ: u32 = 3;
-pub const BLAME_ERR_COUNTERS: u32 = 4;
+/// Not errors: frame walks made, and the kernel time they took (ns, measured around each walk),
+/// which the overhead budget counts (probe/cost.rs).
+pub const BLAME_WALKS: u32 = 4;
+pub const BLAME_WALK_NS: u32 = 5;
+/// Slots of the blame counter array (BLAME_ERRORS): the errors are the first four.
+pub const BLAME_ERR_COUNTERS: u32 = 6;
 
 /// How to walk a CPython thread's frame chain, per version (written by userspace, blame/config.rs).
 #[repr(C)]

@@ -28,8 +28,8 @@ use aya_ebpf::{
 use observer_common::{
     BLAME_ERR_COUNTERS, BLAME_ERR_READ, BLAME_ERR_STACKS_FULL, BLAME_ERR_STATS_FULL,
     BLAME_ERR_WAITING_FULL, BLAME_MAX_FRAMES, BLAME_MAX_STACKS, BLAME_MAX_STATS, BLAME_NO_OFFSET,
-    BlameConfig, BlameHolder, BlameKey, BlameStack, BlameStat, BlameWaiting, GIL_ADDR_COND,
-    MAX_THREADS,
+    BLAME_WALK_NS, BLAME_WALKS, BlameConfig, BlameHolder, BlameKey, BlameStack, BlameStat,
+    BlameWaiting, GIL_ADDR_COND, MAX_THREADS,
 };
 
 use crate::{NO_PREALLOC, gil_libc::gil_addr, now_ns};
@@ -71,9 +71,14 @@ static BLAME_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(BLAME_ERR_
 
 #[inline(always)]
 fn count_error(which: u32) {
+    count(which, 1);
+}
+
+#[inline(always)]
+fn count(which: u32, n: u64) {
     if let Some(c) = BLAME_ERRORS.get_ptr_mut(which) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-        unsafe { *c += 1 };
+        unsafe { *c += n };
     }
 }
 
@@ -140,6 +145,7 @@ macro_rules! set {
 /// Walks `tstate`'s frame chain into the per-CPU scratch and interns it; returns its id.
 #[inline(always)]
 fn stack_of(cfg: &BlameConfig, tstate: u64) -> Option<u64> {
+    let started = now_ns();
     let w = BLAME_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot; nothing else runs on this CPU during the program.
     let w = unsafe { &mut *w };
@@ -171,6 +177,8 @@ fn stack_of(cfg: &BlameConfig, tstate: u64) -> Option<u64> {
     if BLAME_STACKS.get_ptr(&id).is_none() && BLAME_STACKS.insert(&id, &w.stack, 0).is_err() {
         count_error(BLAME_ERR_STACKS_FULL);
     }
+    count(BLAME_WALKS, 1);
+    count(BLAME_WALK_NS, now_ns().saturating_sub(started));
     Some(id)
 }
 

@@ -13,7 +13,8 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use observer_common::{
-    BLAME_ERR_COUNTERS, BLAME_NO_OFFSET, BlameConfig, BlameKey, BlameStack, BlameStat, names::map,
+    BLAME_NO_OFFSET, BLAME_WALK_NS, BLAME_WALKS, BlameConfig, BlameKey, BlameStack, BlameStat,
+    names::map,
 };
 
 use crate::{
@@ -354,6 +355,23 @@ fn read_stats(attached: &Attached, name: &str) -> anyhow::Result<Vec<(BlameKey, 
     Ok(m.iter().filter_map(Result::ok).collect())
 }
 
+/// (frame walks, kernel ns they took) so far: what blame costs the target, for the budget.
+pub fn walk_cost(ebpf: &aya::Ebpf) -> (u64, u64) {
+    let Some(m) = ebpf.map(map::BLAME_ERRORS) else {
+        return (0, 0);
+    };
+    let Ok(counters) = PerCpuArray::<&MapData, u64>::try_from(m) else {
+        return (0, 0);
+    };
+    let sum = |idx: u32| -> u64 {
+        counters
+            .get(&idx, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    };
+    (sum(BLAME_WALKS), sum(BLAME_WALK_NS))
+}
+
 fn read_errors(attached: &Attached) -> anyhow::Result<u64> {
     let errors: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
         attached
@@ -362,7 +380,7 @@ fn read_errors(attached: &Attached) -> anyhow::Result<u64> {
             .context("BLAME_ERRORS map missing")?,
     )?;
     let mut n = 0;
-    for idx in 0..BLAME_ERR_COUNTERS {
+    for idx in 0..BLAME_WALKS {
         if let Ok(per_cpu) = errors.get(&idx, 0) {
             n += per_cpu.iter().sum::<u64>();
         }

@@ -601,6 +601,7 @@ impl Attached {
                 None => hits.returns += n,
             }
         }
+        (hits.blame_walks, hits.blame_walk_ns) = crate::blame::walk_cost(&self.ebpf);
         Ok(hits)
     }
 
