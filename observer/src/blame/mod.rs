@@ -387,3 +387,84 @@ fn read_errors(attached: &Attached) -> anyhow::Result<u64> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blame_with(stacks: &[(u64, &[(&str, u32)])]) -> Blame {
+        Blame {
+            options: BlameOptions {
+                enabled: true,
+                min: None,
+            },
+            unavailable: None,
+            walk: None,
+            version: (3, 12),
+            runtime: None,
+            pid: 1,
+            interval_ns: Some(5_000_000),
+            armed: true,
+            tstate_tids: HashMap::new(),
+            stacks: stacks
+                .iter()
+                .map(|(id, frames)| {
+                    let frames = frames
+                        .iter()
+                        .map(|(q, line)| BlamedFrame {
+                            qualname: (*q).to_owned(),
+                            filename: "app.py".to_owned(),
+                            line: Some(*line),
+                            first_line: Some(1),
+                        })
+                        .collect();
+                    (*id, (frames, false))
+                })
+                .collect(),
+        }
+    }
+
+    fn stat(total_ms: u64, count: u64, max_ms: u64) -> BlameStat {
+        BlameStat {
+            total_ns: total_ms * 1_000_000,
+            samples: count * 6,
+            count,
+            max_ns: max_ms * 1_000_000,
+            caused_wait_ns: 0,
+        }
+    }
+
+    #[test]
+    fn stacks_that_read_the_same_merge_across_threads_and_rank_by_total() {
+        // Stacks 1 and 2 differ only in raw instruction positions: one source line.
+        let b = blame_with(&[
+            (1, &[("dumps", 231), ("serialize", 61)]),
+            (2, &[("dumps", 231), ("serialize", 61)]),
+            (3, &[("loop", 12)]),
+            (4, &[("tiny", 3)]),
+        ]);
+        let entries = vec![
+            (10, 1, stat(300, 10, 31)),
+            (11, 2, stat(100, 3, 35)),
+            (12, 3, stat(350, 50, 7)),
+            (12, 4, stat(50, 20, 4)),
+            // A stack the kernel kept but userspace never named.
+            (13, 99, stat(40, 1, 40)),
+        ];
+        let names = |tid: u32| format!("t{tid}");
+        let ranked = b.rank(entries.into_iter(), &names, 1_000_000_000, 5_000_000);
+        let totals: Vec<u64> = ranked.iter().map(|s| s.total_ns / 1_000_000).collect();
+        // 400 (merged), 350, 40 (unnamed); `tiny` is under the 5 ms threshold.
+        assert_eq!(totals, vec![400, 350, 40]);
+        let top = &ranked[0];
+        assert_eq!((top.count, top.max_ns), (13, 35_000_000));
+        assert_eq!(top.share_pct, 40.0);
+        let threads: Vec<(u32, &str)> = top
+            .threads
+            .iter()
+            .map(|t| (t.tid, t.name.as_str()))
+            .collect();
+        assert_eq!(threads, vec![(10, "t10"), (11, "t11")]);
+        assert!(ranked[2].frames.is_empty() && ranked[2].truncated);
+    }
+}

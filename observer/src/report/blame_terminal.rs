@@ -122,3 +122,87 @@ pub fn top_code(b: &BlameReport) -> Option<String> {
         fmt_ns(s.caused_wait_ns)
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::blame::{BlamedFrame, BlamedThread};
+
+    fn frame(q: &str, f: &str, line: u32) -> BlamedFrame {
+        BlamedFrame {
+            qualname: q.to_owned(),
+            filename: f.to_owned(),
+            line: Some(line),
+            first_line: Some(1),
+        }
+    }
+
+    fn report(holds: Vec<BlamedStack>) -> BlameReport {
+        BlameReport {
+            available: true,
+            unavailable: None,
+            min_ns: 5_000_000,
+            native_frames: "not collected".to_owned(),
+            hold_total_ns: 100_000_000,
+            hold_blamed_ns: 60_000_000,
+            wait_total_ns: 0,
+            wait_blamed_ns: 0,
+            samples: 12,
+            lost: 0,
+            holds,
+            waits: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_the_first_frame_outside_the_standard_library() {
+        let s = BlamedStack {
+            frames: vec![
+                frame("iterencode", "/usr/lib/python3.12/json/encoder.py", 258),
+                frame("serialize_report", "/srv/app/metrics.py", 61),
+                frame("run", "/usr/lib/python3.12/threading.py", 1010),
+            ],
+            truncated: false,
+            count: 3,
+            total_ns: 60_000_000,
+            max_ns: 30_000_000,
+            samples: 12,
+            share_pct: 60.0,
+            caused_wait_ns: 80_000_000,
+            threads: vec![BlamedThread {
+                tid: 7,
+                name: "metrics".to_owned(),
+                total_ns: 60_000_000,
+            }],
+        };
+        let r = report(vec![s]);
+        let line = top_code(&r).expect("a top line");
+        assert!(
+            line.starts_with("Top code: serialize_report (/srv/app/metrics.py:61) held it 60%"),
+            "{line}"
+        );
+        let text = section(&r);
+        assert!(text.contains("#1 60% of hold"), "{text}");
+        assert!(text.contains("metrics (7)"), "{text}");
+        assert!(
+            text.contains("iterencode (/usr/lib/python3.12/json/encoder.py:258)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_and_unavailable_reports_render_without_a_top_line() {
+        let r = report(Vec::new());
+        assert!(top_code(&r).is_none());
+        assert!(section(&r).contains("no hold at or over the threshold"));
+        let off = BlameReport {
+            available: false,
+            unavailable: Some("turned off (--no-blame)".to_owned()),
+            ..report(Vec::new())
+        };
+        assert_eq!(
+            section(&off).trim(),
+            "Blame: unavailable: turned off (--no-blame)"
+        );
+    }
+}
