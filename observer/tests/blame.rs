@@ -194,9 +194,23 @@ fn a_pool_task_holding_the_gil_30ms_is_blamed_by_function_and_line() {
     for py in blame_cases() {
         let (report, own) = run_case(&py, "pool", &[]);
         check_culprit(&py, &report, &own, None);
-        // Waiting: the pool's workers and the submitting thread waited behind it.
+        // Waiting: the pool's workers waited behind it, about to run (or back from) short tasks.
         let waits = report["blame"]["waits"].as_array().expect("waits");
-        assert!(!waits.is_empty(), "{}: no blamed wait", py.label);
+        let short = |s: &&Value| {
+            s["frames"].as_array().is_some_and(|f| {
+                f.iter().any(|f| {
+                    f["qualname"]
+                        .as_str()
+                        .is_some_and(|q| q.ends_with("short_task"))
+                })
+            })
+        };
+        assert!(
+            waits.iter().any(|s| short(&s)),
+            "{}: no waiting stack names short_task: {}",
+            py.label,
+            report["blame"]["waits"]
+        );
     }
 }
 
@@ -240,5 +254,35 @@ fn blame_says_why_it_is_unavailable() {
         assert!(said.contains(why), "{}: said {said:?}", py.label);
         drop(target);
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn blame_min_hides_stacks_whose_holds_are_all_shorter() {
+    require_root();
+    let py = pythons()
+        .into_iter()
+        .find(|p| p.version == (3, 12))
+        .expect("pyenv CPython 3.12");
+    // Three CPU-bound threads: each hold lasts about a switch interval, every one sampled.
+    let target = Target::launch(&py, "spinners.py", &[]);
+    let listed = |min: &str| -> usize {
+        let r = observe_with(target.pid(), "1500ms", &["--blame-min", min]);
+        let b = &r["blame"];
+        assert_eq!(b["available"], true, "{}: {b}", py.label);
+        assert_eq!(b["min_ns"], humantime(min), "{}: min_ns", py.label);
+        assert!(b["samples"].as_u64().unwrap_or(0) > 0, "{}: {b}", py.label);
+        b["holds"].as_array().map_or(0, Vec::len)
+    };
+    assert!(listed("1ms") > 0, "{}: nothing listed over 1 ms", py.label);
+    assert_eq!(listed("10s"), 0, "{}: holds listed over 10 s", py.label);
+}
+
+fn humantime(d: &str) -> u64 {
+    match d {
+        "1ms" => 1_000_000,
+        "10s" => 10_000_000_000,
+        _ => unreachable!("{d}"),
     }
 }
