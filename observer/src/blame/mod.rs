@@ -56,6 +56,8 @@ pub struct Blame {
     tstate_tids: HashMap<u64, u32>,
     /// Stack id → its frames, symbolized, and whether it was truncated.
     stacks: HashMap<u64, (Vec<BlamedFrame>, bool)>,
+    /// The kernel's walk count at the last refresh: no walk since, no new stack to read.
+    walks_seen: u64,
 }
 
 impl Blame {
@@ -97,6 +99,7 @@ impl Blame {
             armed: false,
             tstate_tids: HashMap::new(),
             stacks: HashMap::new(),
+            walks_seen: 0,
         }
     }
 
@@ -158,14 +161,17 @@ impl Blame {
         if !self.armed {
             return;
         }
-        let Ok(stacks) = read_stacks(attached) else {
+        // Polled every 100 ms: one counter read when nothing was sampled since.
+        let (walks, _) = walk_cost(&attached.ebpf);
+        if walks == self.walks_seen {
+            return;
+        }
+        let Ok(new) = read_new_stacks(attached, &self.stacks) else {
             return;
         };
-        let new: Vec<(u64, BlameStack)> = stacks
-            .into_iter()
-            .filter(|(id, _)| !self.stacks.contains_key(id))
-            .take(SYMBOLIZE_PER_REFRESH)
-            .collect();
+        if new.len() < SYMBOLIZE_PER_REFRESH {
+            self.walks_seen = walks;
+        }
         if new.is_empty() {
             return;
         }
@@ -335,14 +341,23 @@ fn write_config(attached: &mut Attached, config: &BlameConfig) -> anyhow::Result
         .context("writing the frame-walk offsets to the kernel")
 }
 
-fn read_stacks(attached: &Attached) -> anyhow::Result<Vec<(u64, BlameStack)>> {
+/// The stacks not symbolized yet (keys first: a known stack's 520 bytes are not copied again).
+fn read_new_stacks(
+    attached: &Attached,
+    known: &HashMap<u64, (Vec<BlamedFrame>, bool)>,
+) -> anyhow::Result<Vec<(u64, BlameStack)>> {
     let m: BpfHashMap<&MapData, u64, BlameStack> = BpfHashMap::try_from(
         attached
             .ebpf
             .map(map::BLAME_STACKS)
             .context("BLAME_STACKS map missing")?,
     )?;
-    Ok(m.iter().filter_map(Result::ok).collect())
+    Ok(m.keys()
+        .filter_map(Result::ok)
+        .filter(|id| !known.contains_key(id))
+        .take(SYMBOLIZE_PER_REFRESH)
+        .filter_map(|id| Some((id, m.get(&id, 0).ok()?)))
+        .collect())
 }
 
 fn read_stats(attached: &Attached, name: &str) -> anyhow::Result<Vec<(BlameKey, BlameStat)>> {
@@ -421,6 +436,7 @@ mod tests {
                     (*id, (frames, false))
                 })
                 .collect(),
+            walks_seen: 0,
         }
     }
 
