@@ -122,6 +122,12 @@ fn check_culprit(py: &Python, report: &Value, own: &Value, thread: Option<&str>)
         own["file"],
         top["frames"]
     );
+    assert!(
+        is_culprit(&top["headline"], own),
+        "{}: the headline is {}",
+        py.label,
+        top["headline"]
+    );
     // Every stack through the culprit's line (raw positions can split one line in two).
     let blamed: f64 = holds
         .iter()

@@ -284,6 +284,7 @@ impl Blame {
                         share_pct: 0.0,
                         caused_wait_ns: 0,
                         threads: Vec::new(),
+                        headline: None,
                     },
                     BTreeMap::new(),
                 )
@@ -310,6 +311,7 @@ impl Blame {
                         total_ns: ns,
                     })
                     .collect();
+                b.headline = b.find_headline().cloned();
                 b
             })
             .filter(|b| b.max_ns >= min_ns)

@@ -90,6 +90,9 @@ pub struct BlamedStack {
     pub caused_wait_ns: u64,
     /// Threads involved, most time first.
     pub threads: Vec<BlamedThread>,
+    /// The frame the verdict names: the innermost outside the standard library (the culprit's
+    /// own code, e.g. the line calling `json.dumps`), else the innermost.
+    pub headline: Option<BlamedFrame>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,7 +106,7 @@ pub struct BlamedThread {
 impl BlamedStack {
     /// The frame a reader looks at first: the innermost frame outside the standard library
     /// (the culprit's own code), else the innermost.
-    pub fn headline(&self) -> Option<&BlamedFrame> {
+    pub fn find_headline(&self) -> Option<&BlamedFrame> {
         let stdlib = |f: &&BlamedFrame| {
             f.filename.contains("/lib/python3") && !f.filename.contains("-packages/")
         };

@@ -112,7 +112,7 @@ fn frames(out: &mut String, s: &BlamedStack) {
 /// One line for the verdict: the code behind the most hold time.
 pub fn top_code(b: &BlameReport) -> Option<String> {
     let s = b.holds.first()?;
-    let f = s.headline()?;
+    let f = s.headline.as_ref()?;
     Some(format!(
         "Top code: {} held it {} of all hold time ({} holds, max {}), making others wait {}.",
         f.label(),
@@ -174,6 +174,11 @@ mod tests {
                 name: "metrics".to_owned(),
                 total_ns: 60_000_000,
             }],
+            headline: None,
+        };
+        let s = BlamedStack {
+            headline: s.find_headline().cloned(),
+            ..s
         };
         let r = report(vec![s]);
         let line = top_code(&r).expect("a top line");
