@@ -144,6 +144,16 @@ pub struct Cli {
     /// authentication; it names the process's threads).
     #[arg(long, requires = "prometheus")]
     pub prometheus_public: bool,
+    /// Blame lists the Python stacks that held the GIL while another thread's wait for it
+    /// expired (and the stacks that waited), with their share of all hold time. Only stacks
+    /// with a hold (or wait) at least this long are listed. Default: the GIL's switch interval
+    /// (5ms unless the program changed it), which is what a waiter's expired wait means.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub blame_min: Option<Duration>,
+
+    /// No blame: no frame walks on expired GIL waits and no blame maps in the kernel.
+    #[arg(long, conflicts_with = "blame_min")]
+    pub no_blame: bool,
 
     /// Command to start and observe from its first bytecode (after `--`).
     #[arg(last = true, value_name = "CMD")]

@@ -116,6 +116,7 @@ pub fn run_without_gil(
         gil: false,
         locks: true,
         call_sites: request.discover,
+        blame: false,
     };
     // The BPF object with no GIL probe: its maps and the mutex programs.
     let mut attached = probe_attach::load(process.pid, needs)?;

@@ -4,6 +4,7 @@
 //! (`gil::prepare`), attach them (`probe::attach`), let the kernel aggregate, read the maps
 //! (`collect`), report (`report`). `session` runs the clock in between; `doctor` explains a plan.
 //! This file only wires those stages together; nothing calls back into it.
+mod blame;
 mod cli;
 mod collect;
 mod doctor;
@@ -261,10 +262,25 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         plan.points.len(),
         interpreter.version
     ));
-    let mut attached = attach_all(&plan, &process, child.is_some(), locks.as_mut())?;
+    let mut blame = blame::Blame::new(
+        blame::BlameOptions {
+            enabled: !cli.no_blame,
+            min: cli.blame_min,
+        },
+        &plan,
+        &interpreter,
+        process.pid,
+    );
+    let mut attached = attach_all(
+        &plan,
+        &process,
+        child.is_some(),
+        locks.as_mut(),
+        blame.is_wanted(),
+    )?;
     let gil_location = if child.is_none() {
         status.say("finding the GIL in the process's memory");
-        place_gil(&mut attached, &plan, &process, &interpreter)?
+        place_gil(&mut attached, &plan, &process, &interpreter, &mut blame)?
     } else {
         // A gated command has not mapped its interpreter yet: the session finds the GIL.
         None
@@ -284,6 +300,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
             child,
             gil_location,
             locks,
+            blame,
         },
         html,
     )
@@ -335,8 +352,10 @@ fn attach_all(
     process: &Process,
     launched: bool,
     locks: Option<&mut lock::LockWatch>,
+    blame: bool,
 ) -> anyhow::Result<attach::Attached> {
     let needs = attach::MapNeeds {
+        blame,
         gil: true,
         locks: locks.is_some(),
         call_sites: locks.as_deref().is_some_and(|l| l.discover),
@@ -365,6 +384,7 @@ fn place_gil(
     plan: &plan::ProbePlan,
     process: &Process,
     interpreter: &locate::Interpreter,
+    blame: &mut blame::Blame,
 ) -> anyhow::Result<Option<String>> {
     let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();
     if !wants_gil && !interpreter.free_threaded {
@@ -388,6 +408,7 @@ fn place_gil(
     }
     if wants_gil {
         attached.set_gil_address(&gil)?;
+        blame.arm(attached, interpreter, &gil);
     }
     Ok(Some(gil.how))
 }
@@ -402,6 +423,7 @@ struct Attachment {
     gil_location: Option<String>,
     locks: Option<lock::LockWatch>,
     cpu_baseline: Option<probe::cpu_time::Baseline>,
+    blame: blame::Blame,
 }
 
 /// The run once probes are in place: watch (the session releases a gated command), report.
@@ -416,6 +438,7 @@ fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Resu
         gil_location,
         locks,
         cpu_baseline,
+        blame,
     } = a;
     let info_interp = InterpreterInfo {
         path: interpreter.file.path.clone(),
@@ -480,6 +503,7 @@ fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Resu
         max_overhead: cli.max_overhead.0,
         cpu_baseline,
         exporter: exporter.as_ref(),
+        blame,
     };
     let report = runtime.block_on(session.run(outputs))?;
     drop(exporter);

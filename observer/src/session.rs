@@ -73,6 +73,8 @@ pub struct Session<'a> {
     pub cpu_baseline: Option<Baseline>,
     /// `--prometheus`: the totals a scrape is served from.
     pub exporter: Option<&'a crate::exporter::server::Exporter>,
+    /// Which code holds and waits (blame/mod.rs).
+    pub blame: crate::blame::Blame,
 }
 
 /// A timer that, once late, keeps its period from the late tick rather than bursting.
@@ -272,6 +274,13 @@ impl Session<'_> {
             .flatten();
         self.info.exit_code = self.child.as_mut().and_then(GatedChild::try_wait);
         let mut report = self.report("final", ended, first, &last);
+        let held: u64 = report.threads.iter().map(|t| t.hold_ns.total).sum();
+        let waited: u64 = report.threads.iter().map(|t| t.wait_ns.total).sum();
+        let names = |tid| {
+            let (os, python) = self.names.get(tid);
+            python.unwrap_or(os)
+        };
+        report.blame = Some(self.blame.report(self.attached, &names, held, waited));
         if let (Some(b), Some(from), Some(to)) = (self.cpu_baseline, cpu_start, cpu_end) {
             report.sampling.measured_overhead_pct = b
                 .overhead_pct(&from, &to)
@@ -386,6 +395,7 @@ impl Session<'_> {
         }
         if let Ok(gil) = crate::gil::address::find(&self.process, self.interpreter) {
             if self.attached.set_gil_address(&gil).is_ok() {
+                self.blame.arm(self.attached, self.interpreter, &gil);
                 self.info.interpreter.gil_location = Some(gil.how);
                 self.gil_pending = false;
             }
@@ -410,6 +420,9 @@ impl Session<'_> {
         let n = states.len();
         let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
         self.names.refresh(&tstates);
+        self.blame.note_threads(&tstates);
+        // Stacks are symbolized while their code objects are alive (the target may exit).
+        self.blame.refresh(self.attached);
         // Named (or given up on) while alive: the state of threads that exited can go.
         let _ = self.attached.forget_exited_threads();
         n

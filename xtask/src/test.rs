@@ -53,9 +53,10 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
     // `runbook`: snapshots compared by `gilwatch diff`, --fail-if. `prometheus`: the exporter
     // scraped over HTTP and by a real Prometheus server. `views`: the --html page in headless
-    // Chromium and `gilwatch top` under tmux.
+    // Chromium and `gilwatch top` under tmux. `blame`: the Python code behind long holds and waits.
     for test in [
         "privileged",
+        "blame",
         "debuginfo",
         "locks",
         "runbook",

@@ -1,5 +1,7 @@
 //! Step 6: what a run found, as one model that both renderers (terminal, JSON) read.
 pub mod bars;
+pub mod blame;
+pub mod blame_terminal;
 pub mod canvas;
 pub mod format;
 pub mod html;
@@ -90,6 +92,9 @@ pub struct Report {
     /// Kernel memory held by gilwatch's BPF maps at the end of the report's span (the sum of
     /// their `memlock`): it grows with the threads (and locks) observed.
     pub kernel_memory_bytes: u64,
+    /// Which code held the GIL while others waited (final report only; null in interval
+    /// reports and lock-only runs).
+    pub blame: Option<blame::BlameReport>,
 }
 
 /// What observing cost, and whether the overhead budget made it a sample.
@@ -201,6 +206,7 @@ pub fn build(
         lost_events: to.lost_events.saturating_sub(from.lost_events),
         sampling,
         kernel_memory_bytes: to.kernel_memory_bytes,
+        blame: None,
     }
 }
 

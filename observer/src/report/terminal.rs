@@ -124,6 +124,9 @@ pub fn verdict(r: &Report, canvas: &Canvas) -> String {
             fmt_ns(top.hold_ns.p50)
         );
     }
+    if let Some(line) = r.blame.as_ref().and_then(super::blame_terminal::top_code) {
+        let _ = write!(text, "\n         {line}");
+    }
     text
 }
 
@@ -267,6 +270,9 @@ fn final_body(r: &Report, canvas: &Canvas) -> String {
         .max_by_key(|t| t.hold_ns.total)
     {
         out.push_str(&histogram_block("GIL hold", t, &t.hold_ns, &t.hold_hist));
+    }
+    if let Some(b) = &r.blame {
+        out.push_str(&super::blame_terminal::section(b));
     }
     out
 }
