@@ -7,6 +7,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use super::{
     Report, ThreadReport,
     bars::rows,
+    blame::{BlameReport, BlamedStack},
     canvas::Canvas,
     format::{fmt_ns, memory_line, pct},
     lock::{LockEntry, LockReport},
@@ -134,11 +135,13 @@ fn gil_sections(r: &Report) -> Markup {
                 }
             }
         }
-        // Blame (which Python code held the GIL while others waited) and a timeline of a short
-        // window go here once the report model carries them (branches `blame` and `trace`).
-        section id="blame" .later {
-            h2 { "Blame and timeline" }
-            p { "Reserved: which Python stacks held the GIL while others waited, and a timeline of a short window, will be shown here when gilwatch records them." }
+        @if let Some(b) = &r.blame {
+            (blame_section(b))
+        }
+        // A timeline of a short window goes here once the report model carries one (`--trace`).
+        section id="timeline" .later {
+            h2 { "Timeline" }
+            p { "Reserved: a timeline of who held and who waited for the GIL in a short window will be shown here when gilwatch records one." }
         }
         p.meta { (memory_line(r.kernel_memory_bytes)) }
     }
@@ -171,6 +174,84 @@ fn share_chart(threads: &[ThreadReport], observed: f64) -> Markup {
             line.axis x1=(label_w) y1=(axis_y) x2=(label_w + bar_w) y2=(axis_y) {}
             @for q in [0, 25, 50, 75, 100] {
                 text x=(label_w + bar_w * q as f64 / 100.0) y=(axis_y + 14.0) text-anchor="middle" { (q) "%" }
+            }
+        }
+    }
+}
+
+/// Stacks listed per blame table, and frames per stack (innermost first).
+const BLAME_STACKS: usize = 8;
+const BLAME_FRAMES: usize = 12;
+
+/// Which code held the GIL while others waited, and which code waited (report/blame.rs).
+fn blame_section(b: &BlameReport) -> Markup {
+    let share = |part: u64, all: u64| part as f64 * 100.0 / all.max(1) as f64;
+    html! {
+        section id="blame" {
+            h2 { "Blame: which code held the GIL while others waited" }
+            @if !b.available {
+                p.meta { "Unavailable: " (b.unavailable.as_deref().unwrap_or("unknown reason")) }
+            } @else {
+                p.meta {
+                    "Stacks sampled when a waiter's timed wait for the GIL expired (" (b.samples) " samples); stacks with a hold of "
+                    (fmt_ns(b.min_ns)) " or more. Blamed " (fmt_ns(b.hold_blamed_ns)) " = "
+                    (pct(share(b.hold_blamed_ns, b.hold_total_ns))) " of all hold time. Native frames: " (b.native_frames)
+                }
+                @if b.lost > 0 {
+                    p.meta { "Warning: " (b.lost) " blame events lost or stacks unreadable: blame is incomplete." }
+                }
+                (blame_table("hold", &b.holds, true))
+                h3 { "Code waiting for the GIL" }
+                p.meta { "Waits that timed out at least once, by the waiter's stack when it asked. Blamed "
+                    (fmt_ns(b.wait_blamed_ns)) " = " (pct(share(b.wait_blamed_ns, b.wait_total_ns))) " of all wait time." }
+                (blame_table("wait", &b.waits, false))
+            }
+        }
+    }
+}
+
+fn blame_table(kind: &str, stacks: &[BlamedStack], holds: bool) -> Markup {
+    html! {
+        @if stacks.is_empty() {
+            p.meta { "No " (kind) " at or over the threshold." }
+        } @else {
+            table.blame {
+                thead { tr {
+                    th { "#" } th { "code (innermost frame first)" } th.num { "share" } th.num { "total" }
+                    th.num { "count" } th.num { "max" }
+                    @if holds { th.num { "caused waiting" } }
+                    th { "threads" }
+                } }
+                tbody {
+                    @for (i, s) in stacks.iter().take(BLAME_STACKS).enumerate() {
+                        tr {
+                            td { (i + 1) }
+                            td {
+                                @if let Some(h) = &s.headline { b { (h.label()) } }
+                                details {
+                                    summary { (s.frames.len()) " frames" @if s.truncated { " (truncated)" } }
+                                    ol {
+                                        @for f in s.frames.iter().take(BLAME_FRAMES) { li { code { (f.label()) } } }
+                                    }
+                                }
+                            }
+                            td.num {
+                                svg width="60" height="10" role="img" aria-label=(pct(s.share_pct)) {
+                                    rect.track x="0" y="0" width="60" height="10" {}
+                                    rect.(kind) x="0" y="0" width=(s.share_pct.clamp(0.0, 100.0) * 0.6) height="10" {}
+                                }
+                                " " (pct(s.share_pct))
+                            }
+                            td.num { (fmt_ns(s.total_ns)) }
+                            td.num { (s.count) }
+                            td.num { (fmt_ns(s.max_ns)) }
+                            @if holds { td.num { (fmt_ns(s.caused_wait_ns)) } }
+                            td { @for (j, t) in s.threads.iter().take(4).enumerate() {
+                                @if j > 0 { ", " } (t.name) " (" (t.tid) ")"
+                            } @if s.threads.len() > 4 { " +" (s.threads.len() - 4) } }
+                        }
+                    }
+                }
             }
         }
     }
@@ -424,7 +505,7 @@ mod tests {
         // The numbers: 100 waits of 5 ms = 500 ms = 50% of the second.
         assert!(page.contains("500ms") && page.contains("50%"), "{page}");
         assert!(page.contains("Verdict: GIL contention"));
-        assert!(page.contains(r#"id="blame""#));
+        assert!(page.contains(r#"id="timeline""#));
         assert_eq!(
             page.matches("<svg").count(),
             1 + 4,
