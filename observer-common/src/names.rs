@@ -88,5 +88,16 @@ pub mod map {
         MUTEX_STACKS = "MUTEX_STACKS";
         MUTEX_SITES = "MUTEX_SITES";
         MUTEX_ERRORS = "MUTEX_ERRORS";
+        /// Blame (blame.rs): the frame-walk offsets, a per-CPU stack being built, stacks by id,
+        /// (holder tstate, stack) and (waiter tid, stack) totals, the hold being sampled, the
+        /// waits that timed out, and the blame error counters.
+        BLAME_CONFIG = "BLAME_CONFIG";
+        BLAME_SCRATCH = "BLAME_SCRATCH";
+        BLAME_STACKS = "BLAME_STACKS";
+        BLAME_HOLDS = "BLAME_HOLDS";
+        BLAME_WAITS = "BLAME_WAITS";
+        BLAME_HOLDER = "BLAME_HOLDER";
+        BLAME_WAITING = "BLAME_WAITING";
+        BLAME_ERRORS = "BLAME_ERRORS";
     }
 }

@@ -23,11 +23,14 @@ use crate::{gil::plan::Strategy, lock::spec::LockRequest};
                                              one JSON line per 5 s, then the final object
   sudo gilwatch -- python3 app.py --port 80  start a program and watch it from its first bytecode
   sudo gilwatch --max-overhead 1 -p 4242     keep the probes' cost under 1% of a CPU (sampling if needed)
+  sudo gilwatch top -p 4242                  live full-screen view: threads by wait or hold, sparklines
   sudo gilwatch doctor -p 4242               show the probe plan (interpreter, symbols, GIL, strategy)
   sudo gilwatch -p 4242 -d 10s --json after.json --fail-if 'wait_pct > 50'
                                              a runbook step: exit 7 when summed wait is over 50%
   sudo gilwatch -p 4242 -q --prometheus 9464 metrics for Prometheus at http://127.0.0.1:9464/metrics
   gilwatch diff before.json after.json       what changed between two snapshots, with a verdict
+  sudo gilwatch -p 4242 -d 30s --html gil.html
+                                             the report as a page to open in a browser or share
   sudo gilwatch -p 4242 --children -d 30s   a gunicorn master and all its workers (also new ones)
   sudo gilwatch -p 11,12 -d 10s              two processes, one section each and a summary
   sudo gilwatch --name celery -d 10s -q      every CPython process named celery
@@ -112,9 +115,21 @@ pub struct Cli {
     #[arg(long, value_name = "PCT|none", default_value = "5", value_parser = crate::probe::budget::parse_max_overhead)]
     pub max_overhead: crate::probe::budget::MaxOverhead,
 
+    /// Also write the final report as one self-contained HTML page to FILE: the summary and
+    /// verdict, the per-thread table, wait/hold shares and histograms as charts, the lock tables.
+    /// It loads nothing from the network (inline CSS and SVG, no scripts): mail it, attach it.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
     /// No live tables, only the final report.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Colours in the human report: `auto` on a terminal unless NO_COLOR is set, `always`,
+    /// `never`. On a terminal, tables also fit its width (narrow ones drop the p50/p99 columns
+    /// first); a pipe or a file always gets the plain, full-width text.
+    #[arg(long, value_name = "WHEN", value_enum, default_value = "auto")]
+    pub color: crate::report::canvas::ColorWhen,
 
     /// Watch a pthread mutex: a global's data symbol (g_cache_lock, or libfoo.so:g_cache_lock to
     /// pick the object) or a raw address (0x7f…). Repeat for several locks; each is reported
@@ -151,10 +166,24 @@ pub struct Cli {
     /// authentication; it names the process's threads).
     #[arg(long, requires = "prometheus")]
     pub prometheus_public: bool,
+    /// Blame lists the Python stacks that held the GIL while another thread's wait for it
+    /// expired (and the stacks that waited), with their share of all hold time. Only stacks
+    /// with a hold (or wait) at least this long are listed. Default: the GIL's switch interval
+    /// (5ms unless the program changed it), which is what a waiter's expired wait means.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub blame_min: Option<Duration>,
+
+    /// No blame: no frame walks on expired GIL waits and no blame maps in the kernel.
+    #[arg(long, conflicts_with = "blame_min")]
+    pub no_blame: bool,
 
     /// Command to start and observe from its first bytecode (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+
+    /// Set by `gilwatch top`: the interval reports go to the full-screen view.
+    #[arg(skip)]
+    pub top: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -193,6 +222,31 @@ EXIT CODES:
         /// Exit 7 when a condition holds for AFTER's whole process (as for a run; repeatable).
         #[arg(long = "fail-if", value_name = "CONDITION", value_parser = crate::runbook::condition::parse)]
         fail_if: Vec<crate::runbook::condition::Condition>,
+    },
+    /// A live full-screen view of a process's threads, refreshed every interval: each thread's
+    /// share of the interval waiting for and holding the GIL, acquisitions per second, a
+    /// sparkline of its waits, and the current verdict.
+    ///
+    /// Keys: w sort by wait · h sort by hold · / filter by name (Enter applies, Esc clears) ·
+    /// space pause · q (or Ctrl-C) quit. Quitting removes the probes and prints the report of
+    /// the whole run.
+    Top {
+        /// Process to watch.
+        #[arg(short, long, value_name = "PID")]
+        pid: u32,
+        /// Refresh this often (each screen shows the numbers of the last interval).
+        #[arg(short, long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Stop after this long (default: until q, Ctrl-C or the target exits).
+        #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// How to find the GIL, as for `gilwatch -p` (`gilwatch doctor` says which works here).
+        #[arg(long, value_enum, default_value = "auto")]
+        strategy: Strategy,
+        /// Overhead budget in % of one CPU, as for `gilwatch -p`: past it the probes are
+        /// attached in windows and the screen says SAMPLED.
+        #[arg(long, value_name = "PCT|none", default_value = "5", value_parser = crate::probe::budget::parse_max_overhead)]
+        max_overhead: crate::probe::budget::MaxOverhead,
     },
 }
 

@@ -4,6 +4,7 @@
 //! (`gil::prepare`), attach them (`probe::attach`), let the kernel aggregate, read the maps
 //! (`collect`), report (`report`). `session` runs the clock in between; `doctor` explains a plan.
 //! This file only wires those stages together; nothing calls back into it.
+mod blame;
 mod cli;
 mod collect;
 mod doctor;
@@ -22,9 +23,11 @@ mod python;
 mod report;
 mod runbook;
 mod session;
+mod status;
 mod stop;
 mod target;
 mod thread_group;
+mod top;
 
 use std::{fs::File, io::Write, process::ExitCode};
 
@@ -41,7 +44,7 @@ use crate::{
     lock::spec::LockRequest,
     names::ThreadNames,
     probe::{attach, preflight},
-    report::{EndReason, InterpreterInfo, RunInfo},
+    report::{EndReason, InterpreterInfo, RunInfo, canvas::Canvas, html::HtmlFile},
     session::{Outputs, Session},
     target::{launch, process::Process},
 };
@@ -85,6 +88,30 @@ fn main() -> ExitCode {
             _,
         ) => diff(before, after, json.as_deref(), fail_if),
 
+        (&Some(Sub::Top { interval, .. }), _) if interval.is_zero() => Err(user(
+            Exit::Usage,
+            "top refreshes every --interval: give it one above 0 (examples: 1s, 500ms)",
+        )),
+        (
+            &Some(Sub::Top {
+                pid,
+                interval,
+                duration,
+                strategy,
+                max_overhead,
+            }),
+            _,
+        ) => top::require_terminal().and_then(|()| {
+            // The plain run's path with the view as its output; the rest at its defaults.
+            let mut top = Cli::parse_from(["gilwatch", "-p", &pid.to_string()]);
+            top.top = true;
+            top.interval = Some(interval);
+            top.duration = duration;
+            top.strategy = strategy;
+            top.max_overhead = max_overhead;
+            top.quiet = true;
+            run(top, None)
+        }),
         (None, Ok(_)) if cli.is_fleet() => fleet::run(&cli),
         (None, Ok(blocked)) => run(cli, blocked),
     };
@@ -188,6 +215,12 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         .pid()
         .and_then(|pid| probe::cpu_time::CpuTime::read(pid).ok());
     let lock_request = cli.lock_request();
+    let html = cli.html.as_deref().map(HtmlFile::create).transpose()?;
+    let mut status = status::Status::stderr();
+    status.say(&match cli.pid() {
+        Some(pid) => format!("locating CPython in PID {pid}"),
+        None => format!("locating CPython for {}", cli.command.join(" ")),
+    });
     let (process, planned, child) = match watched(&cli, lock_request.as_ref(), blocked.as_ref())? {
         Watched::Gil {
             process,
@@ -201,7 +234,15 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
                     "--fail-if and --prometheus need a GIL report, and this process has none to give (see above)",
                 ));
             }
-            return lock_run::run_without_gil(request, process, cli.duration, cli.json.as_deref());
+            status.clear();
+            return lock_run::run_without_gil(
+                request,
+                process,
+                cli.duration,
+                cli.json.as_deref(),
+                html,
+                cli.color,
+            );
         }
     };
     let Planned {
@@ -218,9 +259,30 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         &mut plan.points,
         locks.as_mut().map_or(&mut [], |l| l.probes_mut()),
     );
-    let mut attached = attach_all(&plan, &process, child.is_some(), locks.as_mut())?;
+    status.say(&format!(
+        "attaching {} probe(s) to CPython {} (measuring what a probe costs here)",
+        plan.points.len(),
+        interpreter.version
+    ));
+    let mut blame = blame::Blame::new(
+        blame::BlameOptions {
+            enabled: !cli.no_blame,
+            min: cli.blame_min,
+        },
+        &plan,
+        &interpreter,
+        process.pid,
+    );
+    let mut attached = attach_all(
+        &plan,
+        &process,
+        child.is_some(),
+        locks.as_mut(),
+        blame.is_wanted(),
+    )?;
     let gil_location = if child.is_none() {
-        place_gil(&mut attached, &plan, &process, &interpreter)?
+        status.say("finding the GIL in the process's memory");
+        place_gil(&mut attached, &plan, &process, &interpreter, &mut blame)?
     } else {
         // A gated command has not mapped its interpreter yet: the session finds the GIL.
         None
@@ -228,6 +290,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     let cpu_baseline = cpu_at_start
         .zip(attached.cpu_before_attach)
         .and_then(|(a, b)| probe::cpu_time::Baseline::between(&a, &b));
+    status.clear();
     run_attached(
         cli,
         Attachment {
@@ -239,7 +302,9 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
             child,
             gil_location,
             locks,
+            blame,
         },
+        html,
     )
 }
 
@@ -289,8 +354,10 @@ fn attach_all(
     process: &Process,
     launched: bool,
     locks: Option<&mut lock::LockWatch>,
+    blame: bool,
 ) -> anyhow::Result<attach::Attached> {
     let needs = attach::MapNeeds {
+        blame,
         gil: true,
         locks: locks.is_some(),
         call_sites: locks.as_deref().is_some_and(|l| l.discover),
@@ -319,6 +386,7 @@ fn place_gil(
     plan: &plan::ProbePlan,
     process: &Process,
     interpreter: &locate::Interpreter,
+    blame: &mut blame::Blame,
 ) -> anyhow::Result<Option<String>> {
     let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();
     if !wants_gil && !interpreter.free_threaded {
@@ -342,6 +410,7 @@ fn place_gil(
     }
     if wants_gil {
         attached.set_gil_address(&gil)?;
+        blame.arm(attached, interpreter, &gil);
     }
     Ok(Some(gil.how))
 }
@@ -356,10 +425,12 @@ struct Attachment {
     gil_location: Option<String>,
     locks: Option<lock::LockWatch>,
     cpu_baseline: Option<probe::cpu_time::Baseline>,
+    blame: blame::Blame,
 }
 
 /// The run once probes are in place: watch (the session releases a gated command), report.
-fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
+/// `html`: the `--html` file, written last.
+fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Result<ExitCode> {
     let Attachment {
         process,
         mut interpreter,
@@ -369,6 +440,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         gil_location,
         locks,
         cpu_baseline,
+        blame,
     } = a;
     let info_interp = InterpreterInfo {
         path: interpreter.file.path.clone(),
@@ -389,7 +461,13 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         interpreter.version.minor_version(),
         interpreter.runtime_address_of("_PyRuntime"),
     );
-    let outputs = outputs(&cli)?;
+    let outputs = outputs(
+        &cli,
+        format!(
+            "gilwatch top · PID {} · CPython {}",
+            process.pid, interpreter.version
+        ),
+    )?;
     let info = RunInfo {
         pid: process.pid,
         ns_pid: process.namespace_pid(),
@@ -430,18 +508,24 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         children_cpu: cli
             .pid()
             .map(|_| fleet::hint::ChildrenCpu::read(lock_process.pid)),
+        blame,
     };
     let report = runtime.block_on(session.run(outputs))?;
     drop(exporter);
+    let mut lock_report = None;
     if let Some(l) = &locks {
         // Python thread names from the GIL report where it has them.
         let mut names = lock_process.threads();
         names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
         let report = lock_run::report(l, &mut attached.ebpf, report.ended, &names)?;
-        lock_run::write(cli.json.as_deref(), &report)?;
+        lock_run::write(cli.json.as_deref(), &report, cli.color)?;
+        lock_report = Some(report);
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).
     drop(attached);
+    if let Some(h) = html {
+        h.write(Some(&report), lock_report.as_ref())?;
+    }
 
     if judge_run(&report, &cli.fail_if)? {
         return Ok(Exit::ConditionHeld.into());
@@ -454,7 +538,8 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
+/// `title`: the heading of `gilwatch top`'s screen.
+fn outputs(cli: &Cli, title: String) -> anyhow::Result<Outputs> {
     let json: Option<Box<dyn Write>> = match cli.json.as_deref() {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
@@ -465,19 +550,26 @@ fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
             )
         })?)),
     };
-    let human: Box<dyn Write> = if cli.json_to_stdout() {
-        Box::new(std::io::stderr())
+    let (human, canvas): (Box<dyn Write>, _) = if cli.json_to_stdout() {
+        let err = std::io::stderr();
+        let canvas = Canvas::of(&err, cli.color);
+        (Box::new(err), canvas)
     } else {
-        Box::new(std::io::stdout())
+        let out = std::io::stdout();
+        let canvas = Canvas::of(&out, cli.color);
+        (Box::new(out), canvas)
     };
     let json_intervals = cli.interval.is_some() && json.is_some();
-    let interval =
-        (json_intervals || !cli.quiet).then(|| cli.interval.unwrap_or(cli::DEFAULT_INTERVAL));
+    let interval = (json_intervals || !cli.quiet || cli.top)
+        .then(|| cli.interval.unwrap_or(cli::DEFAULT_INTERVAL));
+    let top = cli.top.then(|| top::Top::start(title)).transpose()?;
     Ok(Outputs {
         human,
         json,
         interval,
         live: !cli.quiet,
         json_intervals,
+        canvas,
+        top,
     })
 }

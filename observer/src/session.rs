@@ -19,7 +19,7 @@ use crate::{
         cost::Hits,
         cpu_time::{Baseline, CpuTime},
     },
-    report::{self, EndReason, Report, RunInfo, json, terminal},
+    report::{self, EndReason, Report, RunInfo, canvas::Canvas, json, terminal},
     stop::{self, Event, Watcher},
     target::{launch::GatedChild, pidfd::PidFd, process::Process},
 };
@@ -50,6 +50,10 @@ pub struct Outputs {
     pub json_intervals: bool,
     /// Print the live table each interval.
     pub live: bool,
+    /// Colours and width of `human`.
+    pub canvas: Canvas,
+    /// `gilwatch top`: the interval reports go to this full-screen view instead.
+    pub top: Option<crate::top::Top>,
 }
 
 pub struct Session<'a> {
@@ -69,6 +73,8 @@ pub struct Session<'a> {
     pub cpu_baseline: Option<Baseline>,
     /// `--prometheus`: the totals a scrape is served from.
     pub exporter: Option<&'a crate::exporter::server::Exporter>,
+    /// Which code holds and waits (blame/mod.rs).
+    pub blame: crate::blame::Blame,
     /// `-p PID`: its Python children's CPU time at start, for the `--children` hint.
     pub children_cpu: Option<crate::fleet::hint::ChildrenCpu>,
 }
@@ -172,9 +178,19 @@ impl Session<'_> {
                 _ = tick.tick(), if every.is_some() => {
                     previous = self.interval(&mut out, duty.as_ref(), &first, &previous)?;
                 }
+                e = crate::top::next_event(out.top.as_mut()), if out.top.is_some() => {
+                    // `q` in `gilwatch top`: the way out Ctrl-C is in a plain run.
+                    if let Some(t) = out.top.as_mut() {
+                        if t.input(e)? {
+                            break EndReason::Quit;
+                        }
+                    }
+                }
             }
         };
         drop(watcher);
+        // The screen back before the final report is written to it.
+        drop(out.top.take());
         self.finish(
             &mut out,
             ended,
@@ -227,10 +243,13 @@ impl Session<'_> {
             write!(
                 out.human,
                 "{}",
-                terminal::live(&r, snap.at_ns - first.at_ns)
+                terminal::live(&r, snap.at_ns - first.at_ns, &out.canvas)
             )
             .context("writing the live table")?;
             out.human.flush().ok();
+        }
+        if let Some(t) = out.top.as_mut() {
+            t.interval(&r, snap.at_ns - first.at_ns)?;
         }
         if let (true, Some(j)) = (out.json_intervals, out.json.as_mut()) {
             json::write_line(j.as_mut(), &r)?;
@@ -257,6 +276,13 @@ impl Session<'_> {
             .flatten();
         self.info.exit_code = self.child.as_mut().and_then(GatedChild::try_wait);
         let mut report = self.report("final", ended, first, &last);
+        let held: u64 = report.threads.iter().map(|t| t.hold_ns.total).sum();
+        let waited: u64 = report.threads.iter().map(|t| t.wait_ns.total).sum();
+        let names = |tid| {
+            let (os, python) = self.names.get(tid);
+            python.unwrap_or(os)
+        };
+        report.blame = Some(self.blame.report(self.attached, &names, held, waited));
         if let Some(c) = &self.children_cpu {
             report.hint = crate::fleet::hint::check(self.process.pid, c, report.gil.held_pct);
         }
@@ -265,7 +291,12 @@ impl Session<'_> {
                 .overhead_pct(&from, &to)
                 .map(|p| (p * 100.0).round() / 100.0);
         }
-        write!(out.human, "{}", terminal::final_report(&report)).context("writing the report")?;
+        write!(
+            out.human,
+            "{}",
+            terminal::final_report(&report, &out.canvas)
+        )
+        .context("writing the report")?;
         out.human.flush().ok();
         if let Some(j) = out.json.as_mut() {
             json::write_line(j.as_mut(), &report)?;
@@ -369,6 +400,7 @@ impl Session<'_> {
         }
         if let Ok(gil) = crate::gil::address::find(&self.process, self.interpreter) {
             if self.attached.set_gil_address(&gil).is_ok() {
+                self.blame.arm(self.attached, self.interpreter, &gil);
                 self.info.interpreter.gil_location = Some(gil.how);
                 self.gil_pending = false;
             }
@@ -393,6 +425,9 @@ impl Session<'_> {
         let n = states.len();
         let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
         self.names.refresh(&tstates);
+        self.blame.note_threads(&tstates);
+        // Stacks are symbolized while their code objects are alive (the target may exit).
+        self.blame.refresh(self.attached);
         // Named (or given up on) while alive: the state of threads that exited can go.
         let _ = self.attached.forget_exited_threads();
         n

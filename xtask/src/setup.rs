@@ -14,6 +14,7 @@ use crate::shell::{self, is_root, output, succeeds};
 /// xz-utils (tests strip interpreters and build debug files and MiniDebugInfo), python3 (Debian's
 /// stripped CPython: the lock tests watch a process whose GIL is probed without symbols),
 /// prometheus (a real server scrapes the exporter in the tests; installs without prompts).
+/// chromium (the --html page is rendered headless) and tmux (`gilwatch top` runs in a terminal).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -29,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "xz-utils",
     "python3",
     "prometheus",
+    "chromium",
+    "tmux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -52,15 +52,18 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // would measure each other. `debuginfo`: stripped interpreters with debug files and
     // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
     // `runbook`: snapshots compared by `gilwatch diff`, --fail-if. `prometheus`: the exporter
-    // scraped over HTTP and by a real Prometheus server. `fleets`: several processes in one
-    // run, gunicorn from PyPI with --children.
+    // scraped over HTTP and by a real Prometheus server. `views`: the --html page in headless
+    // Chromium and `gilwatch top` under tmux. `blame`: the Python code behind long holds and waits.
+    // `fleets`: several processes in one run, gunicorn from PyPI with --children.
     for test in [
         "privileged",
+        "blame",
         "debuginfo",
         "locks",
         "runbook",
         "prometheus",
         "fleets",
+        "views",
     ] {
         let run = shell::run(
             cargo()

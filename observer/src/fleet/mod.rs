@@ -36,7 +36,7 @@ use crate::{
         cost::Hits,
         preflight,
     },
-    report::{EndReason, InterpreterInfo, RunInfo, json},
+    report::{EndReason, InterpreterInfo, RunInfo, canvas::Canvas, json},
     stop::{self, Event, Watcher},
     target::{pidfd::PidFd, process::Process},
 };
@@ -87,10 +87,14 @@ struct Fleet {
 
 /// `gilwatch -p A -p B …`, `--children`, `--name`, `--all`.
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    if cli.lock_request().is_some() || !cli.fail_if.is_empty() || cli.prometheus.is_some() {
+    if cli.lock_request().is_some()
+        || !cli.fail_if.is_empty()
+        || cli.prometheus.is_some()
+        || cli.html.is_some()
+    {
         return Err(user(
             Exit::Usage,
-            "--lock, --lock-fns, --mutexes, --fail-if and --prometheus watch one process: give a single -p PID",
+            "--lock, --lock-fns, --mutexes, --fail-if, --prometheus and --html watch one process: give a single -p PID",
         ));
     }
     preflight::check_kernel()?;
@@ -149,6 +153,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         gil: true,
         locks: false,
         call_sites: false,
+        // Blame keeps one holder and one configuration per run (one process's GIL): off here.
+        blame: false,
     };
     let attached = attach::attach(&first.1.plan, first.0.pid, needs)?;
     let trap_costs = attached.costs;
@@ -245,12 +251,12 @@ fn selection_text(s: &Selection) -> String {
 }
 
 fn write(cli: &Cli, r: &FleetReport) -> anyhow::Result<()> {
-    let text = report::render(r);
-    let to_stdout = cli.json_to_stdout();
-    if to_stdout {
-        eprint!("{text}");
+    if cli.json_to_stdout() {
+        let err = std::io::stderr();
+        eprint!("{}", report::render(r, &Canvas::of(&err, cli.color)));
     } else {
-        print!("{text}");
+        let out = std::io::stdout();
+        print!("{}", report::render(r, &Canvas::of(&out, cli.color)));
         std::io::stdout().flush().ok();
     }
     match cli.json.as_deref() {

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::report::{
     EndReason, Report, SCHEMA,
+    canvas::Canvas,
     format::{fmt_ns, pct, round2},
     terminal,
 };
@@ -178,7 +179,7 @@ impl FleetReport {
 
 /// The human report: the summary per role first (what a fleet's operator reads), then a
 /// section per process (verdict and per-thread table).
-pub fn render(r: &FleetReport) -> String {
+pub fn render(r: &FleetReport, canvas: &Canvas) -> String {
     let mut out = String::new();
     let exited = r.processes.iter().filter(|p| p.exited).count();
     let _ = writeln!(
@@ -284,8 +285,8 @@ pub fn render(r: &FleetReport) -> String {
             rep.interpreter.strategy
         );
         let _ = writeln!(out, "{}", terminal::summary_line(rep));
-        let _ = writeln!(out, "{}", terminal::verdict(rep));
-        out.push_str(&terminal::table(rep, 10));
+        let _ = writeln!(out, "{}", terminal::verdict(rep, canvas));
+        out.push_str(&terminal::table(rep, 10, canvas));
     }
     let _ = writeln!(
         out,
@@ -306,5 +307,6 @@ fn ended_text(e: EndReason) -> &'static str {
         EndReason::Interrupted => "interrupted (Ctrl-C)",
         EndReason::Terminated => "terminated (SIGTERM)",
         EndReason::TargetExited => "every process exited",
+        EndReason::Quit => "quit",
     }
 }

@@ -71,6 +71,8 @@ pub struct MapNeeds {
     pub locks: bool,
     /// `--mutexes`: call-site stacks.
     pub call_sites: bool,
+    /// Blame's stack and (thread, stack) maps (not with --no-blame or where blame cannot run).
+    pub blame: bool,
 }
 
 impl MapNeeds {
@@ -79,6 +81,7 @@ impl MapNeeds {
         gil: false,
         locks: false,
         call_sites: false,
+        blame: false,
     };
 }
 
@@ -91,6 +94,12 @@ const LOCK_MAPS: &[&str] = &[
     map::MUTEX_WATCH,
 ];
 const CALL_SITE_MAPS: &[&str] = &[map::MUTEX_STACKS, map::MUTEX_SITES];
+const BLAME_MAPS: &[&str] = &[
+    map::BLAME_STACKS,
+    map::BLAME_HOLDS,
+    map::BLAME_WAITS,
+    map::BLAME_WAITING,
+];
 
 /// Test and debugging knob: `NAME=ENTRIES,…` overrides the capacity of kernel maps by name (for
 /// example `THREADS=2`), so that a full map can be provoked on purpose.
@@ -106,6 +115,7 @@ fn map_sizes(needs: MapNeeds) -> Vec<(String, u32)> {
     shrink(GIL_MAPS, needs.gil);
     shrink(LOCK_MAPS, needs.locks);
     shrink(CALL_SITE_MAPS, needs.call_sites);
+    shrink(BLAME_MAPS, needs.blame);
     if let Ok(spec) = std::env::var(MAP_ENTRIES_ENV) {
         for (name, n) in spec
             .split(',')
@@ -727,6 +737,7 @@ impl Attached {
                 None => hits.returns += n,
             }
         }
+        (hits.blame_walks, hits.blame_walk_ns) = crate::blame::walk_cost(&self.ebpf);
         Ok(hits)
     }
 

@@ -1,6 +1,10 @@
 //! Step 6: what a run found, as one model that both renderers (terminal, JSON) read.
 pub mod bars;
+pub mod blame;
+pub mod blame_terminal;
+pub mod canvas;
 pub mod format;
+pub mod html;
 pub mod json;
 pub mod lock;
 pub mod lock_terminal;
@@ -88,6 +92,9 @@ pub struct Report {
     /// Kernel memory held by gilwatch's BPF maps at the end of the report's span (the sum of
     /// their `memlock`): it grows with the threads (and locks) observed.
     pub kernel_memory_bytes: u64,
+    /// Which code held the GIL while others waited (final report only; null in interval
+    /// reports and lock-only runs).
+    pub blame: Option<blame::BlameReport>,
     /// Final report of `-p PID` only: the process's GIL was idle while its Python children were
     /// busy (a pre-fork server's master): the sentence that says so and suggests `--children`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -203,6 +210,7 @@ pub fn build(
         lost_events: to.lost_events.saturating_sub(from.lost_events),
         sampling,
         kernel_memory_bytes: to.kernel_memory_bytes,
+        blame: None,
         hint: None,
     }
 }

@@ -53,11 +53,15 @@ impl SavedReport {
             .max(1)
     }
 
-    /// The top blamed code, where the report has a blame section (`blame.holds[0]`, its
-    /// innermost frame): `qualname file:line`.
+    /// The top blamed code, where the report has a blame section: `blame.holds[0]`'s headline
+    /// (the culprit's own frame, outside the standard library), else its innermost frame, as
+    /// `qualname file:line`.
     pub fn top_blamed(&self) -> Option<String> {
         let stack = self.blame.as_ref()?.get("holds")?.as_array()?.first()?;
-        let frame = stack.get("frames")?.as_array()?.first()?;
+        let frame = match stack.get("headline").filter(|h| !h.is_null()) {
+            Some(h) => h,
+            None => stack.get("frames")?.as_array()?.first()?,
+        };
         let field = |k: &str| frame.get(k).and_then(|v| v.as_str());
         let qualname = field("qualname")?;
         Some(
