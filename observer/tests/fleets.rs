@@ -284,7 +284,7 @@ fn gunicorn_master_hint_children_and_a_replaced_worker() {
     .spawn()
     .expect("starting gilwatch");
     // Attached: each of the 4 processes' probes are in (programs are shared, links per PID).
-    programs_of_run(run.id(), 3);
+    let programs = programs_of_run(run.id(), 3);
     std::thread::sleep(Duration::from_secs(4));
     let killed = workers[0];
     unsafe { libc::kill(killed as i32, libc::SIGTERM) };
@@ -303,6 +303,7 @@ fn gunicorn_master_hint_children_and_a_replaced_worker() {
         },
     );
     let fleet = final_report(&wait_output(run, Duration::from_secs(90)));
+    assert_unloaded(&programs, "after a --children run");
     for p in fleet["processes"].as_array().unwrap() {
         eprintln!(
             "PID {} {} exited={} joined after {} ms: {} acquisitions, {} threads",
@@ -340,4 +341,25 @@ fn gunicorn_master_hint_children_and_a_replaced_worker() {
     assert_eq!(workers_role["pids"].as_array().unwrap().len(), 4);
     assert_eq!(workers_role["exited"], 1);
     drop(server);
+}
+
+#[test]
+#[ignore = "needs root: loads eBPF programs"]
+fn the_run_ends_when_every_process_has_exited() {
+    require_root();
+    let Some(py) = python() else { return };
+    // Both end by themselves, 4 s and 7 s after they start.
+    let a = Target::launch(&py, "contended.py", &["4"]);
+    let b = Target::launch(&py, "contended.py", &["7"]);
+    let args = format!("{},{}", a.pid(), b.pid());
+    let started = Instant::now();
+    let fleet = final_report(&gilwatch(&["-p", &args, "-q", "--json", "-"]));
+    eprintln!("ended after {:?}: {}", started.elapsed(), fleet["ended"]);
+    assert_eq!(fleet["ended"], "target-exited");
+    for pid in [a.pid(), b.pid()] {
+        let e = entry(&fleet, pid);
+        assert_eq!(e["exited"], true, "{e}");
+        assert!(acquisitions(&e["report"]) > 0);
+    }
+    assert_sums_match(&fleet);
 }

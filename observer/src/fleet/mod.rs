@@ -384,9 +384,18 @@ impl Fleet {
         self.members.iter().filter(|m| m.last.is_none())
     }
 
-    /// Whether processes can still join (the selection grows with the host).
+    /// Whether processes can still join: `--name` and `--all` grow with the host; `--children`
+    /// while a process named by `-p` lives (it can still start workers).
     fn can_grow(&self) -> bool {
-        self.selection.children || self.selection.name.is_some() || self.selection.all
+        let root_alive = || {
+            self.selection
+                .pids
+                .iter()
+                .any(|&pid| Process { pid }.is_alive())
+        };
+        self.selection.name.is_some()
+            || self.selection.all
+            || (self.selection.children && root_alive())
     }
 
     async fn watch(&mut self, duration: Option<Duration>) -> anyhow::Result<FleetReport> {
@@ -521,12 +530,9 @@ impl Fleet {
     fn grow(&mut self) {
         let host = select::scan();
         let chosen = self.selection.resolve(&host);
-        let known: HashSet<u32> = self
-            .members
-            .iter()
-            .filter(|m| m.last.is_none())
-            .map(|m| m.process.pid)
-            .collect();
+        // Members that exited stay known: a zombie or a recycled PID is not a new process worth
+        // the confusion of two entries under one PID.
+        let known: HashSet<u32> = self.members.iter().map(|m| m.process.pid).collect();
         let mut new: Vec<u32> = chosen
             .keys()
             .copied()
@@ -544,7 +550,6 @@ impl Fleet {
             match plan_for(pid, self.strategy, false) {
                 Ok(p) => {
                     let parent = observed_parent(&host, pid, &chosen);
-                    // A pid recycled from a process that exited during the run: a new member.
                     if let Err(e) = self.join(Process { pid }, p, parent, false) {
                         if (Process { pid }).is_alive() && exit_code_of(&e) != Exit::Ok {
                             eprintln!("gilwatch: not observing PID {pid}: {e:#}");

@@ -149,7 +149,8 @@ impl Selection {
                 .collect();
             out.extend(descendants(host, &tops));
         }
-        for r in roots {
+        // Roots that are gone (or zombies, which the scan leaves out) are not selected again.
+        for r in roots.into_iter().filter(|r| host.contains_key(r)) {
             out.entry(r).or_insert(r);
         }
         out.remove(&me);

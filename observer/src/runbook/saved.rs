@@ -92,6 +92,16 @@ impl SavedReport {
                     format!("{what}: line {} is not JSON ({e}); give a file written by `gilwatch --json FILE`", n + 1),
                 )
             })?;
+            if value.get("kind").and_then(|k| k.as_str()) == Some("fleet") {
+                // TODO(fleets): compare per role and process.
+                return Err(user(
+                    Exit::Usage,
+                    format!(
+                        "{what} is a report of several processes (-p A,B, --children, --name, --all); \
+                         diff compares single-process reports: snapshot one process with `gilwatch -p PID -d 10s --json FILE`"
+                    ),
+                ));
+            }
             if value.get("kind").and_then(|k| k.as_str()) == Some("final") {
                 pids.insert(value.get("pid").and_then(serde_json::Value::as_u64));
                 last = Some((n, value));
