@@ -328,6 +328,13 @@ fn gunicorn_master_hint_children_and_a_replaced_worker() {
     assert_eq!(r["role"], "worker");
     assert_eq!(r["exited"], false);
     assert!(r["joined_after_ns"].as_u64().unwrap() > 0);
+    let picked_up = r["picked_up_after_ns"]
+        .as_u64()
+        .expect("picked_up_after_ns") as f64
+        / 1e6;
+    eprintln!("replacement {replacement} observed {picked_up:.0} ms after it started");
+    // The scan's half second plus planning (a debug build parsing libpython, under load).
+    assert!(picked_up < 10_000.0);
     assert!(
         acquisitions(&r["report"]) > 0,
         "the replacement worker {replacement} was observed but saw no GIL acquisition"

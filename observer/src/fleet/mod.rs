@@ -60,6 +60,8 @@ struct Member {
     /// Its numbers when observing it began (its threads only).
     from: Snapshot,
     joined_after_ns: u64,
+    /// From its start to its probes being in, for a process that started during the run.
+    picked_up_after_ns: Option<u64>,
     /// Its numbers when it exited (its threads only), once it has.
     last: Option<Snapshot>,
     /// The files its probes are attached by (`/proc/self/fd/N`): duty cycling attaches them
@@ -275,6 +277,24 @@ fn write(cli: &Cli, r: &FleetReport) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long ago process `pid` started (its start time in /proc is in clock ticks since boot).
+fn age_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // Field 22 of stat; `rest` starts at field 3.
+    let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_BOOTTIME always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    Some(now.saturating_sub(start_ticks * 1_000_000_000 / hz))
+}
+
 /// A snapshot cut down to the threads of one process.
 fn only(snap: &Snapshot, pid: u32, owners: &HashMap<u32, u32>) -> Snapshot {
     let mut s = snap.clone();
@@ -362,6 +382,7 @@ impl Fleet {
             );
             from.at_ns.saturating_sub(self.start_ns)
         };
+        let process_pid = process.pid;
         self.members.push(Member {
             comm: process.comm(),
             exe: select::exe_of(process.pid),
@@ -371,6 +392,7 @@ impl Fleet {
             names,
             from,
             joined_after_ns,
+            picked_up_after_ns: (self.start_ns != 0).then(|| age_ns(process_pid)).flatten(),
             last: None,
             _files: std::iter::once(interpreter.file)
                 .chain(libc.map(|l| l.file))
@@ -636,6 +658,8 @@ impl Fleet {
                 parent: m.parent,
                 exited: m.last.is_some(),
                 joined_after_ns: m.joined_after_ns,
+                // Only for processes that started after the run did (not old ones found late).
+                picked_up_after_ns: m.picked_up_after_ns.filter(|&ns| ns <= m.joined_after_ns),
                 report,
             });
         }

@@ -58,6 +58,9 @@ pub struct ProcessEntry {
     pub exited: bool,
     /// ns into the run when observing it began (0 for processes there at start).
     pub joined_after_ns: u64,
+    /// For a process that started during the run: from its start (fork) to its probes being in,
+    /// ns (the scan's period plus planning for it).
+    pub picked_up_after_ns: Option<u64>,
     /// The process's GIL report, as a single-process run writes it.
     pub report: Report,
 }
