@@ -56,6 +56,8 @@ pub mod program {
         /// Per-site trap counters (site_hits.rs): a probed instruction, a uretprobe's returns.
         SITE_HIT = "site_hit";
         SITE_RETURN_HIT = "site_return_hit";
+        /// sched_switch raw tracepoint: the GIL's holder switched out and back in (offcpu.rs).
+        GIL_OFFCPU_SWITCH = "gil_offcpu_switch";
     }
 }
 
@@ -86,5 +88,15 @@ pub mod map {
         MUTEX_STACKS = "MUTEX_STACKS";
         MUTEX_SITES = "MUTEX_SITES";
         MUTEX_ERRORS = "MUTEX_ERRORS";
+        /// Why the GIL changed hands (handoff.rs): the GIL's `locked` address, the state
+        /// between drops, per-thread drop kinds, the handoff matrix, the histograms.
+        HANDOFF_CFG = "HANDOFF_CFG";
+        HANDOFF_STATE = "HANDOFF_STATE";
+        HANDOFF_THREADS = "HANDOFF_THREADS";
+        HANDOFF_PAIRS = "HANDOFF_PAIRS";
+        HANDOFF_HIST = "HANDOFF_HIST";
+        /// GIL held off-CPU (offcpu.rs): the target and the holder switched out; per thread.
+        OFFCPU = "OFFCPU";
+        OFFCPU_THREADS = "OFFCPU_THREADS";
     }
 }

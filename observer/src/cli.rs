@@ -106,6 +106,13 @@ pub struct Cli {
     #[arg(long, requires = "pid")]
     pub mutexes: bool,
 
+    /// Also measure GIL held off-CPU: the holder switched out by the kernel (a blocking call or
+    /// sleep in C code that kept the GIL, a page fault, CPU starvation), split into blocked and
+    /// runnable-but-preempted, per thread. Adds a tracepoint on every context switch of the host
+    /// (about NS_TODO ns each, measured).
+    #[arg(long)]
+    pub offcpu: bool,
+
     /// Command to start and observe from its first bytecode (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,

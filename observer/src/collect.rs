@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub sampled: bool,
     /// Kernel memory of gilwatch's BPF maps now.
     pub kernel_memory_bytes: u64,
+    /// Why the GIL changed hands, GIL held off-CPU.
+    pub handoffs: crate::handoff::HandoffSample,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -129,6 +131,7 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
         }
     }
     snap.hits = attached.hits()?;
+    snap.handoffs = crate::handoff::read(&attached.ebpf)?;
     snap.kernel_memory_bytes = crate::probe::attach::kernel_memory_bytes();
     Ok(snap)
 }

@@ -10,6 +10,7 @@ mod doctor;
 mod ending;
 mod error;
 mod gil;
+mod handoff;
 mod histogram;
 mod lock;
 mod lock_run;
@@ -140,6 +141,9 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         locks.as_mut().map_or(&mut [], |l| l.probes_mut()),
     );
     let mut attached = attach_all(&plan, &process, child.is_some(), locks.as_mut())?;
+    if cli.offcpu {
+        handoff::attach_offcpu(&mut attached.ebpf, process.pid)?;
+    }
     let gil_location = if child.is_none() {
         place_gil(&mut attached, &plan, &process, &interpreter)?
     } else {
@@ -319,6 +323,10 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         interpreter: info_interp,
         max_overhead_pct: cli.max_overhead.0,
         trap_costs: attached.costs,
+        handoff: report::handoff::HandoffCaps {
+            forced_known: plan.wants_gil_address(),
+            offcpu: cli.offcpu,
+        },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

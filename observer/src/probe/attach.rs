@@ -611,7 +611,7 @@ impl Attached {
                 .set(slot, gil.addr + off, 0)
                 .context("writing the GIL's addresses to the kernel")?;
         }
-        Ok(())
+        crate::handoff::set_gil_locked(&mut self.ebpf, gil.addr + l.locked)
     }
 }
 

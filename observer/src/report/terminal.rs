@@ -254,5 +254,10 @@ fn final_body(r: &Report) -> String {
     {
         out.push_str(&histogram_block("GIL hold", t, &t.hold_ns, &t.hold_hist));
     }
+    let handoffs = super::handoff::render(&r.handoffs);
+    if !handoffs.is_empty() {
+        let _ = writeln!(out);
+        out.push_str(&handoffs);
+    }
     out
 }
