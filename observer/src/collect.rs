@@ -97,6 +97,9 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
             t.hold = Distribution::from(&hist);
         }
     }
+    // Right after the histograms: acquisitions between the two reads would be in one and not
+    // the other.
+    snap.handoffs = crate::handoff::read(&attached.ebpf)?;
     // Spans still open now (a thread holding the GIL, or waiting for it) count toward totals, so
     // a thread that holds the GIL for the whole run does not read as idle.
     // One instant for the whole snapshot, taken after the histograms were read: a span that
@@ -131,7 +134,6 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
         }
     }
     snap.hits = attached.hits()?;
-    snap.handoffs = crate::handoff::read(&attached.ebpf)?;
     snap.kernel_memory_bytes = crate::probe::attach::kernel_memory_bytes();
     Ok(snap)
 }

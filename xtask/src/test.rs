@@ -50,7 +50,8 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
     // would measure each other. `debuginfo`: stripped interpreters with debug files and
     // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
-    for test in ["privileged", "debuginfo", "locks"] {
+    // `handoffs`: forced and voluntary drops, the handoff matrix, GIL held off-CPU.
+    for test in ["privileged", "debuginfo", "locks", "handoffs"] {
         let run = shell::run(
             cargo()
                 .args([
