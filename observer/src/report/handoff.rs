@@ -290,3 +290,70 @@ pub fn render(h: &HandoffReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handoff::ThreadCounts;
+
+    fn sample(pairs: &[((u32, u32), (u64, u64))], forced: u64, voluntary: u64) -> HandoffSample {
+        let mut s = HandoffSample::default();
+        s.pairs = pairs.iter().copied().collect();
+        s.threads.insert(
+            7,
+            ThreadCounts {
+                forced_drops: forced,
+                voluntary_drops: voluntary,
+                ..ThreadCounts::default()
+            },
+        );
+        s
+    }
+
+    fn names(tid: u32) -> (String, Option<String>) {
+        (format!("os-{tid}"), (tid == 7).then(|| "worker".to_owned()))
+    }
+
+    #[test]
+    fn pairs_are_the_interval_s_own_most_first_and_unknown_droppers_have_no_name() {
+        let from = sample(&[((7, 8), (5, 50))], 1, 1);
+        let to = sample(
+            &[((7, 8), (6, 80)), ((0, 7), (1, 3)), ((8, 7), (9, 90))],
+            4,
+            2,
+        );
+        let caps = HandoffCaps {
+            forced_known: true,
+            offcpu: false,
+        };
+        let r = build(caps, &from, &to, &names);
+        let got: Vec<(u32, u32, u64, u64)> = r
+            .pairs
+            .iter()
+            .map(|p| (p.from, p.to, p.count, p.wait_ns))
+            .collect();
+        // Ties: the earlier dropper first.
+        assert_eq!(got, vec![(8, 7, 9, 90), (0, 7, 1, 3), (7, 8, 1, 30)]);
+        assert_eq!(r.pairs[1].from_name, None);
+        assert_eq!(r.pairs[0].to_name, "worker");
+        assert_eq!(r.pairs[2].to_name, "os-8");
+        assert_eq!(r.threads[0].forced_drops, Some(3));
+        assert_eq!(r.threads[0].voluntary_drops, 1);
+        assert_eq!(r.forced_drops, Some(3));
+        assert!(render(&r).contains("worker (7)"));
+    }
+
+    #[test]
+    fn without_the_timed_wait_every_drop_reads_as_not_forced() {
+        let to = sample(&[], 4, 2);
+        let caps = HandoffCaps {
+            forced_known: false,
+            offcpu: false,
+        };
+        let r = build(caps, &HandoffSample::default(), &to, &names);
+        assert_eq!(r.threads[0].forced_drops, None);
+        assert_eq!(r.threads[0].voluntary_drops, 6);
+        assert_eq!(r.forced_drops, None);
+        assert!(render(&r).contains("not told apart"));
+    }
+}
