@@ -296,9 +296,13 @@ mod tests {
     use super::*;
     use crate::handoff::ThreadCounts;
 
-    fn sample(pairs: &[((u32, u32), (u64, u64))], forced: u64, voluntary: u64) -> HandoffSample {
-        let mut s = HandoffSample::default();
-        s.pairs = pairs.iter().copied().collect();
+    type Pair = ((u32, u32), crate::handoff::PairCounts);
+
+    fn sample(pairs: &[Pair], forced: u64, voluntary: u64) -> HandoffSample {
+        let mut s = HandoffSample {
+            pairs: pairs.iter().copied().collect(),
+            ..HandoffSample::default()
+        };
         s.threads.insert(
             7,
             ThreadCounts {
