@@ -351,6 +351,14 @@ pub struct ThreadHandoff {
     pub requests_lost: u64,
     /// Kernel only: `switch_number + 1` when the thread's current timed wait began (0: unknown).
     pub wait_switch: u64,
+    /// `--offcpu` (offcpu.rs): holds interrupted by the scheduler. Switched out in a sleeping
+    /// state (blocking syscall, page fault, `sleep` without releasing the GIL): count and summed
+    /// time until the thread ran again.
+    pub offcpu_blocked_count: u64,
+    pub offcpu_blocked_ns: u64,
+    /// Preempted while runnable (CPU starvation, cgroup throttling).
+    pub offcpu_runnable_count: u64,
+    pub offcpu_runnable_ns: u64,
 }
 
 /// The GIL's handoff state between drops (one entry). Kernel bookkeeping, except `pairs_lost`.
@@ -370,19 +378,6 @@ pub struct HandoffState {
     pub last_requester: u32,
     /// 1 if the last drop was forced and the acquisition after it is not yet seen.
     pub last_drop_forced: u32,
-}
-
-/// One thread's GIL holds interrupted by the kernel's scheduler.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ThreadOffCpu {
-    /// Switched out in a sleeping state (blocking syscall, page fault, `sleep` without
-    /// releasing the GIL): count and summed time until it ran again.
-    pub blocked_count: u64,
-    pub blocked_ns: u64,
-    /// Preempted while runnable (CPU starvation, cgroup throttling).
-    pub runnable_count: u64,
-    pub runnable_ns: u64,
 }
 
 /// The off-CPU tracker's one slot: the target and the holder currently switched out.
@@ -417,7 +412,6 @@ mod pod {
     unsafe impl aya::Pod for super::HandoffPair {}
     unsafe impl aya::Pod for super::ThreadHandoff {}
     unsafe impl aya::Pod for super::HandoffState {}
-    unsafe impl aya::Pod for super::ThreadOffCpu {}
     unsafe impl aya::Pod for super::OffCpuState {}
 }
 

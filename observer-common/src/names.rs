@@ -95,8 +95,7 @@ pub mod map {
         HANDOFF_THREADS = "HANDOFF_THREADS";
         HANDOFF_PAIRS = "HANDOFF_PAIRS";
         HANDOFF_HIST = "HANDOFF_HIST";
-        /// GIL held off-CPU (offcpu.rs): the target and the holder switched out; per thread.
+        /// GIL held off-CPU (offcpu.rs): the target and the holder switched out.
         OFFCPU = "OFFCPU";
-        OFFCPU_THREADS = "OFFCPU_THREADS";
     }
 }

@@ -38,7 +38,7 @@ static HANDOFF_CFG: Array<u64> = Array::with_max_entries(HANDOFF_CFG_SLOTS, 0);
 #[map]
 static HANDOFF_STATE: Array<HandoffState> = Array::with_max_entries(1, 0);
 
-/// tid → forced/voluntary drops and drop requests.
+/// tid → forced/voluntary drops, drop requests, off-CPU holds (offcpu.rs).
 #[map]
 static HANDOFF_THREADS: HashMap<u32, ThreadHandoff> =
     HashMap::with_max_entries(MAX_THREADS, NO_PREALLOC);
@@ -65,7 +65,7 @@ fn read_user<T>(addr: u64) -> Option<T> {
 }
 
 #[inline(always)]
-fn thread_entry(tid: u32) -> Option<*mut ThreadHandoff> {
+pub(crate) fn thread_entry(tid: u32) -> Option<*mut ThreadHandoff> {
     if let Some(p) = HANDOFF_THREADS.get_ptr_mut(&tid) {
         return Some(p);
     }

@@ -12,26 +12,20 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_user},
     macros::{map, raw_tracepoint},
-    maps::{Array, HashMap},
+    maps::Array,
     programs::RawTracePointContext,
 };
-use observer_common::{
-    HANDOFF_HIST_OFFCPU_BLOCKED, HANDOFF_HIST_OFFCPU_RUNNABLE, MAX_THREADS, OffCpuState,
-    ThreadOffCpu,
-};
+use observer_common::{HANDOFF_HIST_OFFCPU_BLOCKED, HANDOFF_HIST_OFFCPU_RUNNABLE, OffCpuState};
 
 use crate::{
-    NO_PREALLOC, THREADS, handoff::HANDOFF_HIST, handoff::gil_locked_addr, histogram, now_ns,
+    THREADS,
+    handoff::{HANDOFF_HIST, gil_locked_addr, thread_entry},
+    histogram, now_ns,
 };
 
 /// The target (tgid, written by userspace) and the holder switched out now.
 #[map]
 static OFFCPU: Array<OffCpuState> = Array::with_max_entries(1, 0);
-
-/// tid → the thread's off-CPU time while holding the GIL.
-#[map]
-static OFFCPU_THREADS: HashMap<u32, ThreadOffCpu> =
-    HashMap::with_max_entries(MAX_THREADS, NO_PREALLOC);
 
 /// sched_switch(bool preempt, task_struct *prev, task_struct *next, unsigned int prev_state),
 /// in the context of `prev`.
@@ -100,20 +94,16 @@ fn switched_in(s: &mut OffCpuState) {
         HANDOFF_HIST_OFFCPU_RUNNABLE
     };
     let _ = histogram::add(&HANDOFF_HIST, &which, ns);
-    let mut t = OFFCPU_THREADS.get_ptr_mut(&tid);
-    if t.is_none() {
-        let _ = OFFCPU_THREADS.insert(&tid, &ThreadOffCpu::default(), 0);
-        t = OFFCPU_THREADS.get_ptr_mut(&tid);
-    }
-    let Some(t) = t else { return };
+    // The thread's handoff entry (its other fields are written by the thread itself).
+    let Some(t) = thread_entry(tid) else { return };
     // SAFETY: written only here, for the one holder switched out at a time.
     unsafe {
         if blocked {
-            (*t).blocked_count += 1;
-            (*t).blocked_ns += ns;
+            (*t).offcpu_blocked_count += 1;
+            (*t).offcpu_blocked_ns += ns;
         } else {
-            (*t).runnable_count += 1;
-            (*t).runnable_ns += ns;
+            (*t).offcpu_runnable_count += 1;
+            (*t).offcpu_runnable_ns += ns;
         }
     }
 }

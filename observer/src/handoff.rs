@@ -10,7 +10,7 @@ use aya::{
 use observer_common::{
     HANDOFF_CFG_LOCKED, HANDOFF_HIST_FORCED_LATENCY, HANDOFF_HIST_OFFCPU_BLOCKED,
     HANDOFF_HIST_OFFCPU_RUNNABLE, HandoffKey, HandoffPair, HandoffState, Histogram, OffCpuState,
-    ThreadHandoff, ThreadOffCpu,
+    ThreadHandoff,
     names::{map, program},
 };
 
@@ -112,14 +112,10 @@ pub fn read(ebpf: &Ebpf) -> anyhow::Result<HandoffSample> {
         c.voluntary_drops = t.voluntary_drops;
         c.drop_requests = t.drop_requests;
         c.requests_lost = t.requests_lost;
-    }
-    let offcpu: BpfHashMap<_, u32, ThreadOffCpu> = hash_map(ebpf, map::OFFCPU_THREADS)?;
-    for (tid, t) in offcpu.iter().filter_map(Result::ok) {
-        let c = s.threads.entry(tid).or_default();
-        c.offcpu_blocked_count = t.blocked_count;
-        c.offcpu_blocked_ns = t.blocked_ns;
-        c.offcpu_runnable_count = t.runnable_count;
-        c.offcpu_runnable_ns = t.runnable_ns;
+        c.offcpu_blocked_count = t.offcpu_blocked_count;
+        c.offcpu_blocked_ns = t.offcpu_blocked_ns;
+        c.offcpu_runnable_count = t.offcpu_runnable_count;
+        c.offcpu_runnable_ns = t.offcpu_runnable_ns;
     }
     let pairs: BpfHashMap<_, HandoffKey, HandoffPair> = hash_map(ebpf, map::HANDOFF_PAIRS)?;
     for (k, p) in pairs.iter().filter_map(Result::ok) {
