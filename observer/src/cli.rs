@@ -34,6 +34,10 @@ READING THE REPORT:
   WAIT  time from asking for the GIL (take_gil) to getting it; HOLD  time from getting it to
   releasing it (drop_gil). %wall is that time over the observed wall time: holds of all threads
   add up to at most 100%; waits can add up to more (three threads always waiting = 300%).
+  Handoffs: FORCED drops were asked for by a waiter whose wait ran out (the switch interval),
+  VOLUNTARY ones were not (I/O, sleep, C code releasing the GIL); `who took it from whom` counts
+  acquisitions per (previous holder → next holder). With --offcpu: GIL held while its holder was
+  switched out, blocked (asleep in the kernel) or runnable (preempted).
 
 EXIT CODES:
   0 ok · 1 internal error · 2 bad usage (also: unknown lock symbol, not a mutex, unmapped address)
