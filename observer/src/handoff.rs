@@ -165,3 +165,21 @@ pub fn attach_offcpu(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
     }
     crate::probe::attach::attach_raw_tracepoint(ebpf, program::GIL_OFFCPU_SWITCH, "sched_switch")
 }
+
+/// Before the probes go (back) in: the last drop the kernel saw, and any request pending then,
+/// lie before a window the probes were out (duty cycling), so they must not be paired with the
+/// next acquisition (a "handoff" across the gap, a latency of the whole gap).
+pub fn forget_last_drop(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let m = ebpf
+        .map_mut(map::HANDOFF_STATE)
+        .context("HANDOFF_STATE map missing")?;
+    let mut state: Array<&mut MapData, HandoffState> = Array::try_from(m)?;
+    let pairs_lost = state.get(&0, 0).map_or(0, |g| g.pairs_lost);
+    let fresh = HandoffState {
+        pairs_lost,
+        ..HandoffState::default()
+    };
+    state
+        .set(0, fresh, 0)
+        .context("resetting the kernel's handoff state")
+}

@@ -392,6 +392,7 @@ impl Attached {
 
     /// Attaches every point of the plan (the programs are loaded already).
     pub fn attach_all(&mut self) -> anyhow::Result<()> {
+        crate::handoff::forget_last_drop(&mut self.ebpf)?;
         for point in &self.points {
             let link = attach_uprobe(&mut self.ebpf, &UprobeAt::from(point), self.pid)?;
             self.links.push((point.program, link));

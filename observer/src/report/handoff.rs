@@ -52,7 +52,8 @@ pub struct ThreadHandoffReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PairReport {
-    /// The thread whose drop came last before the acquisition; 0 when it was not seen.
+    /// The thread whose drop came last before the acquisition; 0 when it was not seen (before
+    /// attach, or while duty cycling had the probes out).
     pub from: u32,
     pub from_name: Option<String>,
     pub to: u32,
@@ -233,7 +234,7 @@ pub fn render(h: &HandoffReport) -> String {
         for p in h.pairs.iter().take(TOP_PAIRS) {
             let from = match &p.from_name {
                 Some(n) => format!("{n} ({})", p.from),
-                None => "(before attach)".to_owned(),
+                None => "(not seen)".to_owned(),
             };
             let _ = writeln!(
                 out,
