@@ -14,7 +14,9 @@
 //!   forced drops are not detected. Counts fall far on a loaded machine (a CPU-bound thread
 //!   starved of a CPU is not asked to drop), so only at least 5 drops are required.
 //! - Off-CPU: the workload's own clock around `usleep` includes the ctypes call and the wake-up;
-//!   gilwatch counts from the switch-out to the switch-in: within 10%.
+//!   gilwatch counts from the switch-out to the switch-in (blocked): within 10%, and at least
+//!   90% of the sleeps' nominal length. No other thread wants the GIL: a waiter would make the holder
+//!   drop it right after each call and wait to get it back, inside the workload's timed span.
 mod support;
 
 use std::{
@@ -254,7 +256,7 @@ fn sleeping_in_c_with_the_gil_held_is_held_off_cpu_blocked() {
         let r = watch_gated(
             &py,
             "held_asleep.py",
-            &[&CALLS.to_string(), "20000", &result_inside],
+            &[&CALLS.to_string(), "20000", &result_inside, "0"],
             &["--offcpu"],
         );
         let label = &py.label;
@@ -269,24 +271,28 @@ fn sleeping_in_c_with_the_gil_held_is_held_off_cpu_blocked() {
         assert_eq!(r["handoffs"]["offcpu"], true, "{label}");
         let main = handoff_thread(&r, "MainThread");
         let blocked = ns(&main["offcpu_blocked"]["total_ns"]);
+        let runnable = ns(&main["offcpu_runnable"]["total_ns"]);
         let spans = u(&main["offcpu_blocked"]["count"]);
-        eprintln!(
-            "{label}: held off-CPU blocked {:.1} ms in {spans} spans, own clock {:.1} ms",
+        let what = format!(
+            "{label}: held off-CPU blocked {:.1} ms in {spans} spans + runnable {:.1} ms, own clock {:.1} ms",
             blocked / 1e6,
+            runnable / 1e6,
             own / 1e6
         );
+        eprintln!("{what}");
+        // Blocked: from the switch-out in the sleep to the switch-in after it, which includes
+        // the wait for a CPU after the wake-up: the workload's clock within 10% (within 0.3%
+        // at a load average of 20 on 2 CPUs). Runnable spans (preempted while holding, also
+        // between the calls) are reported apart. The sleeps alone are CALLS × 20 ms, blocked
+        // (one may be missed by `libc`, which sees holds less surely).
+        assert!((blocked - own).abs() <= 0.1 * own, "{what}");
         assert!(
-            (blocked - own).abs() <= 0.1 * own,
-            "{label}: held off-CPU blocked {:.1} ms in {spans} spans, own clock {:.1} ms",
-            blocked / 1e6,
-            own / 1e6
+            blocked >= 0.9 * (CALLS * 20_000_000) as f64 && blocked <= own * 1.02,
+            "{what}"
         );
         assert!(
-            (CALLS..CALLS + 10).contains(&spans),
+            (CALLS - 2..CALLS + 10).contains(&spans),
             "{label}: {spans} blocked spans for {CALLS} calls"
         );
-        // The ticker never holds the GIL across a sleep of its own.
-        let ticker = ns(&handoff_thread(&r, "ticker")["offcpu_blocked"]["total_ns"]);
-        assert!(ticker < 0.02 * own, "{label}: ticker blocked {ticker} ns");
     }
 }
