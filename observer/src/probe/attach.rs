@@ -402,6 +402,7 @@ impl Attached {
 
     /// Attaches every point of the plan (the programs are loaded already).
     pub fn attach_all(&mut self) -> anyhow::Result<()> {
+        crate::handoff::forget_last_drop(&mut self.ebpf)?;
         for point in &self.points {
             let link = attach_uprobe(&mut self.ebpf, &UprobeAt::from(point), self.pid)?;
             self.links.push((point.program, link));
@@ -638,7 +639,7 @@ impl Attached {
                 .set(slot, gil.addr + off, 0)
                 .context("writing the GIL's addresses to the kernel")?;
         }
-        Ok(())
+        crate::handoff::set_gil_locked(&mut self.ebpf, gil.addr + l.locked)
     }
 }
 
