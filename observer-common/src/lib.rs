@@ -428,6 +428,103 @@ pub struct BlameWaiting {
     pub last_ns: u64,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Why the GIL changed hands (observer-ebpf/src/handoff.rs) and GIL held off-CPU (offcpu.rs).
+
+/// Slots of the handoff configuration array (written by userspace once the GIL is found).
+/// The address of `gil->locked` (an int; `last_holder` is 8 bytes before it, `switch_number`
+/// 8 bytes after it in every GIL layout).
+pub const HANDOFF_CFG_LOCKED: u32 = 0;
+pub const HANDOFF_CFG_SLOTS: u32 = 1;
+
+/// Keys of the kernel's handoff histograms.
+/// From a forced drop to the next acquisition (by any thread): the convoy effect.
+pub const HANDOFF_HIST_FORCED_LATENCY: u32 = 0;
+/// Off-CPU spans of the GIL's holder: blocked (sleeping in the kernel) and runnable (preempted,
+/// waiting for a CPU).
+pub const HANDOFF_HIST_OFFCPU_BLOCKED: u32 = 1;
+pub const HANDOFF_HIST_OFFCPU_RUNNABLE: u32 = 2;
+pub const HANDOFF_HISTS: u32 = 3;
+
+/// Distinct (from, to) thread pairs kept in the handoff matrix; more are counted as lost.
+pub const MAX_HANDOFF_PAIRS: u32 = 4096;
+
+/// Key of the handoff matrix: the thread that dropped the GIL last and the one that took it next.
+/// `from` is 0 when the previous drop was not seen (before attach).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HandoffKey {
+    pub from: u32,
+    pub to: u32,
+}
+
+/// One cell of the handoff matrix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandoffPair {
+    /// Acquisitions by `to` right after a drop by `from`.
+    pub count: u64,
+    /// `to`'s summed wait for those acquisitions.
+    pub wait_ns: u64,
+}
+
+/// Why one thread's holds ended, and what its own requests for the GIL did.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadHandoff {
+    /// Drops while a waiter's drop request was pending (made during this hold): the switch
+    /// interval forced them.
+    pub forced_drops: u64,
+    /// Drops nobody asked for: I/O, sleep, a C extension releasing the GIL, the thread's end.
+    pub voluntary_drops: u64,
+    /// This thread's timed waits for the GIL that expired and asked the holder to drop it.
+    pub drop_requests: u64,
+    /// Forced drops this thread asked for whose GIL another thread took.
+    pub requests_lost: u64,
+    /// Kernel only: `switch_number + 1` when the thread's current timed wait began (0: unknown).
+    pub wait_switch: u64,
+    /// `--offcpu` (offcpu.rs): holds interrupted by the scheduler. Switched out in a sleeping
+    /// state (blocking syscall, page fault, `sleep` without releasing the GIL): count and summed
+    /// time until the thread ran again.
+    pub offcpu_blocked_count: u64,
+    pub offcpu_blocked_ns: u64,
+    /// Preempted while runnable (CPU starvation, cgroup throttling).
+    pub offcpu_runnable_count: u64,
+    pub offcpu_runnable_ns: u64,
+}
+
+/// The GIL's handoff state between drops (one entry). Kernel bookkeeping, except `pairs_lost`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandoffState {
+    /// When the GIL was last dropped.
+    pub drop_ns: u64,
+    /// When a waiter asked the holder to drop (0: no request pending).
+    pub request_ns: u64,
+    /// Acquisitions whose matrix cell could not be stored (the pair map was full).
+    pub pairs_lost: u64,
+    pub last_dropper: u32,
+    /// The thread whose request is pending.
+    pub requester: u32,
+    /// The requester of the last drop if it was forced, else 0.
+    pub last_requester: u32,
+    /// 1 if the last drop was forced and the acquisition after it is not yet seen.
+    pub last_drop_forced: u32,
+}
+
+/// The off-CPU tracker's one slot: the target and the holder currently switched out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuState {
+    /// The target's process id (userspace writes it; 0 = off).
+    pub tgid: u64,
+    /// The holder's `task_struct*` while it is switched out, else 0.
+    pub task: u64,
+    pub start_ns: u64,
+    pub tid: u32,
+    pub blocked: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all three are #[repr(C)] structs of integers with no padding and no invalid bit
@@ -450,6 +547,12 @@ mod pod {
     unsafe impl aya::Pod for super::BlameStat {}
     unsafe impl aya::Pod for super::BlameHolder {}
     unsafe impl aya::Pod for super::BlameWaiting {}
+    // SAFETY: the same holds for the handoff and off-CPU types (u64s first, then u32 pairs).
+    unsafe impl aya::Pod for super::HandoffKey {}
+    unsafe impl aya::Pod for super::HandoffPair {}
+    unsafe impl aya::Pod for super::ThreadHandoff {}
+    unsafe impl aya::Pod for super::HandoffState {}
+    unsafe impl aya::Pod for super::OffCpuState {}
 }
 
 #[cfg(test)]

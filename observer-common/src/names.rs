@@ -56,6 +56,8 @@ pub mod program {
         /// Per-site trap counters (site_hits.rs): a probed instruction, a uretprobe's returns.
         SITE_HIT = "site_hit";
         SITE_RETURN_HIT = "site_return_hit";
+        /// sched_switch raw tracepoint: the GIL's holder switched out and back in (offcpu.rs).
+        GIL_OFFCPU_SWITCH = "gil_offcpu_switch";
     }
 }
 
@@ -99,5 +101,14 @@ pub mod map {
         BLAME_HOLDER = "BLAME_HOLDER";
         BLAME_WAITING = "BLAME_WAITING";
         BLAME_ERRORS = "BLAME_ERRORS";
+        /// Why the GIL changed hands (handoff.rs): the GIL's `locked` address, the state
+        /// between drops, per-thread drop kinds, the handoff matrix, the histograms.
+        HANDOFF_CFG = "HANDOFF_CFG";
+        HANDOFF_STATE = "HANDOFF_STATE";
+        HANDOFF_THREADS = "HANDOFF_THREADS";
+        HANDOFF_PAIRS = "HANDOFF_PAIRS";
+        HANDOFF_HIST = "HANDOFF_HIST";
+        /// GIL held off-CPU (offcpu.rs): the target and the holder switched out.
+        OFFCPU = "OFFCPU";
     }
 }

@@ -34,6 +34,7 @@ pub fn gil_cond_wait_enter(ctx: ProbeContext) -> u32 {
         if (*st).take_start_ns != 0 {
             // Waiting, so not holding: open-span accounting (collect.rs) reads this as a wait.
             (*st).hold_start_ns = 0;
+            crate::handoff::wait_began(tid);
         }
     }
     0
@@ -52,6 +53,7 @@ pub fn gil_cond_wait_return(ctx: RetProbeContext) -> u32 {
         // take set, hold cleared: exactly the state gil_cond_wait_enter leaves.
         if (*st).take_start_ns != 0 && (*st).hold_start_ns == 0 {
             (*st).hold_start_ns = now_ns();
+            crate::handoff::wait_ended(tid, ctx.ret::<i64>() as i32 as i64);
         }
         crate::blame::timed_wait_returned(
             ctx.ret::<i64>() as i32,

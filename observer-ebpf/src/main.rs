@@ -33,7 +33,9 @@ mod blame;
 mod gil_cond_signal_drop;
 mod gil_cond_wait;
 mod gil_libc;
+mod handoff;
 mod histogram;
+mod offcpu;
 mod site_hits;
 
 use observer_common::{
@@ -192,6 +194,7 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
         (*st).hold_start_ns = now;
     }
     record(tid, StatKind::Wait, now - start);
+    handoff::acquired(tid, now - start, now);
     0
 }
 
@@ -243,6 +246,7 @@ pub(crate) fn gil_dropped(tid: u32) {
     }
     record(tid, StatKind::Hold, now.saturating_sub(acquired));
     blame::hold_ended(tstate, acquired, now);
+    handoff::on_drop(tid, take, acquired, now);
 }
 
 #[cfg(not(test))]

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub sampled: bool,
     /// Kernel memory of gilwatch's BPF maps now.
     pub kernel_memory_bytes: u64,
+    /// Why the GIL changed hands, GIL held off-CPU.
+    pub handoffs: crate::handoff::HandoffSample,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -95,6 +97,9 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
             t.hold = Distribution::from(&hist);
         }
     }
+    // Right after the histograms: acquisitions between the two reads would be in one and not
+    // the other.
+    snap.handoffs = crate::handoff::read(&attached.ebpf)?;
     // Spans still open now (a thread holding the GIL, or waiting for it) count toward totals, so
     // a thread that holds the GIL for the whole run does not read as idle.
     // One instant for the whole snapshot, taken after the histograms were read: a span that

@@ -13,6 +13,7 @@ mod error;
 mod exporter;
 mod fleet;
 mod gil;
+mod handoff;
 mod histogram;
 mod lock;
 mod lock_run;
@@ -280,6 +281,9 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         locks.as_mut(),
         blame.is_wanted(),
     )?;
+    if cli.offcpu {
+        handoff::attach_offcpu(&mut attached.ebpf, process.pid)?;
+    }
     let gil_location = if child.is_none() {
         status.say("finding the GIL in the process's memory");
         place_gil(&mut attached, &plan, &process, &interpreter, &mut blame)?
@@ -476,6 +480,10 @@ fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Resu
         interpreter: info_interp,
         max_overhead_pct: cli.max_overhead.0,
         trap_costs: attached.costs,
+        handoff: report::handoff::HandoffCaps {
+            forced_known: plan.wants_gil_address(),
+            offcpu: cli.offcpu,
+        },
     };
     let exporter = cli
         .prometheus

@@ -54,6 +54,7 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // `runbook`: snapshots compared by `gilwatch diff`, --fail-if. `prometheus`: the exporter
     // scraped over HTTP and by a real Prometheus server. `views`: the --html page in headless
     // Chromium and `gilwatch top` under tmux. `blame`: the Python code behind long holds and waits.
+    // `handoffs`: forced and voluntary drops, the handoff matrix, GIL held off-CPU.
     // `fleets`: several processes in one run, gunicorn from PyPI with --children.
     for test in [
         "privileged",
@@ -64,6 +65,7 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
         "prometheus",
         "fleets",
         "views",
+        "handoffs",
     ] {
         let run = shell::run(
             cargo()

@@ -295,11 +295,21 @@ fn age_ns(pid: u32) -> Option<u64> {
     Some(now.saturating_sub(start_ticks * 1_000_000_000 / hz))
 }
 
-/// A snapshot cut down to the threads of one process.
+/// A snapshot cut down to the threads of one process. The handoff state is one per run in the
+/// kernel (one last dropper, one `locked` address): only handoffs within the process are kept,
+/// and its distributions, which mix processes, are dropped. TODO(fleets): per-process handoffs.
 fn only(snap: &Snapshot, pid: u32, owners: &HashMap<u32, u32>) -> Snapshot {
     let mut s = snap.clone();
-    s.threads.retain(|tid, _| owners.get(tid) == Some(&pid));
-    s.tstates.retain(|tid, _| owners.get(tid) == Some(&pid));
+    let own = |tid: &u32| owners.get(tid) == Some(&pid);
+    s.threads.retain(|tid, _| own(tid));
+    s.tstates.retain(|tid, _| own(tid));
+    s.handoffs.threads.retain(|tid, _| own(tid));
+    s.handoffs
+        .pairs
+        .retain(|(from, to), _| own(from) && own(to));
+    s.handoffs.forced_latency = Default::default();
+    s.handoffs.offcpu_blocked = Default::default();
+    s.handoffs.offcpu_runnable = Default::default();
     s
 }
 
@@ -629,6 +639,11 @@ impl Fleet {
                 interpreter: m.info.clone(),
                 max_overhead_pct: self.max_overhead,
                 trap_costs: self.trap_costs,
+                // Forced drops need the GIL's `locked` address, one per run in the kernel.
+                handoff: crate::report::handoff::HandoffCaps {
+                    forced_known: false,
+                    offcpu: false,
+                },
             };
             let names = |tid| m.names.get(tid);
             let why = if m.last.is_some() {

@@ -479,6 +479,7 @@ impl Attached {
 
     /// Attaches every point of every process's plan (the programs are loaded already).
     pub fn attach_all(&mut self) -> anyhow::Result<()> {
+        crate::handoff::forget_last_drop(&mut self.ebpf)?;
         self.on = true;
         for i in 0..self.targets.len() {
             self.attach_target(i)?;
@@ -741,9 +742,11 @@ impl Attached {
         Ok(hits)
     }
 
-    /// Tells the symbol-free strategy's kernel programs where the run's own process's GIL is.
+    /// Tells the kernel programs where the run's own process's GIL is (the handoff section's
+    /// `locked` field too: one per run, so only with a single process).
     pub fn set_gil_address(&mut self, gil: &GilAddress) -> anyhow::Result<()> {
-        self.set_gil_address_of(self.targets[0].pid.get(), gil)
+        self.set_gil_address_of(self.targets[0].pid.get(), gil)?;
+        crate::handoff::set_gil_locked(&mut self.ebpf, gil.addr + gil.layout.locked)
     }
 
     /// Tells the kernel programs where the GIL of process `pid` is.

@@ -457,6 +457,10 @@ mod tests {
             },
             max_overhead_pct: Some(5.0),
             trap_costs: TrapCosts::ASSUMED,
+            handoff: super::super::handoff::HandoffCaps {
+                forced_known: true,
+                offcpu: false,
+            },
         };
         let mut to = Snapshot {
             at_ns: 1_000_000_000,

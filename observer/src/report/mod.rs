@@ -4,6 +4,7 @@ pub mod blame;
 pub mod blame_terminal;
 pub mod canvas;
 pub mod format;
+pub mod handoff;
 pub mod html;
 pub mod json;
 pub mod lock;
@@ -95,6 +96,8 @@ pub struct Report {
     /// Which code held the GIL while others waited (final report only; null in interval
     /// reports and lock-only runs).
     pub blame: Option<blame::BlameReport>,
+    /// Why the GIL changed hands, and GIL held off-CPU (report/handoff.rs).
+    pub handoffs: handoff::HandoffReport,
     /// Final report of `-p PID` only: the process's GIL was idle while its Python children were
     /// busy (a pre-fork server's master): the sentence that says so and suggests `--children`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,6 +144,8 @@ pub struct RunInfo<'a> {
     pub max_overhead_pct: Option<f64>,
     /// What a trap of each kind costs on this machine (calibrated at start).
     pub trap_costs: TrapCosts,
+    /// What the handoff section can see.
+    pub handoff: handoff::HandoffCaps,
 }
 
 /// Builds a report from two snapshots (`from` may be the empty snapshot taken at attach).
@@ -211,6 +216,7 @@ pub fn build(
         sampling,
         kernel_memory_bytes: to.kernel_memory_bytes,
         blame: None,
+        handoffs: handoff::build(info.handoff, &from.handoffs, &to.handoffs, names),
         hint: None,
     }
 }

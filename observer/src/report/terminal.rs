@@ -277,5 +277,10 @@ fn final_body(r: &Report, canvas: &Canvas) -> String {
     if let Some(b) = &r.blame {
         out.push_str(&super::blame_terminal::section(b));
     }
+    let handoffs = super::handoff::render(&r.handoffs);
+    if !handoffs.is_empty() {
+        let _ = writeln!(out);
+        out.push_str(&handoffs);
+    }
     out
 }
