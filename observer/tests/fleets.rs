@@ -268,7 +268,9 @@ fn gunicorn_master_hint_children_and_a_replaced_worker() {
         "no --children hint in the master's report: {alone}"
     );
 
-    // The master and its workers; one worker is killed and gunicorn replaces it.
+    // The master and its workers; one worker is killed and gunicorn replaces it. The JSON
+    // (five processes' reports) goes to a file: more than a pipe holds until the run ends.
+    let json = std::env::temp_dir().join(format!("gilwatch-fleets-{}.json", std::process::id()));
     let run = gilwatch_command(&[
         "-p",
         &master.to_string(),
@@ -277,7 +279,7 @@ fn gunicorn_master_hint_children_and_a_replaced_worker() {
         "14s",
         "-q",
         "--json",
-        "-",
+        json.to_str().unwrap(),
     ])
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
@@ -302,7 +304,14 @@ fn gunicorn_master_hint_children_and_a_replaced_worker() {
             replacement != 0 && !now.contains(&killed)
         },
     );
-    let fleet = final_report(&wait_output(run, Duration::from_secs(90)));
+    let out = wait_output(run, Duration::from_secs(90));
+    assert!(
+        out.status.success(),
+        "gilwatch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fleet = last_json(&std::fs::read(&json).expect("the --json file"));
+    std::fs::remove_file(&json).ok();
     assert_unloaded(&programs, "after a --children run");
     for p in fleet["processes"].as_array().unwrap() {
         eprintln!(
