@@ -185,7 +185,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let report = runtime.block_on(fleet.watch(cli.duration))?;
+    // The summary per role every --interval (numbers since the start), unless -q.
+    let live = (!cli.quiet).then(|| {
+        cli.interval
+            .filter(|d| !d.is_zero())
+            .unwrap_or(crate::cli::DEFAULT_INTERVAL)
+    });
+    let report = runtime.block_on(fleet.watch(cli.duration, live, cli.json_to_stdout()))?;
     drop(fleet);
     write(cli, &report)?;
     Ok(Exit::Ok.into())
@@ -430,7 +436,12 @@ impl Fleet {
             || (self.selection.children && root_alive())
     }
 
-    async fn watch(&mut self, duration: Option<Duration>) -> anyhow::Result<FleetReport> {
+    async fn watch(
+        &mut self,
+        duration: Option<Duration>,
+        live: Option<Duration>,
+        live_to_stderr: bool,
+    ) -> anyhow::Result<FleetReport> {
         stop::block()?;
         // No single target to watch for exit: gilwatch's own pidfd never fires.
         let me = PidFd::open(std::process::id()).context("pidfd_open on gilwatch itself")?;
@@ -453,6 +464,7 @@ impl Fleet {
         let deadline = duration.map_or(far, |d| start + d);
         let mut scan = tokio::time::interval(SCAN_EVERY);
         scan.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut next_live = start + live.unwrap_or(Duration::from_secs(2));
         let mut names = tokio::time::interval(NAMES_EVERY);
         names.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let ended = loop {
@@ -477,6 +489,17 @@ impl Fleet {
                     judged = self.judge(judged)?;
                 }
                 _ = names.tick() => self.learn_names(),
+                _ = sleep_until(next_live), if live.is_some() => {
+                    next_live = Instant::now() + live.unwrap_or(Duration::from_secs(2));
+                    let snap = self.snapshot(true)?;
+                    let text = report::summary(&self.report(EndReason::Running, &snap));
+                    if live_to_stderr {
+                        eprint!("{text}");
+                    } else {
+                        print!("{text}");
+                        std::io::stdout().flush().ok();
+                    }
+                }
                 _ = scan.tick() => {
                     self.reap()?;
                     if self.can_grow() {

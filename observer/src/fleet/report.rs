@@ -183,15 +183,34 @@ impl FleetReport {
 /// The human report: the summary per role first (what a fleet's operator reads), then a
 /// section per process (verdict and per-thread table).
 pub fn render(r: &FleetReport, canvas: &Canvas) -> String {
+    let mut out = summary(r);
+    for p in &r.processes {
+        section(&mut out, p, canvas);
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        crate::report::format::memory_line(r.kernel_memory_bytes)
+    );
+    out
+}
+
+/// The header and the table per role: the final report's top, and the live view while the run
+/// lasts (numbers since the start).
+pub fn summary(r: &FleetReport) -> String {
     let mut out = String::new();
     let exited = r.processes.iter().filter(|p| p.exited).count();
     let _ = writeln!(
         out,
-        "gilwatch · {} CPython process(es) ({}) · observed {} · ended: {}{}",
+        "gilwatch · {} CPython process(es) ({}) · observed {}{}{}",
         r.processes.len(),
         r.selection,
         fmt_ns(r.duration_ns),
-        ended_text(r.ended),
+        if r.ended == EndReason::Running {
+            " so far (numbers since the start)".to_owned()
+        } else {
+            format!(" · ended: {}", ended_text(r.ended))
+        },
         if exited > 0 {
             format!(" · {exited} exited during the run")
         } else {
@@ -265,7 +284,12 @@ pub fn render(r: &FleetReport, canvas: &Canvas) -> String {
         total,
         r.processes.len()
     );
-    for p in &r.processes {
+    out
+}
+
+/// One process's section: its summary line, verdict and per-thread table.
+fn section(out: &mut String, p: &ProcessEntry, canvas: &Canvas) {
+    {
         let rep = &p.report;
         let state = if p.exited {
             format!(
@@ -291,12 +315,6 @@ pub fn render(r: &FleetReport, canvas: &Canvas) -> String {
         let _ = writeln!(out, "{}", terminal::verdict(rep, canvas));
         out.push_str(&terminal::table(rep, 10, canvas));
     }
-    let _ = writeln!(
-        out,
-        "\n{}",
-        crate::report::format::memory_line(r.kernel_memory_bytes)
-    );
-    out
 }
 
 fn truncate(s: &str, n: usize) -> String {
