@@ -59,6 +59,9 @@ pub mod program {
     }
 }
 
+/// The kernel's `--trace` switch, a global in `.rodata` set at load.
+pub const TRACE_ON: &str = "TRACE_ON";
+
 /// Maps.
 pub mod map {
     names! {
@@ -86,5 +89,8 @@ pub mod map {
         MUTEX_STACKS = "MUTEX_STACKS";
         MUTEX_SITES = "MUTEX_SITES";
         MUTEX_ERRORS = "MUTEX_ERRORS";
+        /// `--trace`: GIL span records, and the records lost to a full ring buffer.
+        TRACE_EVENTS = "TRACE_EVENTS";
+        TRACE_LOST = "TRACE_LOST";
     }
 }

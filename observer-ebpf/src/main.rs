@@ -33,6 +33,8 @@ mod gil_cond_wait;
 mod gil_libc;
 mod histogram;
 mod site_hits;
+/// `--trace`: per-span records into a ring buffer, only while tracing.
+mod trace;
 
 use observer_common::{
     ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, Histogram, MAX_STATS, MAX_THREADS,
@@ -174,6 +176,7 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
         (*st).hold_start_ns = now;
     }
     record(tid, StatKind::Wait, now - start);
+    trace::span(tid, start, now, 0);
     0
 }
 
@@ -220,6 +223,7 @@ pub(crate) fn gil_dropped(tid: u32) {
         record(tid, StatKind::Wait, acquired.saturating_sub(take));
     }
     record(tid, StatKind::Hold, now.saturating_sub(acquired));
+    trace::span(tid, take, acquired, now);
 }
 
 #[cfg(not(test))]

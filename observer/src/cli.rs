@@ -23,6 +23,8 @@ use crate::{gil::plan::Strategy, lock::spec::LockRequest};
                                              one JSON line per 5 s, then the final object
   sudo gilwatch -- python3 app.py --port 80  start a program and watch it from its first bytecode
   sudo gilwatch --max-overhead 1 -p 4242     keep the probes' cost under 1% of a CPU (sampling if needed)
+  sudo gilwatch -p 4242 -d 5s --trace gil.pftrace
+                                             a timeline of every GIL wait and hold (ui.perfetto.dev)
   sudo gilwatch doctor -p 4242               show the probe plan (interpreter, symbols, GIL, strategy)
   sudo gilwatch -p 4242 --mutexes -d 10s     which pthread mutexes do its threads wait for?
   sudo gilwatch -p 4242 --lock libfoo.so:g_cache_lock --lock 0x7f3a2c001040
@@ -84,6 +86,15 @@ pub struct Cli {
     /// cycles/s (≈2.3% with two traps per cycle) all the time, and one at 10^5 about a fifth of it.
     #[arg(long, value_name = "PCT|none", default_value = "5", value_parser = crate::probe::budget::parse_max_overhead)]
     pub max_overhead: crate::probe::budget::MaxOverhead,
+
+    /// Write a timeline of every GIL wait and hold to FILE, for Perfetto (open it in
+    /// https://ui.perfetto.dev): one track per thread, named with its Python name, with `GIL
+    /// wait` and `GIL hold` slices, and a `GIL` track showing who holds it. It covers the
+    /// report's window, and its slices add up to the report's totals. Costs one ring buffer
+    /// record per GIL span (counted in the overhead estimate) and 32 bytes of gilwatch's memory
+    /// per span until the end; records lost to a full buffer are reported.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 
     /// No live tables, only the final report.
     #[arg(short, long)]

@@ -21,6 +21,7 @@ mod report;
 mod session;
 mod stop;
 mod target;
+mod trace;
 
 use std::{fs::File, io::Write, process::ExitCode};
 
@@ -122,6 +123,9 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
             child,
         } => (process, planned, child),
         Watched::LocksOnly(process, request) => {
+            if cli.trace.is_some() {
+                eprintln!("gilwatch: --trace: no GIL to trace here, no trace written");
+            }
             return lock_run::run_without_gil(request, process, cli.duration, cli.json.as_deref());
         }
     };
@@ -139,7 +143,13 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         &mut plan.points,
         locks.as_mut().map_or(&mut [], |l| l.probes_mut()),
     );
-    let mut attached = attach_all(&plan, &process, child.is_some(), locks.as_mut())?;
+    let mut attached = attach_all(
+        &plan,
+        &process,
+        child.is_some(),
+        locks.as_mut(),
+        cli.trace.is_some(),
+    )?;
     let gil_location = if child.is_none() {
         place_gil(&mut attached, &plan, &process, &interpreter)?
     } else {
@@ -204,17 +214,19 @@ fn watched<'a>(
 }
 
 /// Loads and attaches the GIL's probes, then the locks' (`launched`: the target is a gated
-/// command, which cannot have exited yet).
+/// command, which cannot have exited yet; `trace`: the kernel writes span records).
 fn attach_all(
     plan: &plan::ProbePlan,
     process: &Process,
     launched: bool,
     locks: Option<&mut lock::LockWatch>,
+    trace: bool,
 ) -> anyhow::Result<attach::Attached> {
     let needs = attach::MapNeeds {
         gil: true,
         locks: locks.is_some(),
         call_sites: locks.as_deref().is_some_and(|l| l.discover),
+        trace_bytes: trace.then_some(trace::RING_BYTES),
     };
     let mut attached = attach::attach(plan, process.pid, needs).map_err(|e| {
         if !launched && !process.is_alive() {
@@ -326,6 +338,11 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         .context("starting the event loop")?;
     let gil_pending = (plan.needs_gil_address() || plan.wants_gil_address()) && child.is_some();
     let lock_process = process.clone();
+    let tracer = cli
+        .trace
+        .as_deref()
+        .map(|path| trace::Tracer::start(path, &mut attached.ebpf))
+        .transpose()?;
     let session = Session {
         attached: &mut attached,
         process,
@@ -337,6 +354,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         gil_pending,
         max_overhead: cli.max_overhead.0,
         cpu_baseline,
+        trace: tracer,
     };
     let report = runtime.block_on(session.run(outputs))?;
     if let Some(l) = &locks {

@@ -51,7 +51,8 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
     // would measure each other. `debuginfo`: stripped interpreters with debug files and
     // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
-    for test in ["privileged", "debuginfo", "locks"] {
+    // `trace`: --trace files decoded with Perfetto's schema against the same run's report.
+    for test in ["privileged", "debuginfo", "locks", "trace"] {
         let run = shell::run(
             cargo()
                 .args([

@@ -88,6 +88,9 @@ pub struct Report {
     /// Kernel memory held by gilwatch's BPF maps at the end of the report's span (the sum of
     /// their `memlock`): it grows with the threads (and locks) observed.
     pub kernel_memory_bytes: u64,
+    /// `--trace`: the timeline written (final report only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceSummary>,
 }
 
 /// What observing cost, and whether the overhead budget made it a sample.
@@ -199,6 +202,7 @@ pub fn build(
         lost_events: to.lost_events.saturating_sub(from.lost_events),
         sampling,
         kernel_memory_bytes: to.kernel_memory_bytes,
+        trace: None,
     }
 }
 

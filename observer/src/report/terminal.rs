@@ -196,6 +196,22 @@ pub fn final_report(r: &Report) -> String {
     out
 }
 
+/// `--trace`: where the timeline went, and whether it is complete.
+fn trace_line(t: &crate::trace::TraceSummary) -> String {
+    let mut line = format!(
+        "trace: {} slices in {} (open it in https://ui.perfetto.dev)",
+        t.slices, t.file
+    );
+    if t.lost > 0 {
+        line.push_str(&format!(
+            " · WARNING: {} of {} span records lost (ring buffer full): the timeline has gaps",
+            t.lost,
+            t.records + t.lost
+        ));
+    }
+    line
+}
+
 fn final_body(r: &Report) -> String {
     let mut out = header(r);
     let ended = match r.ended {
@@ -215,6 +231,9 @@ fn final_body(r: &Report) -> String {
             "WARNING: {} probe events were lost (kernel map full): numbers are incomplete",
             r.lost_events
         );
+    }
+    if let Some(t) = &r.trace {
+        let _ = writeln!(out, "{}", trace_line(t));
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", summary_line(r));

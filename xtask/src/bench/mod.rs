@@ -93,6 +93,17 @@ fn cases(env: &deps::Env) -> Vec<Case> {
             configs: python.to_vec(),
         });
     }
+    // --trace's cost: the same loop, every cycle probed, with and without the ring buffer.
+    v.push(Case {
+        name: "trace".to_owned(),
+        workload: Workload::Cycle(Interp {
+            label: format!("pyenv {}", env.python_version),
+            exe: env.python.clone(),
+            contained: false,
+            symbols: true,
+        }),
+        configs: vec![Config::None, Config::GilwatchFull, Config::GilwatchTrace],
+    });
     v.push(Case {
         name: "lock".to_owned(),
         workload: Workload::Lock,

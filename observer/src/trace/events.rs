@@ -1,0 +1,126 @@
+//! Drains the kernel's `--trace` ring buffer on a thread of its own.
+//!
+//! The kernel writes without waking the reader (a wake-up per GIL cycle would cost the target
+//! more than the record), so the reader polls: every POLL it takes everything there is. The ring
+//! must hold what the target writes in one POLL; what does not fit is counted in `TRACE_LOST`.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray, RingBuf},
+};
+use observer_common::{GilSpan, names::map};
+
+/// How often the ring buffer is emptied.
+const POLL: Duration = Duration::from_millis(10);
+
+/// The reader thread and what it has read so far.
+pub struct Reader {
+    stop: Arc<AtomicBool>,
+    records: Arc<AtomicU64>,
+    thread: JoinHandle<Vec<GilSpan>>,
+}
+
+impl Reader {
+    /// Takes the ring buffer out of the loaded object and starts draining it.
+    pub fn start(ebpf: &mut Ebpf) -> anyhow::Result<Reader> {
+        let data = ebpf
+            .take_map(map::TRACE_EVENTS)
+            .with_context(|| format!("{} map missing", map::TRACE_EVENTS))?;
+        let mut ring = RingBuf::try_from(data).context("opening the trace ring buffer")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let records = Arc::new(AtomicU64::new(0));
+        let (stop_r, records_r) = (stop.clone(), records.clone());
+        let thread = std::thread::Builder::new()
+            .name("gilwatch-trace".into())
+            .spawn(move || {
+                let mut spans = Vec::new();
+                loop {
+                    // Read the flag first: a last full drain follows the stop.
+                    let last = stop_r.load(Ordering::Acquire);
+                    while let Some(item) = ring.next() {
+                        if let Some(span) = decode(&item) {
+                            spans.push(span);
+                        }
+                    }
+                    records_r.store(spans.len() as u64, Ordering::Relaxed);
+                    if last {
+                        return spans;
+                    }
+                    std::thread::sleep(POLL);
+                }
+            })
+            .context("starting the trace reader thread")?;
+        Ok(Reader {
+            stop,
+            records,
+            thread,
+        })
+    }
+
+    /// Records read so far (for the cost estimate while running).
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// Stops the reader after a last drain; everything it read.
+    pub fn finish(self) -> anyhow::Result<Vec<GilSpan>> {
+        self.stop.store(true, Ordering::Release);
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("the trace reader thread panicked"))
+    }
+}
+
+/// One record, as the kernel wrote it (ring buffer records are 8-byte aligned, but the slice
+/// type does not say so: read it unaligned).
+fn decode(bytes: &[u8]) -> Option<GilSpan> {
+    if bytes.len() < size_of::<GilSpan>() {
+        return None;
+    }
+    // SAFETY: the slice holds at least size_of::<GilSpan>() bytes, and GilSpan is plain
+    // integers (any bit pattern is valid).
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<GilSpan>()) })
+}
+
+/// Records the kernel could not write because the ring buffer was full.
+pub fn lost(ebpf: &Ebpf) -> anyhow::Result<u64> {
+    let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+        ebpf.map(map::TRACE_LOST)
+            .with_context(|| format!("{} map missing", map::TRACE_LOST))?,
+    )?;
+    Ok(counters
+        .get(&0, 0)
+        .map(|per_cpu| per_cpu.iter().sum())
+        .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_record_and_refuses_a_short_one() {
+        let span = GilSpan {
+            wait_start_ns: 1,
+            acquired_ns: 2,
+            released_ns: 3,
+            tid: 4,
+            flags: 0,
+        };
+        // SAFETY: viewing a plain repr(C) struct as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&span as *const GilSpan).cast::<u8>(), size_of::<GilSpan>())
+        };
+        assert_eq!(decode(bytes), Some(span));
+        assert_eq!(decode(&bytes[..size_of::<GilSpan>() - 1]), None);
+    }
+}
