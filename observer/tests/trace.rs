@@ -245,3 +245,40 @@ fn a_full_ring_buffer_is_counted_and_said() {
     let t = decode(&file);
     assert_eq!(t["problems"], serde_json::json!([]), "{}", t["problems"]);
 }
+
+/// Ctrl-C ends a traced run like any other: the report and the trace are written (the reader
+/// thread must not take the signal).
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn ctrl_c_writes_the_trace_and_the_report() {
+    require_root();
+    let py = pythons()
+        .into_iter()
+        .find(|p| p.version == (3, 12))
+        .expect("pyenv 3.12");
+    let target = Target::launch(&py, "contended.py", &["60", "2"]);
+    let file = trace_path("ctrl-c");
+    let _ = std::fs::remove_file(&file);
+    let file_s = file.display().to_string();
+    let pid = target.pid().to_string();
+    let child = gilwatch_command(&["-p", &pid, "-q", "--json", "-", "--trace", &file_s])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gilwatch");
+    // Attached, then into the session (which blocks the stop signals), and tracing a while.
+    programs_of_run(child.id(), 2);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: kill(2) on our own child, not yet waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_output(child, std::time::Duration::from_secs(20));
+    let r = final_report(&out);
+    assert_eq!(r["ended"], "interrupted", "{r}");
+    assert!(
+        r["trace"]["slices"].as_u64().unwrap_or(0) > 100,
+        "{}",
+        r["trace"]
+    );
+    let t = decode(&file);
+    assert_eq!(t["problems"], serde_json::json!([]), "{}", t["problems"]);
+}

@@ -42,6 +42,7 @@ impl Reader {
         let thread = std::thread::Builder::new()
             .name("gilwatch-trace".into())
             .spawn(move || {
+                block_signals();
                 let mut spans = Vec::new();
                 loop {
                     // Read the flag first: a last full drain follows the stop.
@@ -77,6 +78,18 @@ impl Reader {
         self.thread
             .join()
             .map_err(|_| anyhow!("the trace reader thread panicked"))
+    }
+}
+
+/// Keeps every signal away from this thread: SIGINT and SIGTERM are read from a signalfd
+/// (stop.rs), which sees a signal only while every thread blocks it; a thread started before
+/// the session blocks them would take the signal's default action, ending gilwatch unreported.
+fn block_signals() {
+    // SAFETY: sigfillset fills the set we own; pthread_sigmask changes this thread's mask only.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
     }
 }
 
