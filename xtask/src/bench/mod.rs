@@ -200,7 +200,7 @@ pub fn bench(opts: &Options) -> anyhow::Result<()> {
         "repetitions": opts.reps,
         "only": opts.only,
         "seconds_per_run": opts.seconds,
-        "per_event_streaming_mode": "none (gilwatch aggregates in the kernel; no per-event output exists)",
+        "per_event_streaming_mode": "--trace only (a BPF ring buffer, one record per GIL span, drained every 10 ms: the `trace` case); otherwise none, gilwatch aggregates in the kernel",
         "workloads": results,
         "observer": observer,
         "wall_seconds": started.elapsed().as_secs_f64(),
