@@ -282,3 +282,45 @@ fn ctrl_c_writes_the_trace_and_the_report() {
     let t = decode(&file);
     assert_eq!(t["problems"], serde_json::json!([]), "{}", t["problems"]);
 }
+
+/// Past gilwatch's memory cap (lowered here to 200 records) the timeline stops, the report says
+/// how many spans it left out, and the file is still a valid trace.
+#[test]
+#[ignore = "needs root: cargo xtask test"]
+fn past_the_memory_cap_the_timeline_stops_and_says_so() {
+    require_root();
+    let py = pythons()
+        .into_iter()
+        .find(|p| p.version == (3, 12))
+        .expect("pyenv 3.12");
+    let target = Target::launch(&py, "contended.py", &["60", "2"]);
+    let file = trace_path("cap");
+    let file_s = file.display().to_string();
+    let pid = target.pid().to_string();
+    let out = gilwatch_command(&[
+        "-p", &pid, "-d", "2s", "-q", "--json", "-", "--trace", &file_s,
+    ])
+    .env("GILWATCH_DEBUG_TRACE_RECORDS", "200")
+    .output()
+    .expect("gilwatch");
+    let r = final_report(&out);
+    let t = &r["trace"];
+    let over = t["over_cap"].as_u64().expect("trace.over_cap");
+    // contended.py: about 3 × 200 GIL spans a second.
+    assert!(over > 200, "{t}");
+    assert_eq!(t["records"].as_u64(), Some(200 + over), "{t}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{over} later spans are not in it")),
+        "the terminal report does not say so: {stderr}"
+    );
+    let d = decode(&file);
+    assert_eq!(d["problems"], serde_json::json!([]), "{}", d["problems"]);
+    let slices: u64 = d["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["wait_slices"].as_u64().unwrap() + x["hold_slices"].as_u64().unwrap())
+        .sum();
+    assert!(slices <= 400, "{slices} thread slices from 200 records");
+}

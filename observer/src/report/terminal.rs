@@ -209,6 +209,13 @@ fn trace_line(t: &crate::trace::TraceSummary) -> String {
             t.records + t.lost
         ));
     }
+    if t.over_cap > 0 {
+        line.push_str(&format!(
+            " · WARNING: the timeline stops after {} spans (gilwatch's memory cap); {} later spans are not in it",
+            t.records - t.over_cap,
+            t.over_cap
+        ));
+    }
     line
 }
 

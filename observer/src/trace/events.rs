@@ -21,12 +21,27 @@ use observer_common::{GilSpan, names::map};
 
 /// How often the ring buffer is emptied.
 const POLL: Duration = Duration::from_millis(10);
+/// Records kept until the end at most (32 bytes each: 256 MiB of gilwatch's memory, a trace
+/// file of about 1 GB): a run tracing a busy target for long stops its timeline there rather
+/// than exhausting memory; what follows is counted.
+pub const MAX_RECORDS: usize = 8 << 20;
+/// Test and debugging knob: a lower cap than [`MAX_RECORDS`], so that reaching it can be
+/// provoked on purpose.
+pub const MAX_RECORDS_ENV: &str = "GILWATCH_DEBUG_TRACE_RECORDS";
+
+/// What the reader read.
+pub struct Read {
+    /// The records kept, in the order the kernel committed them.
+    pub spans: Vec<GilSpan>,
+    /// Records read after [`MAX_RECORDS`] and not kept.
+    pub over_cap: u64,
+}
 
 /// The reader thread and what it has read so far.
 pub struct Reader {
     stop: Arc<AtomicBool>,
     records: Arc<AtomicU64>,
-    thread: JoinHandle<Vec<GilSpan>>,
+    thread: JoinHandle<Read>,
 }
 
 impl Reader {
@@ -39,22 +54,31 @@ impl Reader {
         let stop = Arc::new(AtomicBool::new(false));
         let records = Arc::new(AtomicU64::new(0));
         let (stop_r, records_r) = (stop.clone(), records.clone());
+        let cap = std::env::var(MAX_RECORDS_ENV)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(MAX_RECORDS, |n| n.min(MAX_RECORDS));
         let thread = std::thread::Builder::new()
             .name("gilwatch-trace".into())
             .spawn(move || {
                 block_signals();
-                let mut spans = Vec::new();
+                let mut read = Read {
+                    spans: Vec::new(),
+                    over_cap: 0,
+                };
                 loop {
                     // Read the flag first: a last full drain follows the stop.
                     let last = stop_r.load(Ordering::Acquire);
                     while let Some(item) = ring.next() {
-                        if let Some(span) = decode(&item) {
-                            spans.push(span);
+                        match decode(&item) {
+                            Some(_) if read.spans.len() >= cap => read.over_cap += 1,
+                            Some(span) => read.spans.push(span),
+                            None => {}
                         }
                     }
-                    records_r.store(spans.len() as u64, Ordering::Relaxed);
+                    records_r.store(read.spans.len() as u64 + read.over_cap, Ordering::Relaxed);
                     if last {
-                        return spans;
+                        return read;
                     }
                     std::thread::sleep(POLL);
                 }
@@ -73,7 +97,7 @@ impl Reader {
     }
 
     /// Stops the reader after a last drain; everything it read.
-    pub fn finish(self) -> anyhow::Result<Vec<GilSpan>> {
+    pub fn finish(self) -> anyhow::Result<Read> {
         self.stop.store(true, Ordering::Release);
         self.thread
             .join()

@@ -42,6 +42,9 @@ pub struct TraceSummary {
     pub records: u64,
     /// Records lost because the ring buffer was full: 0 means the timeline is complete.
     pub lost: u64,
+    /// Records read after gilwatch's memory cap (8,388,608 records) and left out: the timeline
+    /// stops there.
+    pub over_cap: u64,
     /// Slices in the file (per-thread waits and holds, and the GIL track's holds).
     pub slices: u64,
     /// Ring buffer size, bytes.
@@ -103,16 +106,19 @@ impl Tracer {
         open: &[(u32, ThreadGilState)],
         process: &perfetto::Process<'_>,
     ) -> anyhow::Result<TraceSummary> {
-        let spans = self.reader.finish()?;
+        let read = self.reader.finish()?;
         let lost = events::lost(ebpf)?;
-        let slices = timeline::slices(&spans, open, window.0, window.1);
+        // Past the cap, the spans still open at the end would float after a gap: left out.
+        let open = if read.over_cap == 0 { open } else { &[] };
+        let slices = timeline::slices(&read.spans, open, window.0, window.1);
         let mut out = BufWriter::new(self.file);
         let written = perfetto::write(&mut out, process, &slices)
             .with_context(|| format!("writing --trace {}", self.path.display()))?;
         Ok(TraceSummary {
             file: self.path.display().to_string(),
-            records: spans.len() as u64,
+            records: read.spans.len() as u64 + read.over_cap,
             lost,
+            over_cap: read.over_cap,
             slices: written,
             ring_bytes: RING_BYTES,
         })
