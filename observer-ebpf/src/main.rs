@@ -37,6 +37,8 @@ mod handoff;
 mod histogram;
 mod offcpu;
 mod site_hits;
+/// `--trace`: per-span records into a ring buffer, only while tracing.
+mod trace;
 
 use observer_common::{
     ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, Histogram, MAX_STATS, MAX_THREADS,
@@ -179,6 +181,7 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
     }
     record(tid, StatKind::Wait, now - start);
     handoff::acquired(tid, now - start, now);
+    trace::span(tid, start, now, 0);
     0
 }
 
@@ -227,6 +230,7 @@ pub(crate) fn gil_dropped(tid: u32) {
     record(tid, StatKind::Hold, now.saturating_sub(acquired));
     blame::hold_ended(tstate, acquired, now);
     handoff::on_drop(tid, take, acquired, now);
+    trace::span(tid, take, acquired, now);
 }
 
 #[cfg(not(test))]

@@ -55,6 +55,7 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // scraped over HTTP and by a real Prometheus server. `views`: the --html page in headless
     // Chromium and `gilwatch top` under tmux. `blame`: the Python code behind long holds and waits.
     // `handoffs`: forced and voluntary drops, the handoff matrix, GIL held off-CPU.
+    // `trace`: --trace files decoded with Perfetto's schema against the same run's report.
     for test in [
         "privileged",
         "blame",
@@ -64,6 +65,7 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
         "prometheus",
         "views",
         "handoffs",
+        "trace",
     ] {
         let run = shell::run(
             cargo()

@@ -98,6 +98,9 @@ pub struct Report {
     pub blame: Option<blame::BlameReport>,
     /// Why the GIL changed hands, and GIL held off-CPU (report/handoff.rs).
     pub handoffs: handoff::HandoffReport,
+    /// `--trace`: the timeline written (final report only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceSummary>,
 }
 
 /// What observing cost, and whether the overhead budget made it a sample.
@@ -213,6 +216,7 @@ pub fn build(
         kernel_memory_bytes: to.kernel_memory_bytes,
         blame: None,
         handoffs: handoff::build(info.handoff, &from.handoffs, &to.handoffs, names),
+        trace: None,
     }
 }
 
