@@ -59,6 +59,23 @@ pub struct ThreadGilState {
     pub tstate: u64,
 }
 
+/// `--trace`: one GIL span of one thread, as the histograms record it (observer-ebpf/src/trace.rs).
+/// Timestamps are `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GilSpan {
+    /// When the wait began (take_gil's entry); 0 when this record carries no wait.
+    pub wait_start_ns: u64,
+    /// When the thread got the GIL: the wait's end, the hold's start.
+    pub acquired_ns: u64,
+    /// When it let go; 0 when the hold goes on (a record of the wait alone).
+    pub released_ns: u64,
+    /// Kernel thread id.
+    pub tid: u32,
+    /// Reserved (0).
+    pub flags: u32,
+}
+
 /// Indexes of the kernel's error counters (a per-CPU array).
 pub const ERR_STATS_MAP_FULL: u32 = 0;
 pub const ERR_THREADS_MAP_FULL: u32 = 1;
@@ -532,6 +549,7 @@ mod pod {
     unsafe impl aya::Pod for super::StatKey {}
     unsafe impl aya::Pod for super::Histogram {}
     unsafe impl aya::Pod for super::ThreadGilState {}
+    unsafe impl aya::Pod for super::GilSpan {}
     // SAFETY: the same holds for the mutex types (explicit padding fields, no implicit padding).
     unsafe impl aya::Pod for super::MutexKey {}
     unsafe impl aya::Pod for super::MutexCounts {}

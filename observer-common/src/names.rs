@@ -61,6 +61,9 @@ pub mod program {
     }
 }
 
+/// The kernel's `--trace` switch, a global in `.rodata` set at load.
+pub const TRACE_ON: &str = "TRACE_ON";
+
 /// Maps.
 pub mod map {
     names! {
@@ -110,5 +113,8 @@ pub mod map {
         HANDOFF_HIST = "HANDOFF_HIST";
         /// GIL held off-CPU (offcpu.rs): the target and the holder switched out.
         OFFCPU = "OFFCPU";
+        /// `--trace`: GIL span records, and the records lost to a full ring buffer.
+        TRACE_EVENTS = "TRACE_EVENTS";
+        TRACE_LOST = "TRACE_LOST";
     }
 }

@@ -66,6 +66,7 @@ pub fn gil_mutex_lock(ctx: ProbeContext) -> u32 {
                 (*st).hold_start_ns = now;
                 record(tid, StatKind::Wait, now - start);
                 crate::handoff::acquired(tid, now - start, now);
+                crate::trace::span(tid, start, now, 0);
             }
         }
         return 0;
@@ -90,10 +91,11 @@ pub fn gil_mutex_lock(ctx: ProbeContext) -> u32 {
     // SAFETY: this thread's own entry; only this thread writes it.
     unsafe {
         if (*st).hold_start_ns != 0 {
-            let held = now - (*st).hold_start_ns;
+            let acquired = (*st).hold_start_ns;
             (*st).hold_start_ns = 0;
-            record(tid, StatKind::Hold, held);
-            crate::handoff::dropped(tid, now - held, now);
+            record(tid, StatKind::Hold, now - acquired);
+            crate::handoff::dropped(tid, acquired, now);
+            crate::trace::span(tid, 0, acquired, now);
         } else if (*st).take_start_ns == 0 {
             (*st).take_start_ns = now;
         }

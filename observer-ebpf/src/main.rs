@@ -37,6 +37,8 @@ mod handoff;
 mod histogram;
 mod offcpu;
 mod site_hits;
+/// `--trace`: per-span records into a ring buffer, only while tracing.
+mod trace;
 
 use observer_common::{
     ERR_COUNTERS, ERR_STATS_MAP_FULL, ERR_THREADS_MAP_FULL, Histogram, MAX_PROCESSES, MAX_STATS,
@@ -195,6 +197,7 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
     }
     record(tid, StatKind::Wait, now - start);
     handoff::acquired(tid, now - start, now);
+    trace::span(tid, start, now, 0);
     0
 }
 
@@ -247,6 +250,7 @@ pub(crate) fn gil_dropped(tid: u32) {
     record(tid, StatKind::Hold, now.saturating_sub(acquired));
     blame::hold_ended(tstate, acquired, now);
     handoff::on_drop(tid, take, acquired, now);
+    trace::span(tid, take, acquired, now);
 }
 
 #[cfg(not(test))]

@@ -24,6 +24,8 @@ use crate::{gil::plan::Strategy, lock::spec::LockRequest};
   sudo gilwatch -- python3 app.py --port 80  start a program and watch it from its first bytecode
   sudo gilwatch --max-overhead 1 -p 4242     keep the probes' cost under 1% of a CPU (sampling if needed)
   sudo gilwatch top -p 4242                  live full-screen view: threads by wait or hold, sparklines
+  sudo gilwatch -p 4242 -d 5s --trace gil.pftrace
+                                             a timeline of every GIL wait and hold (ui.perfetto.dev)
   sudo gilwatch doctor -p 4242               show the probe plan (interpreter, symbols, GIL, strategy)
   sudo gilwatch -p 4242 -d 10s --json after.json --fail-if 'wait_pct > 50'
                                              a runbook step: exit 7 when summed wait is over 50%
@@ -124,6 +126,14 @@ pub struct Cli {
     /// It loads nothing from the network (inline CSS and SVG, no scripts): mail it, attach it.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Write a timeline of every GIL wait and hold to FILE, for Perfetto (open it in
+    /// https://ui.perfetto.dev): one track per thread, named with its Python name, with `GIL
+    /// wait` and `GIL hold` slices, and a `GIL` track showing who holds it. It covers the
+    /// report's window, and its slices add up to the report's totals. Costs one ring buffer
+    /// record per GIL span (counted in the overhead estimate) and 32 bytes of gilwatch's memory
+    /// per span until the end; records lost to a full buffer are reported.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 
     /// No live tables, only the final report.
     #[arg(short, long)]

@@ -117,6 +117,7 @@ pub fn run_without_gil(
         locks: true,
         call_sites: request.discover,
         blame: false,
+        trace_bytes: None,
     };
     // The BPF object with no GIL probe: its maps and the mutex programs.
     let mut attached = probe_attach::load(process.pid, needs)?;

@@ -29,6 +29,7 @@ mod stop;
 mod target;
 mod thread_group;
 mod top;
+mod trace;
 
 use std::{fs::File, io::Write, process::ExitCode};
 
@@ -235,6 +236,9 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
                     "--fail-if and --prometheus need a GIL report, and this process has none to give (see above)",
                 ));
             }
+            if cli.trace.is_some() {
+                eprintln!("gilwatch: --trace: no GIL to trace here, no trace written");
+            }
             status.clear();
             return lock_run::run_without_gil(
                 request,
@@ -280,6 +284,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         child.is_some(),
         locks.as_mut(),
         blame.is_wanted(),
+        cli.trace.is_some(),
     )?;
     if cli.offcpu {
         handoff::attach_offcpu(&mut attached.ebpf, process.pid)?;
@@ -352,19 +357,21 @@ fn watched<'a>(
 }
 
 /// Loads and attaches the GIL's probes, then the locks' (`launched`: the target is a gated
-/// command, which cannot have exited yet).
+/// command, which cannot have exited yet; `trace`: the kernel writes span records).
 fn attach_all(
     plan: &plan::ProbePlan,
     process: &Process,
     launched: bool,
     locks: Option<&mut lock::LockWatch>,
     blame: bool,
+    trace: bool,
 ) -> anyhow::Result<attach::Attached> {
     let needs = attach::MapNeeds {
         blame,
         gil: true,
         locks: locks.is_some(),
         call_sites: locks.as_deref().is_some_and(|l| l.discover),
+        trace_bytes: trace.then_some(trace::RING_BYTES),
     };
     let mut attached = attach::attach(plan, process.pid, needs).map_err(|e| {
         if !launched && !process.is_alive() {
@@ -501,6 +508,11 @@ fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Resu
         .context("starting the event loop")?;
     let gil_pending = (plan.needs_gil_address() || plan.wants_gil_address()) && child.is_some();
     let lock_process = process.clone();
+    let tracer = cli
+        .trace
+        .as_deref()
+        .map(|path| trace::Tracer::start(path, &mut attached.ebpf))
+        .transpose()?;
     let session = Session {
         attached: &mut attached,
         process,
@@ -517,6 +529,7 @@ fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Resu
             .pid()
             .map(|_| fleet::hint::ChildrenCpu::read(lock_process.pid)),
         blame,
+        trace: tracer,
     };
     let report = runtime.block_on(session.run(outputs))?;
     drop(exporter);

@@ -75,6 +75,8 @@ pub struct Session<'a> {
     pub exporter: Option<&'a crate::exporter::server::Exporter>,
     /// Which code holds and waits (blame/mod.rs).
     pub blame: crate::blame::Blame,
+    /// `--trace`: the span records being drained, written out at the end.
+    pub trace: Option<crate::trace::Tracer>,
     /// `-p PID`: its Python children's CPU time at start, for the `--children` hint.
     pub children_cpu: Option<crate::fleet::hint::ChildrenCpu>,
 }
@@ -271,6 +273,11 @@ impl Session<'_> {
             self.learn_names();
         }
         let last = self.snapshot(duty, first.at_ns, !target_gone)?;
+        // Right after the snapshot, which counted them: the spans the trace must show open.
+        let open: Vec<_> = match (&self.trace, target_gone) {
+            (Some(_), false) => collect::thread_states(self.attached)?.into_iter().collect(),
+            _ => Vec::new(),
+        };
         let cpu_end = (!target_gone)
             .then(|| CpuTime::read(self.process.pid).ok())
             .flatten();
@@ -285,6 +292,31 @@ impl Session<'_> {
         report.blame = Some(self.blame.report(self.attached, &names, held, waited));
         if let Some(c) = &self.children_cpu {
             report.hint = crate::fleet::hint::check(self.process.pid, c, report.gil.held_pct);
+        }
+        if let Some(t) = self.trace.take() {
+            // The records' cost joins the traps' (both are the target's CPU time).
+            let extra = crate::trace::Tracer::cost_ns(t.records());
+            let observed_s = report.sampling.observed_ns.max(1) as f64 / 1e9;
+            let pct = extra / (observed_s * 1e9) * 100.0;
+            report.sampling.probe_cost_pct =
+                report::format::round2(report.sampling.probe_cost_pct + pct);
+            report.sampling.overhead_pct = report::format::round2(
+                report.sampling.overhead_pct + pct * report.sampling.coverage,
+            );
+            let threads =
+                crate::trace::thread_names(report.threads.iter().map(|t| (t.tid, t.name.as_str())));
+            let name = crate::trace::process_name(self.process.pid);
+            let process = crate::trace::perfetto::Process {
+                pid: self.process.pid,
+                name: &name,
+                threads: &threads,
+            };
+            report.trace = Some(t.finish(
+                &self.attached.ebpf,
+                (first.at_ns, last.at_ns),
+                &open,
+                &process,
+            )?);
         }
         if let (Some(b), Some(from), Some(to)) = (self.cpu_baseline, cpu_start, cpu_end) {
             report.sampling.measured_overhead_pct = b
@@ -310,7 +342,10 @@ impl Session<'_> {
         let now = collect::monotonic_ns();
         let hits = self.attached.hits()?;
         let secs = now.saturating_sub(last.0).max(1) as f64 / 1e9;
-        let cost = self.attached.costs.cost_pct(&hits.since(&last.1), secs);
+        let mut cost = self.attached.costs.cost_pct(&hits.since(&last.1), secs);
+        if let Some(t) = self.trace.as_mut() {
+            cost += crate::trace::Tracer::cost_ns(t.new_records()) / (secs * 1e9) * 100.0;
+        }
         let switch = d.next(now, cost);
         match switch {
             Switch::Attach => self.attached.attach_all()?,

@@ -55,6 +55,7 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // scraped over HTTP and by a real Prometheus server. `views`: the --html page in headless
     // Chromium and `gilwatch top` under tmux. `blame`: the Python code behind long holds and waits.
     // `handoffs`: forced and voluntary drops, the handoff matrix, GIL held off-CPU.
+    // `trace`: --trace files decoded with Perfetto's schema against the same run's report.
     // `fleets`: several processes in one run, gunicorn from PyPI with --children.
     for test in [
         "privileged",
@@ -66,6 +67,7 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
         "fleets",
         "views",
         "handoffs",
+        "trace",
     ] {
         let run = shell::run(
             cargo()

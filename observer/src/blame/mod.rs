@@ -58,7 +58,14 @@ pub struct Blame {
     stacks: HashMap<u64, (Vec<BlamedFrame>, bool)>,
     /// The kernel's walk count at the last refresh: no walk since, no new stack to read.
     walks_seen: u64,
+    /// Stacks none of whose frames could be read yet, and how many refreshes tried: a read can
+    /// fail for a moment (the target busy in a syscall that holds its memory map's lock, a
+    /// loaded machine), and a stack cached as all `?` would stay so for the whole run.
+    unnamed_tries: HashMap<u64, u8>,
 }
+
+/// Refreshes that try again to name a stack none of whose frames could be read.
+const UNNAMED_TRIES: u8 = 5;
 
 impl Blame {
     /// Decides whether blame can run with this plan, before anything is attached.
@@ -100,6 +107,7 @@ impl Blame {
             tstate_tids: HashMap::new(),
             stacks: HashMap::new(),
             walks_seen: 0,
+            unnamed_tries: HashMap::new(),
         }
     }
 
@@ -169,7 +177,7 @@ impl Blame {
         let Ok(new) = read_new_stacks(attached, &self.stacks) else {
             return;
         };
-        if new.len() < SYMBOLIZE_PER_REFRESH {
+        if new.len() < SYMBOLIZE_PER_REFRESH && self.unnamed_tries.is_empty() {
             self.walks_seen = walks;
         }
         if new.is_empty() {
@@ -182,13 +190,22 @@ impl Blame {
         let Some(walk) = self.walk else { return };
         for (id, stack) in new {
             let depth = (stack.depth as usize).min(stack.frames.len());
-            let frames = stack.frames[..depth]
+            let frames: Vec<BlamedFrame> = stack.frames[..depth]
                 .iter()
                 .map(|f| {
                     let at = symbolizer.locate(f.code, walk.position.position(f.pos));
                     BlamedFrame::located(at.ok(), f.code)
                 })
                 .collect();
+            let unnamed = !frames.is_empty() && frames.iter().all(|f| f.qualname == "?");
+            if unnamed {
+                let tries = self.unnamed_tries.entry(id).or_insert(0);
+                *tries += 1;
+                if *tries < UNNAMED_TRIES {
+                    continue;
+                }
+            }
+            self.unnamed_tries.remove(&id);
             self.stacks.insert(id, (frames, stack.truncated != 0));
         }
     }
@@ -439,6 +456,7 @@ mod tests {
                 })
                 .collect(),
             walks_seen: 0,
+            unnamed_tries: HashMap::new(),
         }
     }
 

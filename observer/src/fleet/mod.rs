@@ -93,10 +93,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         || !cli.fail_if.is_empty()
         || cli.prometheus.is_some()
         || cli.html.is_some()
+        || cli.trace.is_some()
     {
         return Err(user(
             Exit::Usage,
-            "--lock, --lock-fns, --mutexes, --fail-if, --prometheus and --html watch one process: give a single -p PID",
+            "--lock, --lock-fns, --mutexes, --fail-if, --prometheus, --html and --trace watch one process: give a single -p PID",
         ));
     }
     preflight::check_kernel()?;
@@ -157,6 +158,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         call_sites: false,
         // Blame keeps one holder and one configuration per run (one process's GIL): off here.
         blame: false,
+        trace_bytes: None,
     };
     let attached = attach::attach(&first.1.plan, first.0.pid, needs)?;
     let trap_costs = attached.costs;

@@ -73,6 +73,8 @@ pub struct MapNeeds {
     pub call_sites: bool,
     /// Blame's stack and (thread, stack) maps (not with --no-blame or where blame cannot run).
     pub blame: bool,
+    /// `--trace`: the kernel writes span records (trace/), into a ring buffer of this size.
+    pub trace_bytes: Option<u32>,
 }
 
 impl MapNeeds {
@@ -82,6 +84,7 @@ impl MapNeeds {
         locks: false,
         call_sites: false,
         blame: false,
+        trace_bytes: None,
     };
 }
 
@@ -223,6 +226,13 @@ pub fn load_object(needs: MapNeeds) -> anyhow::Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     for (name, n) in &sizes {
         loader.map_max_entries(name, *n);
+    }
+    if let Some(bytes) = needs.trace_bytes {
+        static ON: u32 = 1;
+        loader.override_global(observer_common::names::TRACE_ON, &ON, true);
+        if !sizes.iter().any(|(n, _)| n == map::TRACE_EVENTS) {
+            loader.map_max_entries(map::TRACE_EVENTS, bytes);
+        }
     }
     loader.load(BPF_OBJECT).map_err(|e| {
         if is_permission_denied(&e) {

@@ -98,6 +98,9 @@ pub struct Report {
     pub blame: Option<blame::BlameReport>,
     /// Why the GIL changed hands, and GIL held off-CPU (report/handoff.rs).
     pub handoffs: handoff::HandoffReport,
+    /// `--trace`: the timeline written (final report only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceSummary>,
     /// Final report of `-p PID` only: the process's GIL was idle while its Python children were
     /// busy (a pre-fork server's master): the sentence that says so and suggests `--children`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -217,6 +220,7 @@ pub fn build(
         kernel_memory_bytes: to.kernel_memory_bytes,
         blame: None,
         handoffs: handoff::build(info.handoff, &from.handoffs, &to.handoffs, names),
+        trace: None,
         hint: None,
     }
 }

@@ -205,6 +205,29 @@ pub fn final_report(r: &Report, canvas: &Canvas) -> String {
     canvas.fit(out)
 }
 
+/// `--trace`: where the timeline went, and whether it is complete.
+fn trace_line(t: &crate::trace::TraceSummary) -> String {
+    let mut line = format!(
+        "trace: {} slices in {} (open it in https://ui.perfetto.dev)",
+        t.slices, t.file
+    );
+    if t.lost > 0 {
+        line.push_str(&format!(
+            " · WARNING: {} of {} span records lost (ring buffer full): the timeline has gaps",
+            t.lost,
+            t.records + t.lost
+        ));
+    }
+    if t.over_cap > 0 {
+        line.push_str(&format!(
+            " · WARNING: the timeline stops after {} spans (gilwatch's memory cap); {} later spans are not in it",
+            t.records - t.over_cap,
+            t.over_cap
+        ));
+    }
+    line
+}
+
 /// Why the run ended, in words.
 pub fn ended(r: &Report) -> String {
     match r.ended {
@@ -235,6 +258,9 @@ fn final_body(r: &Report, canvas: &Canvas) -> String {
             canvas.paint("WARNING", styles::BAD),
             r.lost_events
         );
+    }
+    if let Some(t) = &r.trace {
+        let _ = writeln!(out, "{}", trace_line(t));
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", summary_line(r));

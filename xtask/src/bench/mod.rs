@@ -93,6 +93,17 @@ fn cases(env: &deps::Env) -> Vec<Case> {
             configs: python.to_vec(),
         });
     }
+    // --trace's cost: the same loop, every cycle probed, with and without the ring buffer.
+    v.push(Case {
+        name: "trace".to_owned(),
+        workload: Workload::Cycle(Interp {
+            label: format!("pyenv {}", env.python_version),
+            exe: env.python.clone(),
+            contained: false,
+            symbols: true,
+        }),
+        configs: vec![Config::None, Config::GilwatchFull, Config::GilwatchTrace],
+    });
     v.push(Case {
         name: "lock".to_owned(),
         workload: Workload::Lock,
@@ -193,7 +204,7 @@ pub fn bench(opts: &Options) -> anyhow::Result<()> {
         "repetitions": opts.reps,
         "only": opts.only,
         "seconds_per_run": opts.seconds,
-        "per_event_streaming_mode": "none (gilwatch aggregates in the kernel; no per-event output exists)",
+        "per_event_streaming_mode": "--trace only (a BPF ring buffer, one record per GIL span, drained every 10 ms: the `trace` case); otherwise none, gilwatch aggregates in the kernel",
         "workloads": results,
         "observer": observer,
         "wall_seconds": started.elapsed().as_secs_f64(),

@@ -37,6 +37,9 @@ pub enum Config {
     GilwatchLock,
     /// `gilwatch --mutexes` on the lock loop.
     GilwatchMutexes,
+    /// `gilwatch --max-overhead none --trace FILE`: every GIL span also written to the ring
+    /// buffer and the timeline.
+    GilwatchTrace,
 }
 
 impl Config {
@@ -49,6 +52,7 @@ impl Config {
             Config::Bpftrace => "bpftrace script",
             Config::GilwatchLock => "gilwatch --lock",
             Config::GilwatchMutexes => "gilwatch --mutexes",
+            Config::GilwatchTrace => "gilwatch --max-overhead none --trace",
         }
     }
 }
@@ -239,13 +243,20 @@ impl Observer {
         };
         let (mut cmd, points, json) = match config {
             Config::None => return Ok(None),
-            Config::Gilwatch | Config::GilwatchFull | Config::GilwatchNoBlame => {
+            Config::Gilwatch
+            | Config::GilwatchFull
+            | Config::GilwatchNoBlame
+            | Config::GilwatchTrace => {
                 let points = attached::gilwatch_points(&env.gilwatch, pid)?;
-                let c = gilwatch(match config {
-                    Config::GilwatchFull => &["--max-overhead", "none"],
-                    Config::GilwatchNoBlame => &["--max-overhead", "none", "--no-blame"],
-                    _ => &[],
-                });
+                let trace = std::env::temp_dir().join("gilwatch-bench.pftrace");
+                let trace = trace.to_string_lossy();
+                let args: Vec<&str> = match config {
+                    Config::GilwatchFull => vec!["--max-overhead", "none"],
+                    Config::GilwatchNoBlame => vec!["--max-overhead", "none", "--no-blame"],
+                    Config::GilwatchTrace => vec!["--max-overhead", "none", "--trace", &trace],
+                    _ => Vec::new(),
+                };
+                let c = gilwatch(&args);
                 (c, points, Some(tmp.clone()))
             }
             Config::GilwatchLock => (
@@ -358,6 +369,17 @@ fn reported(report: &Option<Value>, m: &mut Metrics) {
         return;
     }
     m.push(("coverage", s["coverage"].as_f64().unwrap_or(1.0)));
+    // --trace: the records written per second, and how many a full ring buffer lost (0: that
+    // rate is sustained).
+    let t = &r["trace"];
+    if let (Some(records), Some(lost), Some(ns)) = (
+        t["records"].as_f64(),
+        t["lost"].as_f64(),
+        r["duration_ns"].as_f64(),
+    ) {
+        m.push(("trace_records_per_s", records / (ns / 1e9).max(1e-9)));
+        m.push(("trace_lost", lost));
+    }
     for (key, v) in [
         ("estimated_pct", s["overhead_pct"].as_f64()),
         ("gilwatch_measured_pct", s["measured_overhead_pct"].as_f64()),

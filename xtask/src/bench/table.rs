@@ -43,7 +43,7 @@ fn cell(v: &[f64]) -> String {
     }
 }
 
-const METRICS: [(&str, &str); 11] = [
+const METRICS: [(&str, &str); 13] = [
     ("ns_per_cycle", "ns per GIL cycle"),
     ("ns_per_pair", "ns per lock/unlock pair"),
     ("cpu_kloops_per_s", "CPU thread, k-loops/s"),
@@ -61,6 +61,8 @@ const METRICS: [(&str, &str); 11] = [
         "gilwatch's measurement of its cost, %",
     ),
     ("kernel_memory_mb", "kernel memory of gilwatch's maps, MB"),
+    ("trace_records_per_s", "--trace: span records written per s"),
+    ("trace_lost", "--trace: records lost (ring buffer full)"),
 ];
 
 /// The workload's headline number and whether more is better, for the measured cost.
