@@ -168,10 +168,10 @@ fn summary_line(l: &LockEntry) -> String {
     };
     format!(
         "{} {} · held {} of wall time · threads waited {} (summed) · {} acquisitions, {} contended{contended_pct}\n",
-        if l.kind == "custom" {
-            "custom lock"
-        } else {
-            "mutex"
+        match l.kind {
+            "custom" => "custom lock",
+            "python" => "python lock",
+            _ => "mutex",
         },
         label(l),
         pct(l.held_pct),
