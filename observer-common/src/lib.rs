@@ -259,14 +259,13 @@ pub const MUTEX_OP_TIMEDLOCK: u32 = 2;
 pub const MUTEX_OP_COND_WAIT: u32 = 3;
 /// A custom acquire function (`--lock-fns`): every return is an acquisition.
 pub const MUTEX_OP_CUSTOM: u32 = 4;
-/// Python locks (`--py-locks`, semaphores): a non-blocking try (`sem_trywait`), under way.
+/// Python locks (`--py-locks`, semaphores): a non-blocking try (`sem_trywait`) whose outcome is
+/// not known yet (no return probe). A blocking call that follows on the same lock (CPython's
+/// `acquire_timed`: a try with the GIL held, then a blocking wait with the GIL released)
+/// continues the same acquisition.
 pub const MUTEX_OP_PY_TRY: u32 = 5;
-/// A try that found the lock taken: the blocking call that follows on the same lock (CPython's
-/// `acquire_timed`: a try with the GIL held, then a blocking wait with the GIL released) continues
-/// the same acquisition; anything else makes it a busy try of its own.
-pub const MUTEX_OP_PY_TRIED: u32 = 6;
 /// A blocking wait (`sem_wait`, `sem_timedwait`, `sem_clockwait`), under way.
-pub const MUTEX_OP_PY_WAIT: u32 = 7;
+pub const MUTEX_OP_PY_WAIT: u32 = 6;
 
 /// Set in the lock address of custom lock instances (`--lock-fns`), which are keyed apart from
 /// pthread mutexes (user addresses are below 2^47 on x86_64, so the bit is free).

@@ -111,16 +111,18 @@ const SEM_FUNCTIONS: &[(&str, bool)] = &[
     ("sem_clockwait", true),
 ];
 
-/// Probes for Python locks (`--py-locks`): libc's semaphore waits (entry and return) and posts.
+/// Probes for Python locks (`--py-locks`): libc's semaphore tries (entry), waits (entry and
+/// return) and posts (entry).
 pub fn python_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<LockProbe>> {
     let mut probes = Vec::new();
     for &(name, blocking) in SEM_FUNCTIONS {
         let cookie = if blocking { PY_LOCK_COOKIE_BLOCKING } else { 0 };
+        // Only the blocking calls have a return probe: a try's outcome is inferred (pylock.rs).
         probes.extend(libc_probes(
             space,
             name,
             program::PYLOCK_ACQUIRE_ENTER,
-            Some(program::PYLOCK_ACQUIRE_RETURN),
+            blocking.then_some(program::PYLOCK_ACQUIRE_RETURN),
             Some(cookie),
         ));
     }
