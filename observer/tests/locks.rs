@@ -1112,7 +1112,7 @@ fn py_queue_consumer_waits_on_the_queue_locks() {
             .filter(|t| t["tid"] == ctid)
             .map(|t| u(&t["wait_ns"]["total"]))
             .sum();
-        let own = num(&consumer, "wait_ns");
+        let own = num(consumer, "wait_ns");
         let tol = own as f64 * 0.10 + n as f64 * 100_000.0;
         assert!(
             (waited as f64 - own as f64).abs() <= tol,
