@@ -34,6 +34,8 @@ pub enum Config {
     GilwatchLock,
     /// `gilwatch --mutexes` on the lock loop.
     GilwatchMutexes,
+    /// `gilwatch --py-locks` on the Python lock loop.
+    GilwatchPyLocks,
 }
 
 impl Config {
@@ -45,6 +47,7 @@ impl Config {
             Config::Bpftrace => "bpftrace script",
             Config::GilwatchLock => "gilwatch --lock",
             Config::GilwatchMutexes => "gilwatch --mutexes",
+            Config::GilwatchPyLocks => "gilwatch --py-locks",
         }
     }
 }
@@ -93,6 +96,8 @@ pub enum Workload {
     Web,
     /// A C program's uncontended pthread_mutex_lock/unlock loop: ns per pair.
     Lock,
+    /// An uncontended `with lock:` loop on a threading.Lock: ns per pair.
+    PyLock(Interp),
 }
 
 /// Kills the process on drop, so no error path leaves a workload spinning.
@@ -212,7 +217,7 @@ pub enum Probed {
     Symbols,
     /// A stripped CPython (gilwatch's libc strategy; bpftrace on libc's mutex functions).
     Stripped,
-    /// The lock loop: it waits for the breakpoints itself ("armed").
+    /// The lock loops (C and Python): they wait for the breakpoints themselves ("armed").
     LockLoop,
 }
 
@@ -250,6 +255,7 @@ impl Observer {
                 Some(tmp.clone()),
             ),
             Config::GilwatchMutexes => (gilwatch(&["--mutexes"]), Vec::new(), Some(tmp.clone())),
+            Config::GilwatchPyLocks => (gilwatch(&["--py-locks"]), Vec::new(), Some(tmp.clone())),
             Config::Bpftrace => {
                 let (file, placeholder, lib, points) = match probed {
                     Probed::Symbols => {
@@ -397,6 +403,10 @@ pub fn once(
                 &[seconds.to_string()],
                 false,
             )?,
+            Probed::LockLoop,
+        ),
+        Workload::PyLock(interp) => (
+            Gated::start_on(env, interp, "py_lock_loop.py", &[seconds.to_string()])?,
             Probed::LockLoop,
         ),
         Workload::Web => return web(env, config, seconds),
