@@ -312,6 +312,232 @@ pub const MUTEX_MAX_STATS: u32 = 32768;
 /// Distinct call stacks kept for `--mutexes` (a stack map is preallocated: about 1 KiB each).
 pub const MUTEX_MAX_STACKS: u32 = 512;
 
+// ---------------------------------------------------------------------------------------------
+// Blame (observer-ebpf/src/blame.rs): which Python code held the GIL while others timed out
+// waiting for it, and which code waited.
+
+/// Python frames kept per stack (the innermost ones: a deeper stack is truncated at its root).
+pub const BLAME_MAX_FRAMES: usize = 32;
+/// An offset that does not apply to this version.
+pub const BLAME_NO_OFFSET: u64 = u64::MAX;
+/// Distinct stacks kept (a map that allocates as used, ~530 bytes a stack).
+pub const BLAME_MAX_STACKS: u32 = 4096;
+/// (thread, stack) entries in each of the hold and wait maps.
+pub const BLAME_MAX_STATS: u32 = 8192;
+/// Blame error counters.
+pub const BLAME_ERR_STACKS_FULL: u32 = 0;
+pub const BLAME_ERR_STATS_FULL: u32 = 1;
+pub const BLAME_ERR_WAITING_FULL: u32 = 2;
+/// A frame chain could not be read (the holder was changing it, or the offsets are wrong).
+pub const BLAME_ERR_READ: u32 = 3;
+/// Not errors: frame walks made, and the kernel time they took (ns, measured around each walk),
+/// which the overhead budget counts (probe/cost.rs).
+pub const BLAME_WALKS: u32 = 4;
+pub const BLAME_WALK_NS: u32 = 5;
+/// Slots of the blame counter array (BLAME_ERRORS): the errors are the first four.
+pub const BLAME_ERR_COUNTERS: u32 = 6;
+
+/// How to walk a CPython thread's frame chain, per version (written by userspace, blame/config.rs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlameConfig {
+    /// 0: blame off (the programs return at once).
+    pub enabled: u64,
+    /// `&gil->last_holder` = `&gil->cond` (GIL_ADDRS) minus this; `locked` (int) and
+    /// `switch_number` follow it.
+    pub cond_to_holder: u64,
+    /// Pointer in the thread state to the current frame (3.8–3.10 `frame`, 3.13+
+    /// `current_frame`) or to the `_PyCFrame` (3.11–3.12 `cframe`).
+    pub tstate_frame: u64,
+    /// 3.11–3.12: `cframe->current_frame`; else BLAME_NO_OFFSET.
+    pub cframe_frame: u64,
+    /// `f_back` / `previous`.
+    pub frame_back: u64,
+    /// `f_code` / `f_executable`.
+    pub frame_code: u64,
+    /// `f_lasti` (an int) / `prev_instr` / `instr_ptr` (a pointer).
+    pub frame_pos: u64,
+    /// 1: the position is a pointer (3.11+); 0: a 32-bit int (f_lasti).
+    pub pos_is_ptr: u64,
+    /// `owner` (a char), or BLAME_NO_OFFSET.
+    pub frame_owner: u64,
+    /// Frames with `owner` ≥ this are not Python code (3.12+ C-stack and interpreter shims).
+    pub skip_owner_from: u64,
+    /// Low bits of `f_executable` that tag a `_PyStackRef` (3.14+), cleared before use.
+    pub code_tag_mask: u64,
+}
+
+/// One Python frame as the kernel read it: the code object's address and the raw position
+/// (python/code.rs `InstrPosition`: f_lasti or an instruction pointer, per version).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlameFrame {
+    pub code: u64,
+    pub pos: u64,
+}
+
+/// A stack, innermost frame first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlameStack {
+    pub depth: u32,
+    /// 1 when the chain went on past BLAME_MAX_FRAMES (or did not end cleanly).
+    pub truncated: u32,
+    pub frames: [BlameFrame; BLAME_MAX_FRAMES],
+}
+
+/// Key of the hold and wait blame maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlameKey {
+    /// Holds: the holder's `PyThreadState*` (a waiter reads it from `gil->last_holder`, without
+    /// knowing the holder's TID); waits: the waiter's TID.
+    pub who: u64,
+    /// Stack id (BLAME_STACKS key).
+    pub stack: u64,
+}
+
+/// What one (thread, stack) accumulated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlameStat {
+    /// Time attributed to the stack: holds, from the acquisition to the first sample, between
+    /// samples (to the later sample's stack) and from the last sample to the drop; waits, the
+    /// whole wait from take_gil's entry to the last wake-up.
+    pub total_ns: u64,
+    /// Timeouts that sampled this stack.
+    pub samples: u64,
+    /// Holds whose last sample was this stack (counted at the drop) / waits that first timed
+    /// out here.
+    pub count: u64,
+    /// Longest such hold / wait.
+    pub max_ns: u64,
+    /// Holds only: the waiting of the timed waits that expired while this stack held the GIL
+    /// (each sample adds its waiter's time since its previous wake-up or take_gil entry).
+    pub caused_wait_ns: u64,
+}
+
+/// The hold the waiters are sampling now.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlameHolder {
+    pub tstate: u64,
+    /// `gil->switch_number` when sampled: the hold's identity.
+    pub switch_number: u64,
+    pub first_ns: u64,
+    pub first_stack: u64,
+    pub last_ns: u64,
+    pub last_stack: u64,
+}
+
+/// A waiter's wait that timed out at least once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlameWaiting {
+    /// ThreadGilState::take_start_ns of the wait: a later take is another wait.
+    pub take_start_ns: u64,
+    pub stack: u64,
+    /// Up to when the wait is attributed (its last wake-up so far).
+    pub last_ns: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Why the GIL changed hands (observer-ebpf/src/handoff.rs) and GIL held off-CPU (offcpu.rs).
+
+/// Slots of the handoff configuration array (written by userspace once the GIL is found).
+/// The address of `gil->locked` (an int; `last_holder` is 8 bytes before it, `switch_number`
+/// 8 bytes after it in every GIL layout).
+pub const HANDOFF_CFG_LOCKED: u32 = 0;
+pub const HANDOFF_CFG_SLOTS: u32 = 1;
+
+/// Keys of the kernel's handoff histograms.
+/// From a forced drop to the next acquisition (by any thread): the convoy effect.
+pub const HANDOFF_HIST_FORCED_LATENCY: u32 = 0;
+/// Off-CPU spans of the GIL's holder: blocked (sleeping in the kernel) and runnable (preempted,
+/// waiting for a CPU).
+pub const HANDOFF_HIST_OFFCPU_BLOCKED: u32 = 1;
+pub const HANDOFF_HIST_OFFCPU_RUNNABLE: u32 = 2;
+pub const HANDOFF_HISTS: u32 = 3;
+
+/// Distinct (from, to) thread pairs kept in the handoff matrix; more are counted as lost.
+pub const MAX_HANDOFF_PAIRS: u32 = 4096;
+
+/// Key of the handoff matrix: the thread that dropped the GIL last and the one that took it next.
+/// `from` is 0 when the previous drop was not seen (before attach).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HandoffKey {
+    pub from: u32,
+    pub to: u32,
+}
+
+/// One cell of the handoff matrix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandoffPair {
+    /// Acquisitions by `to` right after a drop by `from`.
+    pub count: u64,
+    /// `to`'s summed wait for those acquisitions.
+    pub wait_ns: u64,
+}
+
+/// Why one thread's holds ended, and what its own requests for the GIL did.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadHandoff {
+    /// Drops while a waiter's drop request was pending (made during this hold): the switch
+    /// interval forced them.
+    pub forced_drops: u64,
+    /// Drops nobody asked for: I/O, sleep, a C extension releasing the GIL, the thread's end.
+    pub voluntary_drops: u64,
+    /// This thread's timed waits for the GIL that expired and asked the holder to drop it.
+    pub drop_requests: u64,
+    /// Forced drops this thread asked for whose GIL another thread took.
+    pub requests_lost: u64,
+    /// Kernel only: `switch_number + 1` when the thread's current timed wait began (0: unknown).
+    pub wait_switch: u64,
+    /// `--offcpu` (offcpu.rs): holds interrupted by the scheduler. Switched out in a sleeping
+    /// state (blocking syscall, page fault, `sleep` without releasing the GIL): count and summed
+    /// time until the thread ran again.
+    pub offcpu_blocked_count: u64,
+    pub offcpu_blocked_ns: u64,
+    /// Preempted while runnable (CPU starvation, cgroup throttling).
+    pub offcpu_runnable_count: u64,
+    pub offcpu_runnable_ns: u64,
+}
+
+/// The GIL's handoff state between drops (one entry). Kernel bookkeeping, except `pairs_lost`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandoffState {
+    /// When the GIL was last dropped.
+    pub drop_ns: u64,
+    /// When a waiter asked the holder to drop (0: no request pending).
+    pub request_ns: u64,
+    /// Acquisitions whose matrix cell could not be stored (the pair map was full).
+    pub pairs_lost: u64,
+    pub last_dropper: u32,
+    /// The thread whose request is pending.
+    pub requester: u32,
+    /// The requester of the last drop if it was forced, else 0.
+    pub last_requester: u32,
+    /// 1 if the last drop was forced and the acquisition after it is not yet seen.
+    pub last_drop_forced: u32,
+}
+
+/// The off-CPU tracker's one slot: the target and the holder currently switched out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OffCpuState {
+    /// The target's process id (userspace writes it; 0 = off).
+    pub tgid: u64,
+    /// The holder's `task_struct*` while it is switched out, else 0.
+    pub task: u64,
+    pub start_ns: u64,
+    pub tid: u32,
+    pub blocked: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all three are #[repr(C)] structs of integers with no padding and no invalid bit
@@ -326,6 +552,20 @@ mod pod {
     unsafe impl aya::Pod for super::MutexHeld {}
     unsafe impl aya::Pod for super::MutexSiteKey {}
     unsafe impl aya::Pod for super::MutexSite {}
+    // SAFETY: the blame types are #[repr(C)] u64/u32 fields with no padding.
+    unsafe impl aya::Pod for super::BlameConfig {}
+    unsafe impl aya::Pod for super::BlameFrame {}
+    unsafe impl aya::Pod for super::BlameStack {}
+    unsafe impl aya::Pod for super::BlameKey {}
+    unsafe impl aya::Pod for super::BlameStat {}
+    unsafe impl aya::Pod for super::BlameHolder {}
+    unsafe impl aya::Pod for super::BlameWaiting {}
+    // SAFETY: the same holds for the handoff and off-CPU types (u64s first, then u32 pairs).
+    unsafe impl aya::Pod for super::HandoffKey {}
+    unsafe impl aya::Pod for super::HandoffPair {}
+    unsafe impl aya::Pod for super::ThreadHandoff {}
+    unsafe impl aya::Pod for super::HandoffState {}
+    unsafe impl aya::Pod for super::OffCpuState {}
 }
 
 #[cfg(test)]

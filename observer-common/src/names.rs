@@ -60,6 +60,8 @@ pub mod program {
         /// Per-site trap counters (site_hits.rs): a probed instruction, a uretprobe's returns.
         SITE_HIT = "site_hit";
         SITE_RETURN_HIT = "site_return_hit";
+        /// sched_switch raw tracepoint: the GIL's holder switched out and back in (offcpu.rs).
+        GIL_OFFCPU_SWITCH = "gil_offcpu_switch";
     }
 }
 
@@ -90,5 +92,25 @@ pub mod map {
         MUTEX_STACKS = "MUTEX_STACKS";
         MUTEX_SITES = "MUTEX_SITES";
         MUTEX_ERRORS = "MUTEX_ERRORS";
+        /// Blame (blame.rs): the frame-walk offsets, a per-CPU stack being built, stacks by id,
+        /// (holder tstate, stack) and (waiter tid, stack) totals, the hold being sampled, the
+        /// waits that timed out, and the blame error counters.
+        BLAME_CONFIG = "BLAME_CONFIG";
+        BLAME_SCRATCH = "BLAME_SCRATCH";
+        BLAME_STACKS = "BLAME_STACKS";
+        BLAME_HOLDS = "BLAME_HOLDS";
+        BLAME_WAITS = "BLAME_WAITS";
+        BLAME_HOLDER = "BLAME_HOLDER";
+        BLAME_WAITING = "BLAME_WAITING";
+        BLAME_ERRORS = "BLAME_ERRORS";
+        /// Why the GIL changed hands (handoff.rs): the GIL's `locked` address, the state
+        /// between drops, per-thread drop kinds, the handoff matrix, the histograms.
+        HANDOFF_CFG = "HANDOFF_CFG";
+        HANDOFF_STATE = "HANDOFF_STATE";
+        HANDOFF_THREADS = "HANDOFF_THREADS";
+        HANDOFF_PAIRS = "HANDOFF_PAIRS";
+        HANDOFF_HIST = "HANDOFF_HIST";
+        /// GIL held off-CPU (offcpu.rs): the target and the holder switched out.
+        OFFCPU = "OFFCPU";
     }
 }

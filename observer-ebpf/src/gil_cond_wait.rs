@@ -34,6 +34,7 @@ pub fn gil_cond_wait_enter(ctx: ProbeContext) -> u32 {
         if (*st).take_start_ns != 0 {
             // Waiting, so not holding: open-span accounting (collect.rs) reads this as a wait.
             (*st).hold_start_ns = 0;
+            crate::handoff::wait_began(tid);
         }
     }
     0
@@ -42,7 +43,7 @@ pub fn gil_cond_wait_enter(ctx: ProbeContext) -> u32 {
 /// `pthread_cond_timedwait` return: the thread woke up holding gil->mutex, and takes the GIL
 /// now unless another thread got it first (then it waits again, and this is overwritten).
 #[uretprobe]
-pub fn gil_cond_wait_return(_ctx: RetProbeContext) -> u32 {
+pub fn gil_cond_wait_return(ctx: RetProbeContext) -> u32 {
     let tid = current_tid();
     let Some(st) = THREADS.get_ptr_mut(&tid) else {
         return 0;
@@ -52,7 +53,14 @@ pub fn gil_cond_wait_return(_ctx: RetProbeContext) -> u32 {
         // take set, hold cleared: exactly the state gil_cond_wait_enter leaves.
         if (*st).take_start_ns != 0 && (*st).hold_start_ns == 0 {
             (*st).hold_start_ns = now_ns();
+            crate::handoff::wait_ended(tid, ctx.ret::<i64>() as i32 as i64);
         }
+        crate::blame::timed_wait_returned(
+            ctx.ret::<i64>() as i32,
+            tid,
+            (*st).take_start_ns,
+            (*st).tstate,
+        );
     }
     0
 }

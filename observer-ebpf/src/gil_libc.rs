@@ -52,6 +52,7 @@ pub fn gil_mutex_lock(ctx: ProbeContext) -> u32 {
                 (*st).take_start_ns = 0;
                 (*st).hold_start_ns = now;
                 record(tid, StatKind::Wait, now - start);
+                crate::handoff::acquired(tid, now - start, now);
             }
         }
         return 0;
@@ -79,6 +80,7 @@ pub fn gil_mutex_lock(ctx: ProbeContext) -> u32 {
             let held = now - (*st).hold_start_ns;
             (*st).hold_start_ns = 0;
             record(tid, StatKind::Hold, held);
+            crate::handoff::dropped(tid, now - held, now);
         } else if (*st).take_start_ns == 0 {
             (*st).take_start_ns = now;
         }

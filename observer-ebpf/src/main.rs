@@ -30,10 +30,14 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
+/// Which Python code held the GIL while others timed out waiting, and which code waited.
+mod blame;
 mod gil_cond_signal_drop;
 mod gil_cond_wait;
 mod gil_libc;
+mod handoff;
 mod histogram;
+mod offcpu;
 mod site_hits;
 
 use observer_common::{
@@ -176,6 +180,7 @@ pub fn take_gil_return(_ctx: RetProbeContext) -> u32 {
         (*st).hold_start_ns = now;
     }
     record(tid, StatKind::Wait, now - start);
+    handoff::acquired(tid, now - start, now);
     0
 }
 
@@ -195,7 +200,7 @@ pub(crate) fn gil_dropped(tid: u32) {
         return;
     };
     // SAFETY: this thread's own entry.
-    let (take, hold) = unsafe { ((*st).take_start_ns, (*st).hold_start_ns) };
+    let (take, hold, tstate) = unsafe { ((*st).take_start_ns, (*st).hold_start_ns, (*st).tstate) };
     if hold == 0 {
         // Not a hold we saw begin: the GIL was taken before we attached, or take_gil is dropping
         // it on a thread's way out during finalization.
@@ -222,6 +227,8 @@ pub(crate) fn gil_dropped(tid: u32) {
         record(tid, StatKind::Wait, acquired.saturating_sub(take));
     }
     record(tid, StatKind::Hold, now.saturating_sub(acquired));
+    blame::hold_ended(tstate, acquired, now);
+    handoff::on_drop(tid, take, acquired, now);
 }
 
 #[cfg(not(test))]

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub sampled: bool,
     /// Kernel memory of gilwatch's BPF maps now.
     pub kernel_memory_bytes: u64,
+    /// Why the GIL changed hands, GIL held off-CPU.
+    pub handoffs: crate::handoff::HandoffSample,
 }
 
 pub fn monotonic_ns() -> u64 {
@@ -66,7 +68,7 @@ pub fn thread_states(attached: &Attached) -> anyhow::Result<HashMap<u32, ThreadG
 /// Three states are possible: waiting (take started, no hold), holding (hold started, the take
 /// already recorded or never seen), and — two-trap design only — holding after a wait that is
 /// recorded only when the hold ends (take and hold both set): that wait is over, its length known.
-fn open_spans(st: &ThreadGilState, now: u64) -> (Option<u64>, Option<u64>) {
+pub fn open_spans(st: &ThreadGilState, now: u64) -> (Option<u64>, Option<u64>) {
     let (take, hold) = (st.take_start_ns, st.hold_start_ns);
     match (take != 0, hold != 0) {
         (true, false) => (Some(now.saturating_sub(take)), None),
@@ -95,6 +97,9 @@ pub fn snapshot(attached: &Attached, include_open: bool) -> anyhow::Result<Snaps
             t.hold = Distribution::from(&hist);
         }
     }
+    // Right after the histograms: acquisitions between the two reads would be in one and not
+    // the other.
+    snap.handoffs = crate::handoff::read(&attached.ebpf)?;
     // Spans still open now (a thread holding the GIL, or waiting for it) count toward totals, so
     // a thread that holds the GIL for the whole run does not read as idle.
     // One instant for the whole snapshot, taken after the histograms were read: a span that

@@ -10,4 +10,6 @@ pub enum EndReason {
     Interrupted,
     Terminated,
     TargetExited,
+    /// `q` (or Ctrl-C) in `gilwatch top`.
+    Quit,
 }

@@ -13,6 +13,8 @@ pub enum Exit {
     Unsupported = 4,
     Privileges = 5,
     KernelSupport = 6,
+    /// A `--fail-if` condition held (a runbook step's failure, not gilwatch's).
+    ConditionHeld = 7,
 }
 
 impl From<Exit> for ExitCode {

@@ -17,6 +17,7 @@ use crate::{
         cpu_time::{Baseline, CpuTime},
     },
     report::{
+        canvas::{Canvas, ColorWhen},
         json,
         lock::{self as lock_report, LockContext, LockReport},
         lock_terminal,
@@ -63,12 +64,20 @@ pub fn report(
 
 /// Writes the lock report where the GIL report went: the human one to stdout (stderr with
 /// `--json -`), the JSON line to stdout or appended to the `--json` file (`json`).
-pub fn write(json: Option<&Path>, report: &LockReport) -> anyhow::Result<()> {
-    let text = lock_terminal::final_report(report);
+/// `color`: `--color`, for a terminal.
+pub fn write(json: Option<&Path>, report: &LockReport, color: ColorWhen) -> anyhow::Result<()> {
     if json.is_some_and(|p| p.as_os_str() == "-") {
-        eprint!("{text}");
+        let err = std::io::stderr();
+        eprint!(
+            "{}",
+            lock_terminal::final_report(report, &Canvas::of(&err, color))
+        );
     } else {
-        print!("{text}");
+        let out = std::io::stdout();
+        print!(
+            "{}",
+            lock_terminal::final_report(report, &Canvas::of(&out, color))
+        );
         std::io::stdout().flush().ok();
     }
     match json {
@@ -97,6 +106,8 @@ pub fn run_without_gil(
     process: Process,
     duration: Option<Duration>,
     json: Option<&Path>,
+    html: Option<crate::report::html::HtmlFile>,
+    color: ColorWhen,
 ) -> anyhow::Result<ExitCode> {
     let cpu_at_start = CpuTime::read(process.pid).ok();
     let mut watch = prepare(&process, request)?;
@@ -105,6 +116,7 @@ pub fn run_without_gil(
         gil: false,
         locks: true,
         call_sites: request.discover,
+        blame: false,
     };
     // The BPF object with no GIL probe: its maps and the mutex programs.
     let mut attached = probe_attach::load(process.pid, needs)?;
@@ -146,6 +158,9 @@ pub fn run_without_gil(
         trap_costs: attached.costs,
     });
     drop(attached);
-    write(json, &report)?;
+    write(json, &report, color)?;
+    if let Some(h) = html {
+        h.write(None, Some(&report))?;
+    }
     Ok(Exit::Ok.into())
 }

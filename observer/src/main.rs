@@ -4,12 +4,15 @@
 //! (`gil::prepare`), attach them (`probe::attach`), let the kernel aggregate, read the maps
 //! (`collect`), report (`report`). `session` runs the clock in between; `doctor` explains a plan.
 //! This file only wires those stages together; nothing calls back into it.
+mod blame;
 mod cli;
 mod collect;
 mod doctor;
 mod ending;
 mod error;
+mod exporter;
 mod gil;
+mod handoff;
 mod histogram;
 mod lock;
 mod lock_run;
@@ -18,9 +21,13 @@ mod object;
 mod probe;
 mod python;
 mod report;
+mod runbook;
 mod session;
+mod status;
 mod stop;
 mod target;
+mod thread_group;
+mod top;
 
 use std::{fs::File, io::Write, process::ExitCode};
 
@@ -37,7 +44,7 @@ use crate::{
     lock::spec::LockRequest,
     names::ThreadNames,
     probe::{attach, preflight},
-    report::{EndReason, InterpreterInfo, RunInfo},
+    report::{EndReason, InterpreterInfo, RunInfo, canvas::Canvas, html::HtmlFile},
     session::{Outputs, Session},
     target::{launch, process::Process},
 };
@@ -71,6 +78,40 @@ fn main() -> ExitCode {
         (Some(Sub::Doctor { pid, strategy }), _) => {
             doctor::run(*pid, *strategy).map(|()| Exit::Ok.into())
         }
+        (
+            Some(Sub::Diff {
+                before,
+                after,
+                json,
+                fail_if,
+            }),
+            _,
+        ) => diff(before, after, json.as_deref(), fail_if),
+
+        (&Some(Sub::Top { interval, .. }), _) if interval.is_zero() => Err(user(
+            Exit::Usage,
+            "top refreshes every --interval: give it one above 0 (examples: 1s, 500ms)",
+        )),
+        (
+            &Some(Sub::Top {
+                pid,
+                interval,
+                duration,
+                strategy,
+                max_overhead,
+            }),
+            _,
+        ) => top::require_terminal().and_then(|()| {
+            // The plain run's path with the view as its output; the rest at its defaults.
+            let mut top = Cli::parse_from(["gilwatch", "-p", &pid.to_string()]);
+            top.top = true;
+            top.interval = Some(interval);
+            top.duration = duration;
+            top.strategy = strategy;
+            top.max_overhead = max_overhead;
+            top.quiet = true;
+            run(top, None)
+        }),
         (None, Ok(blocked)) => run(cli, blocked),
     };
     match result {
@@ -92,6 +133,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// `gilwatch diff`: two saved reports compared, written, and the conditions' exit code.
+fn diff(
+    before: &std::path::Path,
+    after: &std::path::Path,
+    json: Option<&std::path::Path>,
+    fail_if: &[runbook::condition::Condition],
+) -> anyhow::Result<ExitCode> {
+    let b = runbook::saved::SavedReport::read(before)?;
+    let a = runbook::saved::SavedReport::read(after)?;
+    let d = runbook::diff::compare((before, &b), (after, &a), fail_if);
+    let table = runbook::diff::render(&d);
+    match json {
+        Some(p) if p.as_os_str() == "-" => {
+            eprint!("{table}");
+            report::json::write_line(&mut std::io::stdout(), &d)?;
+        }
+        Some(p) => {
+            print!("{table}");
+            let mut f = File::create(p).map_err(|e| {
+                user(
+                    Exit::Usage,
+                    format!("cannot write --json {}: {e}", p.display()),
+                )
+            })?;
+            report::json::write_line(&mut f, &d)?;
+        }
+        None => print!("{table}"),
+    }
+    Ok(if d.failed() {
+        Exit::ConditionHeld
+    } else {
+        Exit::Ok
+    }
+    .into())
+}
+
+/// `--fail-if` on a run's final report: each condition's line, and exit 7 when one held.
+fn judge_run(
+    report: &report::Report,
+    fail_if: &[runbook::condition::Condition],
+) -> anyhow::Result<bool> {
+    if fail_if.is_empty() {
+        return Ok(false);
+    }
+    let saved = runbook::saved::SavedReport::of(report)?;
+    let figures = runbook::figures::Figures::process(&saved);
+    let mut failed = false;
+    for c in fail_if {
+        let v = c.judge(&figures);
+        eprintln!("gilwatch: {v}");
+        failed |= v.held;
+    }
+    Ok(failed)
+}
+
 /// What a run watches.
 enum Watched<'a> {
     /// A running process or a gated `-- CMD`, planned for.
@@ -106,6 +202,9 @@ enum Watched<'a> {
 
 /// `blocked`: with `-- CMD`, the stop signals as `main` blocked them.
 fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = cli.prometheus {
+        exporter::address::check(addr, cli.prometheus_public).map_err(|m| user(Exit::Usage, m))?;
+    }
     preflight::check_kernel()?;
     preflight::check_privileges()?;
 
@@ -115,6 +214,12 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         .pid
         .and_then(|pid| probe::cpu_time::CpuTime::read(pid).ok());
     let lock_request = cli.lock_request();
+    let html = cli.html.as_deref().map(HtmlFile::create).transpose()?;
+    let mut status = status::Status::stderr();
+    status.say(&match cli.pid {
+        Some(pid) => format!("locating CPython in PID {pid}"),
+        None => format!("locating CPython for {}", cli.command.join(" ")),
+    });
     let (process, planned, child) = match watched(&cli, lock_request.as_ref(), blocked.as_ref())? {
         Watched::Gil {
             process,
@@ -122,7 +227,21 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
             child,
         } => (process, planned, child),
         Watched::LocksOnly(process, request) => {
-            return lock_run::run_without_gil(request, process, cli.duration, cli.json.as_deref());
+            if !cli.fail_if.is_empty() || cli.prometheus.is_some() {
+                return Err(user(
+                    Exit::Usage,
+                    "--fail-if and --prometheus need a GIL report, and this process has none to give (see above)",
+                ));
+            }
+            status.clear();
+            return lock_run::run_without_gil(
+                request,
+                process,
+                cli.duration,
+                cli.json.as_deref(),
+                html,
+                cli.color,
+            );
         }
     };
     let Planned {
@@ -139,9 +258,33 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
         &mut plan.points,
         locks.as_mut().map_or(&mut [], |l| l.probes_mut()),
     );
-    let mut attached = attach_all(&plan, &process, child.is_some(), locks.as_mut())?;
+    status.say(&format!(
+        "attaching {} probe(s) to CPython {} (measuring what a probe costs here)",
+        plan.points.len(),
+        interpreter.version
+    ));
+    let mut blame = blame::Blame::new(
+        blame::BlameOptions {
+            enabled: !cli.no_blame,
+            min: cli.blame_min,
+        },
+        &plan,
+        &interpreter,
+        process.pid,
+    );
+    let mut attached = attach_all(
+        &plan,
+        &process,
+        child.is_some(),
+        locks.as_mut(),
+        blame.is_wanted(),
+    )?;
+    if cli.offcpu {
+        handoff::attach_offcpu(&mut attached.ebpf, process.pid)?;
+    }
     let gil_location = if child.is_none() {
-        place_gil(&mut attached, &plan, &process, &interpreter)?
+        status.say("finding the GIL in the process's memory");
+        place_gil(&mut attached, &plan, &process, &interpreter, &mut blame)?
     } else {
         // A gated command has not mapped its interpreter yet: the session finds the GIL.
         None
@@ -149,6 +292,7 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
     let cpu_baseline = cpu_at_start
         .zip(attached.cpu_before_attach)
         .and_then(|(a, b)| probe::cpu_time::Baseline::between(&a, &b));
+    status.clear();
     run_attached(
         cli,
         Attachment {
@@ -160,7 +304,9 @@ fn run(cli: Cli, blocked: Option<stop::Blocked>) -> anyhow::Result<ExitCode> {
             child,
             gil_location,
             locks,
+            blame,
         },
+        html,
     )
 }
 
@@ -210,8 +356,10 @@ fn attach_all(
     process: &Process,
     launched: bool,
     locks: Option<&mut lock::LockWatch>,
+    blame: bool,
 ) -> anyhow::Result<attach::Attached> {
     let needs = attach::MapNeeds {
+        blame,
         gil: true,
         locks: locks.is_some(),
         call_sites: locks.as_deref().is_some_and(|l| l.discover),
@@ -240,6 +388,7 @@ fn place_gil(
     plan: &plan::ProbePlan,
     process: &Process,
     interpreter: &locate::Interpreter,
+    blame: &mut blame::Blame,
 ) -> anyhow::Result<Option<String>> {
     let wants_gil = plan.needs_gil_address() || plan.wants_gil_address();
     if !wants_gil && !interpreter.free_threaded {
@@ -263,6 +412,7 @@ fn place_gil(
     }
     if wants_gil {
         attached.set_gil_address(&gil)?;
+        blame.arm(attached, interpreter, &gil);
     }
     Ok(Some(gil.how))
 }
@@ -277,10 +427,12 @@ struct Attachment {
     gil_location: Option<String>,
     locks: Option<lock::LockWatch>,
     cpu_baseline: Option<probe::cpu_time::Baseline>,
+    blame: blame::Blame,
 }
 
 /// The run once probes are in place: watch (the session releases a gated command), report.
-fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
+/// `html`: the `--html` file, written last.
+fn run_attached(cli: Cli, a: Attachment, html: Option<HtmlFile>) -> anyhow::Result<ExitCode> {
     let Attachment {
         process,
         mut interpreter,
@@ -290,6 +442,7 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         gil_location,
         locks,
         cpu_baseline,
+        blame,
     } = a;
     let info_interp = InterpreterInfo {
         path: interpreter.file.path.clone(),
@@ -310,7 +463,13 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         interpreter.version.minor_version(),
         interpreter.runtime_address_of("_PyRuntime"),
     );
-    let outputs = outputs(&cli)?;
+    let outputs = outputs(
+        &cli,
+        format!(
+            "gilwatch top · PID {} · CPython {}",
+            process.pid, interpreter.version
+        ),
+    )?;
     let info = RunInfo {
         pid: process.pid,
         ns_pid: process.namespace_pid(),
@@ -319,7 +478,21 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         interpreter: info_interp,
         max_overhead_pct: cli.max_overhead.0,
         trap_costs: attached.costs,
+        handoff: report::handoff::HandoffCaps {
+            forced_known: plan.wants_gil_address(),
+            offcpu: cli.offcpu,
+        },
     };
+    let exporter = cli
+        .prometheus
+        .map(|addr| exporter::server::Exporter::start(addr, process.pid))
+        .transpose()?;
+    if let Some(e) = &exporter {
+        eprintln!(
+            "gilwatch: serving GIL metrics of PID {} at http://{}/metrics",
+            process.pid, e.addr
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -337,18 +510,29 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
         gil_pending,
         max_overhead: cli.max_overhead.0,
         cpu_baseline,
+        exporter: exporter.as_ref(),
+        blame,
     };
     let report = runtime.block_on(session.run(outputs))?;
+    drop(exporter);
+    let mut lock_report = None;
     if let Some(l) = &locks {
         // Python thread names from the GIL report where it has them.
         let mut names = lock_process.threads();
         names.extend(report.threads.iter().map(|t| (t.tid, t.name.clone())));
         let report = lock_run::report(l, &mut attached.ebpf, report.ended, &names)?;
-        lock_run::write(cli.json.as_deref(), &report)?;
+        lock_run::write(cli.json.as_deref(), &report, cli.color)?;
+        lock_report = Some(report);
     }
     // Detach before exiting (also what happens on every error path, as `attached` drops).
     drop(attached);
+    if let Some(h) = html {
+        h.write(Some(&report), lock_report.as_ref())?;
+    }
 
+    if judge_run(&report, &cli.fail_if)? {
+        return Ok(Exit::ConditionHeld.into());
+    }
     Ok(match (report.exit_code, report.ended) {
         (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
         (None, EndReason::Interrupted) if !cli.command.is_empty() => ExitCode::from(130),
@@ -357,7 +541,8 @@ fn run_attached(cli: Cli, a: Attachment) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
+/// `title`: the heading of `gilwatch top`'s screen.
+fn outputs(cli: &Cli, title: String) -> anyhow::Result<Outputs> {
     let json: Option<Box<dyn Write>> = match cli.json.as_deref() {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
@@ -368,19 +553,26 @@ fn outputs(cli: &Cli) -> anyhow::Result<Outputs> {
             )
         })?)),
     };
-    let human: Box<dyn Write> = if cli.json_to_stdout() {
-        Box::new(std::io::stderr())
+    let (human, canvas): (Box<dyn Write>, _) = if cli.json_to_stdout() {
+        let err = std::io::stderr();
+        let canvas = Canvas::of(&err, cli.color);
+        (Box::new(err), canvas)
     } else {
-        Box::new(std::io::stdout())
+        let out = std::io::stdout();
+        let canvas = Canvas::of(&out, cli.color);
+        (Box::new(out), canvas)
     };
     let json_intervals = cli.interval.is_some() && json.is_some();
-    let interval =
-        (json_intervals || !cli.quiet).then(|| cli.interval.unwrap_or(cli::DEFAULT_INTERVAL));
+    let interval = (json_intervals || !cli.quiet || cli.top)
+        .then(|| cli.interval.unwrap_or(cli::DEFAULT_INTERVAL));
+    let top = cli.top.then(|| top::Top::start(title)).transpose()?;
     Ok(Outputs {
         human,
         json,
         interval,
         live: !cli.quiet,
         json_intervals,
+        canvas,
+        top,
     })
 }

@@ -19,7 +19,7 @@ use crate::{
         cost::Hits,
         cpu_time::{Baseline, CpuTime},
     },
-    report::{self, EndReason, Report, RunInfo, json, terminal},
+    report::{self, EndReason, Report, RunInfo, canvas::Canvas, json, terminal},
     stop::{self, Event, Watcher},
     target::{launch::GatedChild, pidfd::PidFd, process::Process},
 };
@@ -38,6 +38,9 @@ const NAMES_FAST: Duration = Duration::from_millis(10);
 /// `-- CMD` after a stop signal: how long the command has to exit before gilwatch reports
 /// without its exit code (a second signal ends the wait at once).
 const CHILD_GRACE: Duration = Duration::from_secs(3);
+/// `--prometheus`: how often the kernel's numbers are folded into the exported totals (what a
+/// scrape sees is at most this old).
+const EXPORT_EVERY: Duration = Duration::from_millis(500);
 
 pub struct Outputs {
     pub human: Box<dyn Write>,
@@ -47,6 +50,10 @@ pub struct Outputs {
     pub json_intervals: bool,
     /// Print the live table each interval.
     pub live: bool,
+    /// Colours and width of `human`.
+    pub canvas: Canvas,
+    /// `gilwatch top`: the interval reports go to this full-screen view instead.
+    pub top: Option<crate::top::Top>,
 }
 
 pub struct Session<'a> {
@@ -64,6 +71,10 @@ pub struct Session<'a> {
     pub max_overhead: Option<f64>,
     /// The target's system share of CPU time before the probes were attached.
     pub cpu_baseline: Option<Baseline>,
+    /// `--prometheus`: the totals a scrape is served from.
+    pub exporter: Option<&'a crate::exporter::server::Exporter>,
+    /// Which code holds and waits (blame/mod.rs).
+    pub blame: crate::blame::Blame,
 }
 
 /// A timer that, once late, keeps its period from the late tick rather than bursting.
@@ -110,6 +121,7 @@ impl Session<'_> {
             every.unwrap_or(Duration::from_secs(3600)),
         ));
         let mut names_fast = delayed(tokio::time::interval(NAMES_FAST));
+        let mut export = delayed(tokio::time::interval(EXPORT_EVERY));
         let mut previous = first.clone();
         let mut last_names = start;
         let mut known_threads = 0;
@@ -158,12 +170,25 @@ impl Session<'_> {
                         judged = self.judge(d, judged)?;
                     }
                 }
+                _ = export.tick(), if self.exporter.is_some() => {
+                    self.export(duty.as_ref(), start_ns)?;
+                }
                 _ = tick.tick(), if every.is_some() => {
                     previous = self.interval(&mut out, duty.as_ref(), &first, &previous)?;
+                }
+                e = crate::top::next_event(out.top.as_mut()), if out.top.is_some() => {
+                    // `q` in `gilwatch top`: the way out Ctrl-C is in a plain run.
+                    if let Some(t) = out.top.as_mut() {
+                        if t.input(e)? {
+                            break EndReason::Quit;
+                        }
+                    }
                 }
             }
         };
         drop(watcher);
+        // The screen back before the final report is written to it.
+        drop(out.top.take());
         self.finish(
             &mut out,
             ended,
@@ -216,10 +241,13 @@ impl Session<'_> {
             write!(
                 out.human,
                 "{}",
-                terminal::live(&r, snap.at_ns - first.at_ns)
+                terminal::live(&r, snap.at_ns - first.at_ns, &out.canvas)
             )
             .context("writing the live table")?;
             out.human.flush().ok();
+        }
+        if let Some(t) = out.top.as_mut() {
+            t.interval(&r, snap.at_ns - first.at_ns)?;
         }
         if let (true, Some(j)) = (out.json_intervals, out.json.as_mut()) {
             json::write_line(j.as_mut(), &r)?;
@@ -246,12 +274,24 @@ impl Session<'_> {
             .flatten();
         self.info.exit_code = self.child.as_mut().and_then(GatedChild::try_wait);
         let mut report = self.report("final", ended, first, &last);
+        let held: u64 = report.threads.iter().map(|t| t.hold_ns.total).sum();
+        let waited: u64 = report.threads.iter().map(|t| t.wait_ns.total).sum();
+        let names = |tid| {
+            let (os, python) = self.names.get(tid);
+            python.unwrap_or(os)
+        };
+        report.blame = Some(self.blame.report(self.attached, &names, held, waited));
         if let (Some(b), Some(from), Some(to)) = (self.cpu_baseline, cpu_start, cpu_end) {
             report.sampling.measured_overhead_pct = b
                 .overhead_pct(&from, &to)
                 .map(|p| (p * 100.0).round() / 100.0);
         }
-        write!(out.human, "{}", terminal::final_report(&report)).context("writing the report")?;
+        write!(
+            out.human,
+            "{}",
+            terminal::final_report(&report, &out.canvas)
+        )
+        .context("writing the report")?;
         out.human.flush().ok();
         if let Some(j) = out.json.as_mut() {
             json::write_line(j.as_mut(), &report)?;
@@ -275,6 +315,52 @@ impl Session<'_> {
         let end = collect::monotonic_ns();
         d.switched(end, end.saturating_sub(now));
         Ok((end, self.attached.hits()?))
+    }
+
+    /// `--prometheus`: folds the kernel's numbers into the exported totals, then frees the
+    /// entries of threads that had exited before they were read (their numbers are final).
+    fn export(&mut self, duty: Option<&DutyCycle>, start_ns: u64) -> anyhow::Result<()> {
+        let Some(exporter) = self.exporter else {
+            return Ok(());
+        };
+        // Live threads first: one that exits after this list is kept until the next round.
+        let live: std::collections::HashSet<u32> = self.process.thread_ids().into_iter().collect();
+        let snap = self.snapshot(duty, start_ns, false)?;
+        let now = collect::monotonic_ns();
+        let open: std::collections::HashMap<u32, (u64, u64)> =
+            collect::thread_states(self.attached)?
+                .into_iter()
+                .map(|(tid, st)| {
+                    let (w, h) = collect::open_spans(&st, now);
+                    (tid, (w.unwrap_or(0), h.unwrap_or(0)))
+                })
+                .collect();
+        // An unreadable task list (the target is exiting) frees nothing.
+        let exited: std::collections::HashSet<u32> = if live.is_empty() {
+            Default::default()
+        } else {
+            snap.threads
+                .keys()
+                .filter(|t| !live.contains(t))
+                .copied()
+                .collect()
+        };
+        let name = |tid| {
+            let (os, py) = self.names.get(tid);
+            py.unwrap_or(os)
+        };
+        exporter
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(
+                crate::exporter::totals::readings(&snap, &open, &name),
+                &exited,
+                snap.probed_ns,
+                snap.lost_events,
+            );
+        let exited: Vec<u32> = exited.into_iter().collect();
+        self.attached.forget_stats(&exited)
     }
 
     /// The kernel's numbers now, with how long the probes were attached.
@@ -309,6 +395,7 @@ impl Session<'_> {
         }
         if let Ok(gil) = crate::gil::address::find(&self.process, self.interpreter) {
             if self.attached.set_gil_address(&gil).is_ok() {
+                self.blame.arm(self.attached, self.interpreter, &gil);
                 self.info.interpreter.gil_location = Some(gil.how);
                 self.gil_pending = false;
             }
@@ -333,6 +420,9 @@ impl Session<'_> {
         let n = states.len();
         let tstates = states.into_iter().map(|(t, s)| (t, s.tstate)).collect();
         self.names.refresh(&tstates);
+        self.blame.note_threads(&tstates);
+        // Stacks are symbolized while their code objects are alive (the target may exit).
+        self.blame.refresh(self.attached);
         // Named (or given up on) while alive: the state of threads that exited can go.
         let _ = self.attached.forget_exited_threads();
         n

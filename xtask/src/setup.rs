@@ -12,7 +12,9 @@ use crate::shell::{self, is_root, output, succeeds};
 /// Debian packages: LLVM 22 for bpf-linker, Debian's Rust with its BPF `core`, bpftool (tests
 /// use it to prove no probe outlives gilwatch), gcc (tests compile C programs), binutils and
 /// xz-utils (tests strip interpreters and build debug files and MiniDebugInfo), python3 (Debian's
-/// stripped CPython: the lock tests watch a process whose GIL is probed without symbols).
+/// stripped CPython: the lock tests watch a process whose GIL is probed without symbols),
+/// prometheus (a real server scrapes the exporter in the tests; installs without prompts).
+/// chromium (the --html page is rendered headless) and tmux (`gilwatch top` runs in a terminal).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -27,6 +29,9 @@ const PACKAGES: &[&str] = &[
     "binutils",
     "xz-utils",
     "python3",
+    "prometheus",
+    "chromium",
+    "tmux",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

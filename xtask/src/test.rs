@@ -51,7 +51,20 @@ pub fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // One at a time: the workloads measure time, and two CPU-bound tests on a 2-core machine
     // would measure each other. `debuginfo`: stripped interpreters with debug files and
     // MiniDebugInfo made by binutils. `locks`: named mutexes in C programs and CPython.
-    for test in ["privileged", "debuginfo", "locks"] {
+    // `runbook`: snapshots compared by `gilwatch diff`, --fail-if. `prometheus`: the exporter
+    // scraped over HTTP and by a real Prometheus server. `views`: the --html page in headless
+    // Chromium and `gilwatch top` under tmux. `blame`: the Python code behind long holds and waits.
+    // `handoffs`: forced and voluntary drops, the handoff matrix, GIL held off-CPU.
+    for test in [
+        "privileged",
+        "blame",
+        "debuginfo",
+        "locks",
+        "runbook",
+        "prometheus",
+        "views",
+        "handoffs",
+    ] {
         let run = shell::run(
             cargo()
                 .args([

@@ -19,7 +19,7 @@ use aya::{
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use observer_common::{
-    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, ThreadGilState,
+    GIL_ADDR_COND, GIL_ADDR_MUTEX, GIL_ADDR_SWITCH_MUTEX, StatKey, StatKind, ThreadGilState,
     names::{map, program},
 };
 
@@ -70,6 +70,8 @@ pub struct MapNeeds {
     pub locks: bool,
     /// `--mutexes`: call-site stacks.
     pub call_sites: bool,
+    /// Blame's stack and (thread, stack) maps (not with --no-blame or where blame cannot run).
+    pub blame: bool,
 }
 
 impl MapNeeds {
@@ -78,6 +80,7 @@ impl MapNeeds {
         gil: false,
         locks: false,
         call_sites: false,
+        blame: false,
     };
 }
 
@@ -90,6 +93,12 @@ const LOCK_MAPS: &[&str] = &[
     map::MUTEX_WATCH,
 ];
 const CALL_SITE_MAPS: &[&str] = &[map::MUTEX_STACKS, map::MUTEX_SITES];
+const BLAME_MAPS: &[&str] = &[
+    map::BLAME_STACKS,
+    map::BLAME_HOLDS,
+    map::BLAME_WAITS,
+    map::BLAME_WAITING,
+];
 
 /// Test and debugging knob: `NAME=ENTRIES,…` overrides the capacity of kernel maps by name (for
 /// example `THREADS=2`), so that a full map can be provoked on purpose.
@@ -105,6 +114,7 @@ fn map_sizes(needs: MapNeeds) -> Vec<(String, u32)> {
     shrink(GIL_MAPS, needs.gil);
     shrink(LOCK_MAPS, needs.locks);
     shrink(CALL_SITE_MAPS, needs.call_sites);
+    shrink(BLAME_MAPS, needs.blame);
     if let Ok(spec) = std::env::var(MAP_ENTRIES_ENV) {
         for (name, n) in spec
             .split(',')
@@ -392,6 +402,7 @@ impl Attached {
 
     /// Attaches every point of the plan (the programs are loaded already).
     pub fn attach_all(&mut self) -> anyhow::Result<()> {
+        crate::handoff::forget_last_drop(&mut self.ebpf)?;
         for point in &self.points {
             let link = attach_uprobe(&mut self.ebpf, &UprobeAt::from(point), self.pid)?;
             self.links.push((point.program, link));
@@ -533,6 +544,22 @@ impl Attached {
         self.lock_links.extend(links);
     }
 
+    /// Frees the numbers of threads that exited, once the exporter has folded them into its
+    /// totals: over days, a process that starts threads would otherwise fill STATS.
+    pub fn forget_stats(&mut self, tids: &[u32]) -> anyhow::Result<()> {
+        let mut stats: BpfHashMap<&mut MapData, StatKey, observer_common::Histogram> =
+            BpfHashMap::try_from(self.ebpf.map_mut(map::STATS).context("STATS map missing")?)?;
+        for &tid in tids {
+            for kind in [StatKind::Wait, StatKind::Hold] {
+                let _ = stats.remove(&StatKey {
+                    tid,
+                    kind: kind as u32,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets the per-thread state of threads that exited (their numbers stay in STATS): the
     /// map is not LRU, so nothing else removes them, and it would fill with the dead.
     pub fn forget_exited_threads(&mut self) -> anyhow::Result<()> {
@@ -591,6 +618,7 @@ impl Attached {
                 None => hits.returns += n,
             }
         }
+        (hits.blame_walks, hits.blame_walk_ns) = crate::blame::walk_cost(&self.ebpf);
         Ok(hits)
     }
 
@@ -611,7 +639,7 @@ impl Attached {
                 .set(slot, gil.addr + off, 0)
                 .context("writing the GIL's addresses to the kernel")?;
         }
-        Ok(())
+        crate::handoff::set_gil_locked(&mut self.ebpf, gil.addr + l.locked)
     }
 }
 

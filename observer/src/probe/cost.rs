@@ -35,6 +35,10 @@ pub struct Hits {
     pub stepped: u64,
     /// uretprobe returns (their entry trap is counted under its own kind).
     pub returns: u64,
+    /// Blame's frame walks (on expired GIL waits only) and the kernel time they took, measured
+    /// around each walk: counted as they are, not estimated.
+    pub blame_walks: u64,
+    pub blame_walk_ns: u64,
 }
 
 impl Hits {
@@ -51,6 +55,8 @@ impl Hits {
             emulated: self.emulated.saturating_sub(earlier.emulated),
             stepped: self.stepped.saturating_sub(earlier.stepped),
             returns: self.returns.saturating_sub(earlier.returns),
+            blame_walks: self.blame_walks.saturating_sub(earlier.blame_walks),
+            blame_walk_ns: self.blame_walk_ns.saturating_sub(earlier.blame_walk_ns),
         }
     }
 
@@ -94,6 +100,7 @@ impl TrapCosts {
         hits.emulated as f64 * self.emulated_ns
             + hits.stepped as f64 * self.stepped_ns
             + hits.returns as f64 * self.return_ns
+            + hits.blame_walk_ns as f64
     }
 
     /// The traps' cost over `seconds` of wall time, in % of one CPU.
@@ -147,6 +154,13 @@ mod tests {
             ..Hits::default()
         };
         assert!((c.ns(&r) - 300_000.0).abs() < 1e-9);
+        // Blame's frame walks count at their measured kernel time.
+        let w = Hits {
+            blame_walks: 10,
+            blame_walk_ns: 40_000,
+            ..Hits::default()
+        };
+        assert!((c.ns(&w) - 40_000.0).abs() < 1e-9);
         assert_eq!(c.cost_pct(&h, 0.0), 0.0);
     }
 
@@ -156,18 +170,19 @@ mod tests {
             emulated: 5,
             stepped: 2,
             returns: 1,
+            ..Hits::default()
         };
         let b = Hits {
             emulated: 7,
             stepped: 2,
             returns: 0,
+            ..Hits::default()
         };
         assert_eq!(
             b.since(&a),
             Hits {
                 emulated: 2,
-                stepped: 0,
-                returns: 0
+                ..Hits::default()
             }
         );
         assert_eq!(b.total(), 9);

@@ -278,3 +278,21 @@ impl DebugValues {
         layout.legacy_data = self.ascii_size + 16;
     }
 }
+
+/// Where the `interpreter_frame` block (size, previous, executable, instr_ptr, localsplus,
+/// owner, …) sits in the table; the `thread_state` block's `current_frame` is its fifth entry
+/// (position `tstate + 32`) in 3.13–3.15. Read from the live tables of pyenv 3.13.0, Debian's
+/// 3.13.18, 3.14.10 and 3.15.2 (3.15's thread_state has 17 entries, 3.14's 9).
+pub(super) fn frame_block(minor: u8) -> Option<u64> {
+    match minor {
+        13 => Some(224),
+        14 => Some(248),
+        15 => Some(312),
+        _ => None,
+    }
+}
+
+/// Position of `thread_state.current_frame` in the table.
+pub(super) fn tstate_current_frame(minor: u8) -> Option<u64> {
+    debug_table(minor).map(|t| t.tstate + 32)
+}

@@ -5,6 +5,7 @@ pub mod code;
 mod debug_offsets;
 #[cfg(test)]
 pub mod fake_memory;
+pub mod frames;
 #[cfg(test)]
 mod hostile;
 mod layout;

@@ -8,8 +8,10 @@ use super::format::fmt_ns;
 /// Most rows a drawn histogram gets: coarser rows beat a scrolling screen.
 const MAX_BAR_ROWS: usize = 12;
 
-/// A histogram as horizontal bars: quarter-octave rows, coarser when the range is wide.
-pub fn bars(hist: &[(u64, u64)], width: usize) -> String {
+/// The rows a histogram is drawn with, in the terminal and in the HTML report: the count of
+/// zero-length spans, then (lower, upper, count) rows of quarter octaves, coarser when the range
+/// is wide.
+pub fn rows(hist: &[(u64, u64)]) -> (u64, Vec<(u64, u64, u64)>) {
     // Zero-length spans (an uncontended take: the GIL was free) get a line of their own: drawn on
     // the log scale they would stretch it over many empty octaves down to 0 ns.
     let at_once: u64 = hist.iter().filter(|b| b.0 <= 1).map(|b| b.1).sum();
@@ -22,6 +24,12 @@ pub fn bars(hist: &[(u64, u64)], width: usize) -> String {
         }
         group *= 2;
     };
+    (at_once, rows)
+}
+
+/// A histogram as horizontal bars: quarter-octave rows, coarser when the range is wide.
+pub fn bars(hist: &[(u64, u64)], width: usize) -> String {
+    let (at_once, rows) = rows(hist);
     let peak = rows
         .iter()
         .map(|r| r.2)

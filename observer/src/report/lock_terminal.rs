@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use super::{
     EndReason,
     bars::bars,
+    canvas::{Canvas, styles},
     format::{fmt_ns, memory_line, pct},
     lock::{LockEntry, LockReport},
     table::{self, Layout, Row},
@@ -16,17 +17,18 @@ const DISCOVER_FULL: usize = 5;
 /// Python locks shown in full (`--py-locks`), most waiting first.
 const PYTHON_FULL: usize = 5;
 
-pub fn final_report(r: &LockReport) -> String {
-    let mut out = final_body(r);
+pub fn final_report(r: &LockReport, canvas: &Canvas) -> String {
+    let mut out = final_body(r, canvas);
     let _ = writeln!(out, "\n{}", memory_line(r.kernel_memory_bytes));
-    out
+    canvas.fit(out)
 }
 
-fn final_body(r: &LockReport) -> String {
+fn final_body(r: &LockReport, canvas: &Canvas) -> String {
     let mut out = String::new();
     let ended = match r.ended {
         EndReason::Running | EndReason::Duration => "duration reached",
         EndReason::Interrupted => "interrupted (Ctrl-C)",
+        EndReason::Quit => "quit",
         EndReason::Terminated => "terminated (SIGTERM)",
         EndReason::TargetExited => "target exited",
     };
@@ -35,7 +37,8 @@ fn final_body(r: &LockReport) -> String {
     } else {
         "locks"
     };
-    let _ = writeln!(out, "gilwatch · PID {} · {what}", r.pid);
+    let title = format!("gilwatch · PID {} · {what}", r.pid);
+    let _ = writeln!(out, "{}", canvas.paint(&title, styles::TITLE));
     let _ = writeln!(out, "probes: {}", short_probes(&r.probes));
     let _ = writeln!(out, "observed {} · ended: {ended}", fmt_ns(r.duration_ns));
     if let Some(o) = &r.overhead {
@@ -56,7 +59,8 @@ fn final_body(r: &LockReport) -> String {
     if r.lost_events > 0 {
         let _ = writeln!(
             out,
-            "WARNING: {} lock events were lost (kernel map full): numbers are incomplete",
+            "{}: {} lock events were lost (kernel map full): numbers are incomplete",
+            canvas.paint("WARNING", styles::BAD),
             r.lost_events
         );
     }
@@ -68,17 +72,24 @@ fn final_body(r: &LockReport) -> String {
         return out;
     }
     if r.mode == "discover" {
+        // The MUTEX column gives way on a narrow terminal (the other columns take 50).
+        let w = canvas
+            .width
+            .map_or(40, |cols| cols.saturating_sub(51).clamp(16, 40));
         let _ = writeln!(
             out,
-            "\n  RANK  {:<40} {:>8} {:>8} {:>9} {:>6} {:>6}",
+            "\n  RANK  {:<w$} {:>8} {:>8} {:>9} {:>6} {:>6}",
             "MUTEX", "ACQ", "CONTENDED", "WAIT", "%wall", "HELD"
         );
         for (i, l) in r.locks.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "  {:>4}  {:<40} {:>8} {:>8} {:>9} {:>6} {:>6}",
+                "  {:>4}  {:<w$} {:>8} {:>8} {:>9} {:>6} {:>6}",
                 i + 1,
-                label(l),
+                match canvas.width {
+                    Some(_) => super::format::truncate(&label(l), w),
+                    None => label(l),
+                },
                 l.counts.acquisitions,
                 l.counts.contended,
                 fmt_ns(l.times.wait_ns.total),
@@ -105,7 +116,7 @@ fn final_body(r: &LockReport) -> String {
             python_shown += 1;
         }
         out.push('\n');
-        out.push_str(&lock_block(l, r.duration_ns));
+        out.push_str(&lock_block(l, r.duration_ns, canvas));
     }
     if python_more > 0 {
         let _ = writeln!(
@@ -141,7 +152,8 @@ fn short_probes(probes: &[String]) -> String {
     }
 }
 
-fn label(l: &LockEntry) -> String {
+/// How a lock is named in the reports.
+pub fn label(l: &LockEntry) -> String {
     match (&l.symbol, &l.spec) {
         (Some(s), Some(spec)) if l.kind == "custom" => format!("{spec} on {s} @ {}", l.addr),
         (Some(s), _) => format!("{s} @ {}", l.addr),
@@ -150,7 +162,7 @@ fn label(l: &LockEntry) -> String {
     }
 }
 
-fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
+fn lock_block(l: &LockEntry, duration_ns: u64, canvas: &Canvas) -> String {
     let mut out = summary_line(l);
     let extra = extras(l);
     if !extra.is_empty() {
@@ -168,6 +180,7 @@ fn lock_block(l: &LockEntry, duration_ns: u64) -> String {
         name_width: 20,
         contended: true,
         limit: 40,
+        canvas: *canvas,
     };
     out.push_str(&table::threads(&rows, duration_ns, &layout));
     out.push_str(&histograms(l));

@@ -1,6 +1,11 @@
 //! Step 6: what a run found, as one model that both renderers (terminal, JSON) read.
 pub mod bars;
+pub mod blame;
+pub mod blame_terminal;
+pub mod canvas;
 pub mod format;
+pub mod handoff;
+pub mod html;
 pub mod json;
 pub mod lock;
 pub mod lock_terminal;
@@ -88,6 +93,11 @@ pub struct Report {
     /// Kernel memory held by gilwatch's BPF maps at the end of the report's span (the sum of
     /// their `memlock`): it grows with the threads (and locks) observed.
     pub kernel_memory_bytes: u64,
+    /// Which code held the GIL while others waited (final report only; null in interval
+    /// reports and lock-only runs).
+    pub blame: Option<blame::BlameReport>,
+    /// Why the GIL changed hands, and GIL held off-CPU (report/handoff.rs).
+    pub handoffs: handoff::HandoffReport,
 }
 
 /// What observing cost, and whether the overhead budget made it a sample.
@@ -130,6 +140,8 @@ pub struct RunInfo<'a> {
     pub max_overhead_pct: Option<f64>,
     /// What a trap of each kind costs on this machine (calibrated at start).
     pub trap_costs: TrapCosts,
+    /// What the handoff section can see.
+    pub handoff: handoff::HandoffCaps,
 }
 
 /// Builds a report from two snapshots (`from` may be the empty snapshot taken at attach).
@@ -199,6 +211,8 @@ pub fn build(
         lost_events: to.lost_events.saturating_sub(from.lost_events),
         sampling,
         kernel_memory_bytes: to.kernel_memory_bytes,
+        blame: None,
+        handoffs: handoff::build(info.handoff, &from.handoffs, &to.handoffs, names),
     }
 }
 

@@ -5,21 +5,22 @@ use std::fmt::Write as _;
 use super::{
     EndReason, Report, ThreadReport,
     bars::bars,
+    canvas::{Canvas, styles},
     format::{fmt_ns, pct},
-    table::{self, Layout, Row},
+    table::{self, Layout, Row, SUFFERING_PCT},
 };
 
-pub fn header(r: &Report) -> String {
+pub fn header(r: &Report, canvas: &Canvas) -> String {
     let mut out = String::new();
     let pid = match r.ns_pid {
         Some(ns) => format!("PID {} (PID {ns} in its namespace)", r.pid),
         None => format!("PID {}", r.pid),
     };
-    let _ = writeln!(
-        out,
+    let title = format!(
         "gilwatch · {pid} · CPython {} · {}",
         r.interpreter.version, r.interpreter.path
     );
+    let _ = writeln!(out, "{}", canvas.paint(&title, styles::TITLE));
     let ft = if r.interpreter.free_threaded {
         " · free-threaded build, GIL on"
     } else {
@@ -40,7 +41,7 @@ pub fn header(r: &Report) -> String {
     out
 }
 
-fn summary_line(r: &Report) -> String {
+pub fn summary_line(r: &Report) -> String {
     format!(
         "GIL held {} of wall time · threads waited {} of wall time (summed over threads) · {:.0} acquisitions/s",
         pct(r.gil.held_pct),
@@ -50,12 +51,13 @@ fn summary_line(r: &Report) -> String {
 }
 
 /// The per-thread table; at most `limit` rows.
-pub fn table(r: &Report, limit: usize) -> String {
+pub fn table(r: &Report, limit: usize, canvas: &Canvas) -> String {
     let rows: Vec<Row<'_>> = r.threads.iter().map(Row::from).collect();
     let layout = Layout {
         name_width: 24,
         contended: false,
         limit,
+        canvas: *canvas,
     };
     table::threads(&rows, r.sampling.observed_ns, &layout)
 }
@@ -81,11 +83,8 @@ fn histogram_block(
     out
 }
 
-/// Threads waiting less than this share of wall time are not "suffering" from the GIL.
-const SUFFERING_PCT: f64 = 10.0;
-
 /// The answer in one or two lines: is it the GIL, and who holds it while others wait.
-pub fn verdict(r: &Report) -> String {
+pub fn verdict(r: &Report, canvas: &Canvas) -> String {
     let dur = r.sampling.observed_ns.max(1) as f64;
     let share = |ns: u64| ns as f64 * 100.0 / dur;
     let suffering: Vec<&ThreadReport> = r
@@ -95,7 +94,8 @@ pub fn verdict(r: &Report) -> String {
         .collect();
     if suffering.is_empty() {
         return format!(
-            "Verdict: the GIL is not a bottleneck here: no thread waited {SUFFERING_PCT:.0}% of the time or more for it."
+            "{} no thread waited {SUFFERING_PCT:.0}% of the time or more for it.",
+            canvas.paint("Verdict: the GIL is not a bottleneck here:", styles::GOOD)
         );
     }
     let names: Vec<String> = suffering
@@ -109,7 +109,8 @@ pub fn verdict(r: &Report) -> String {
         String::new()
     };
     let mut text = format!(
-        "Verdict: GIL contention. {} thread(s) spent {SUFFERING_PCT:.0}%+ of their time waiting for it ({}{more}).",
+        "{} {} thread(s) spent {SUFFERING_PCT:.0}%+ of their time waiting for it ({}{more}).",
+        canvas.paint("Verdict: GIL contention.", styles::BAD),
         suffering.len(),
         names.join(", ")
     );
@@ -123,11 +124,14 @@ pub fn verdict(r: &Report) -> String {
             fmt_ns(top.hold_ns.p50)
         );
     }
+    if let Some(line) = r.blame.as_ref().and_then(super::blame_terminal::top_code) {
+        let _ = write!(text, "\n         {line}");
+    }
     text
 }
 
 /// What observing cost, and whether the budget made the run a sample.
-fn cost_line(r: &Report) -> String {
+pub fn cost_line(r: &Report, canvas: &Canvas) -> String {
     let s = &r.sampling;
     let budget = s
         .max_overhead_pct
@@ -150,8 +154,9 @@ fn cost_line(r: &Report) -> String {
     };
     let line = if s.sampled {
         format!(
-            "SAMPLED: probes attached {:.1}% of the time (they cost ≈{}% of a CPU while attached, over the {budget}): \
+            "{}: probes attached {:.1}% of the time (they cost ≈{}% of a CPU while attached, over the {budget}): \
              counts and totals are of the probed windows only, %wall is over the probed time",
+            canvas.paint("SAMPLED", styles::WARN),
             s.coverage * 100.0,
             s.probe_cost_pct
         )
@@ -169,50 +174,62 @@ fn fmt_us(ns: f64) -> String {
 }
 
 /// One interval's line block for the live view.
-pub fn live(r: &Report, elapsed_ns: u64) -> String {
+pub fn live(r: &Report, elapsed_ns: u64, canvas: &Canvas) -> String {
     let mut out = String::new();
     let sampled = if r.sampling.sampled {
         format!(" · sampled, {:.0}% observed", r.sampling.coverage * 100.0)
     } else {
         String::new()
     };
+    let clock = format!("── {:>6.1}s ──", elapsed_ns as f64 / 1e9);
     let _ = writeln!(
         out,
-        "── {:>6.1}s ── {}{sampled}",
-        elapsed_ns as f64 / 1e9,
+        "{} {}{sampled}",
+        canvas.paint(&clock, styles::DIM),
         summary_line(r)
     );
-    out.push_str(&table(r, 10));
-    out
+    out.push_str(&table(r, 10, canvas));
+    canvas.fit(out)
 }
 
-pub fn final_report(r: &Report) -> String {
-    let mut out = final_body(r);
+pub fn final_report(r: &Report, canvas: &Canvas) -> String {
+    let mut out = final_body(r, canvas);
     let _ = writeln!(
         out,
         "\n{}",
         super::format::memory_line(r.kernel_memory_bytes)
     );
-    out
+    canvas.fit(out)
 }
 
-fn final_body(r: &Report) -> String {
-    let mut out = header(r);
-    let ended = match r.ended {
+/// Why the run ended, in words.
+pub fn ended(r: &Report) -> String {
+    match r.ended {
         EndReason::Running | EndReason::Duration => "duration reached".to_owned(),
         EndReason::Interrupted => "interrupted (Ctrl-C)".to_owned(),
+        EndReason::Quit => "quit (gilwatch top)".to_owned(),
         EndReason::Terminated => "terminated (SIGTERM)".to_owned(),
         EndReason::TargetExited => match r.exit_code {
             Some(c) => format!("target exited with code {c}"),
             None => "target exited".to_owned(),
         },
-    };
-    let _ = writeln!(out, "observed {} · ended: {ended}", fmt_ns(r.duration_ns));
-    let _ = writeln!(out, "{}", cost_line(r));
+    }
+}
+
+fn final_body(r: &Report, canvas: &Canvas) -> String {
+    let mut out = header(r, canvas);
+    let _ = writeln!(
+        out,
+        "observed {} · ended: {}",
+        fmt_ns(r.duration_ns),
+        ended(r)
+    );
+    let _ = writeln!(out, "{}", cost_line(r, canvas));
     if r.lost_events > 0 {
         let _ = writeln!(
             out,
-            "WARNING: {} probe events were lost (kernel map full): numbers are incomplete",
+            "{}: {} probe events were lost (kernel map full): numbers are incomplete",
+            canvas.paint("WARNING", styles::BAD),
             r.lost_events
         );
     }
@@ -231,9 +248,9 @@ fn final_body(r: &Report) -> String {
         }
         return out;
     }
-    let _ = writeln!(out, "{}", verdict(r));
+    let _ = writeln!(out, "{}", verdict(r, canvas));
     let _ = writeln!(out);
-    out.push_str(&table(r, 40));
+    out.push_str(&table(r, 40, canvas));
     let waiting: Vec<&ThreadReport> = r
         .threads
         .iter()
@@ -253,6 +270,14 @@ fn final_body(r: &Report) -> String {
         .max_by_key(|t| t.hold_ns.total)
     {
         out.push_str(&histogram_block("GIL hold", t, &t.hold_ns, &t.hold_hist));
+    }
+    if let Some(b) = &r.blame {
+        out.push_str(&super::blame_terminal::section(b));
+    }
+    let handoffs = super::handoff::render(&r.handoffs);
+    if !handoffs.is_empty() {
+        let _ = writeln!(out);
+        out.push_str(&handoffs);
     }
     out
 }

@@ -273,7 +273,7 @@ fn wait_ready(child: &mut Child, what: &str) {
 }
 
 /// Copies a workload into the sid root; returns its path inside the root.
-fn install_in_sid(name: &str) -> String {
+pub fn install_in_sid(name: &str) -> String {
     let dir = Path::new(SID_ROOT).join("tmp/gilwatch-workloads");
     std::fs::create_dir_all(&dir).expect("sid workload dir");
     std::fs::copy(workload(name), dir.join(name)).expect("copying workload into the sid root");

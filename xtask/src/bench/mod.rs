@@ -135,14 +135,18 @@ fn cases(env: &deps::Env) -> Vec<Case> {
             configs: vec![Config::None, Config::GilwatchPyLocks],
         });
     }
-    for (name, workload) in [
-        ("contended-mix", Workload::Mix),
-        ("flask-gunicorn", Workload::Web),
+    // The contended mix is where blame works (a CPU-bound thread makes the I/O threads' waits
+    // expire): with and without it.
+    let mut blame = python.to_vec();
+    blame.insert(3, Config::GilwatchNoBlame);
+    for (name, workload, configs) in [
+        ("contended-mix", Workload::Mix, blame),
+        ("flask-gunicorn", Workload::Web, python.to_vec()),
     ] {
         v.push(Case {
             name: name.to_owned(),
             workload,
-            configs: python.to_vec(),
+            configs,
         });
     }
     v

@@ -25,6 +25,9 @@ pub enum Config {
     Gilwatch,
     /// gilwatch with no budget: every GIL cycle probed, whatever it costs.
     GilwatchFull,
+    /// The same without blame (`--no-blame`): what blame's frame walks on expired GIL waits
+    /// cost, by difference with GilwatchFull.
+    GilwatchNoBlame,
     /// The bpftrace script a user would write: on a CPython with symbols
     /// scripts/bench/gil_wait_hold.bt (uprobe+uretprobe on take_gil, uprobe on drop_gil), on a
     /// stripped one and on the lock loop scripts/bench/libc_lock.bt (the same on
@@ -44,6 +47,7 @@ impl Config {
             Config::None => "unobserved",
             Config::Gilwatch => "gilwatch (default)",
             Config::GilwatchFull => "gilwatch --max-overhead none",
+            Config::GilwatchNoBlame => "gilwatch --max-overhead none --no-blame",
             Config::Bpftrace => "bpftrace script",
             Config::GilwatchLock => "gilwatch --lock",
             Config::GilwatchMutexes => "gilwatch --mutexes",
@@ -240,12 +244,12 @@ impl Observer {
         };
         let (mut cmd, points, json) = match config {
             Config::None => return Ok(None),
-            Config::Gilwatch | Config::GilwatchFull => {
+            Config::Gilwatch | Config::GilwatchFull | Config::GilwatchNoBlame => {
                 let points = attached::gilwatch_points(&env.gilwatch, pid)?;
-                let c = gilwatch(if config == Config::GilwatchFull {
-                    &["--max-overhead", "none"]
-                } else {
-                    &[]
+                let c = gilwatch(match config {
+                    Config::GilwatchFull => &["--max-overhead", "none"],
+                    Config::GilwatchNoBlame => &["--max-overhead", "none", "--no-blame"],
+                    _ => &[],
                 });
                 (c, points, Some(tmp.clone()))
             }
