@@ -15,10 +15,12 @@ import threading
 import time
 
 clock = time.perf_counter_ns
+# Printed by the main thread at the end: two threads printing at once can mix their lines.
+results = []
 
 
 def report(acq, hold, wait):
-    print(f"tid={threading.get_native_id()} acq={acq} hold_ns={hold} wait_ns={wait}", flush=True)
+    results.append(f"tid={threading.get_native_id()} acq={acq} hold_ns={hold} wait_ns={wait}")
 
 
 def lock_case(rounds):
@@ -94,6 +96,8 @@ def main():
     print("ready", flush=True)
     sys.stdin.readline()
     {"lock": lock_case, "rlock": rlock_case, "queue": queue_case}[case](n)
+    for line in results:
+        print(line, flush=True)
 
 
 main()

@@ -155,6 +155,11 @@ impl LockWatch {
             at_ns: crate::collect::monotonic_ns(),
             ..Default::default()
         };
+        Ok(())
+    }
+
+    /// Says that measuring has begun, once every probe, trap counters included, is in place.
+    pub fn announce(&self) {
         // The run is silent until its report: say that measuring has begun (scripts and the
         // tests wait for this line before starting the workload).
         let mut parts = Vec::new();
@@ -174,6 +179,5 @@ impl LockWatch {
         }
         let what = parts.join(" and ");
         eprintln!("gilwatch: watching {what} in PID {}", self.pid);
-        Ok(())
     }
 }
