@@ -244,6 +244,11 @@ pub struct MutexHeld {
     pub acquiring: u32,
     /// 1 once the acquisition slept in the kernel.
     pub contended: u32,
+    /// Python locks (`--py-locks`): the thread that holds it. Their holds are kept per lock,
+    /// not per thread (key tid 0): a `threading.Lock` may be released by another thread than
+    /// the one that took it (a Condition's waiter lock is released by the notifier).
+    pub holder: u32,
+    pub _pad: u32,
 }
 
 /// Key of the call-site map (`--mutexes`): a lock and the return address of the call.
@@ -274,6 +279,13 @@ pub const MUTEX_OP_TIMEDLOCK: u32 = 2;
 pub const MUTEX_OP_COND_WAIT: u32 = 3;
 /// A custom acquire function (`--lock-fns`): every return is an acquisition.
 pub const MUTEX_OP_CUSTOM: u32 = 4;
+/// Python locks (`--py-locks`, semaphores): a non-blocking try (`sem_trywait`) whose outcome is
+/// not known yet (no return probe). A blocking call that follows on the same lock (CPython's
+/// `acquire_timed`: a try with the GIL held, then a blocking wait with the GIL released)
+/// continues the same acquisition.
+pub const MUTEX_OP_PY_TRY: u32 = 5;
+/// A blocking wait (`sem_wait`, `sem_timedwait`, `sem_clockwait`), under way.
+pub const MUTEX_OP_PY_WAIT: u32 = 6;
 
 /// Set in the lock address of custom lock instances (`--lock-fns`), which are keyed apart from
 /// pthread mutexes (user addresses are below 2^47 on x86_64, so the bit is free).
@@ -282,6 +294,10 @@ pub const MUTEX_CUSTOM_TAG: u64 = 1 << 63;
 pub const MUTEX_CUSTOM_PAIR_SHIFT: u32 = 56;
 /// The bits of a custom instance that are the function's argument.
 pub const MUTEX_CUSTOM_ADDR_MASK: u64 = (1 << MUTEX_CUSTOM_PAIR_SHIFT) - 1;
+/// The pair index that marks Python locks (`--py-locks`): `--lock-fns` pairs stay below it.
+pub const MUTEX_PY_PAIR: u64 = 0x7f;
+/// The attach cookie of the Python lock programs on a blocking wait (0: `sem_trywait`).
+pub const PY_LOCK_COOKIE_BLOCKING: u64 = 1;
 
 /// Slots of the mutex configuration array.
 /// 1: track every lock address (`--mutexes`); 0: only the addresses in the watch map.

@@ -50,6 +50,10 @@ pub mod program {
         LOCKFN_ACQUIRE_ENTER = "lockfn_acquire_enter";
         LOCKFN_ACQUIRE_RETURN = "lockfn_acquire_return";
         LOCKFN_RELEASE_ENTER = "lockfn_release_enter";
+        /// Python locks (`--py-locks`): libc's semaphore waits (entry, return) and `sem_post`.
+        PYLOCK_ACQUIRE_ENTER = "pylock_acquire_enter";
+        PYLOCK_ACQUIRE_RETURN = "pylock_acquire_return";
+        PYLOCK_RELEASE_ENTER = "pylock_release_enter";
         /// Raw tracepoints on sys_enter and sys_exit: a lock call's futex wait and wake-up.
         MUTEX_FUTEX = "mutex_futex";
         MUTEX_FUTEX_EXIT = "mutex_futex_exit";

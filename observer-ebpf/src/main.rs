@@ -21,6 +21,8 @@
 
 /// Named mutexes (`--lock`, `--lock-fns`, `--mutexes`): their own programs and maps.
 mod mutex;
+/// Python locks (`--py-locks`): libc semaphore calls, into the named-mutex maps.
+mod pylock;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},

@@ -61,27 +61,29 @@ const EBUSY: i64 = 16;
 const SLOT_PTHREAD: u32 = 0;
 const SLOT_CUSTOM: u32 = 1;
 const SLOT_FUTEX: u32 = 2;
+/// Python lock calls (pylock.rs): a semaphore wait.
+pub(crate) const SLOT_PY: u32 = 3;
 
 /// (lock, tid, kind) → distribution. Read (never cleared) by userspace.
 #[map]
-static MUTEX_STATS: HashMap<MutexKey, Histogram> =
+pub(crate) static MUTEX_STATS: HashMap<MutexKey, Histogram> =
     HashMap::with_max_entries(MUTEX_MAX_STATS, NO_PREALLOC);
 
 /// (lock, tid) → event counts.
 #[map]
-static MUTEX_COUNTS: HashMap<MutexKey, MutexCounts> =
+pub(crate) static MUTEX_COUNTS: HashMap<MutexKey, MutexCounts> =
     HashMap::with_max_entries(MUTEX_MAX_STATS, NO_PREALLOC);
 
 /// (lock, tid) → the acquisition and hold in progress (depth 0: none). Not LRU: an eviction would
 /// silently lose a live hold; a full map fails the insert, which is counted.
 #[map]
-static MUTEX_HELD: HashMap<MutexKey, MutexHeld> =
+pub(crate) static MUTEX_HELD: HashMap<MutexKey, MutexHeld> =
     HashMap::with_max_entries(MUTEX_MAX_STATS, NO_PREALLOC);
 
 /// (0, tid, slot) → the call in progress (trylock, timedlock, condition wait, custom acquire,
 /// futex wait). Removed when it returns.
 #[map]
-static MUTEX_PENDING: HashMap<MutexKey, MutexPending> =
+pub(crate) static MUTEX_PENDING: HashMap<MutexKey, MutexPending> =
     HashMap::with_max_entries(MUTEX_MAX_STATS, NO_PREALLOC);
 
 /// pthread mutex addresses to track (`--lock`), unless MUTEX_CFG_ALL is set (`--mutexes`).
@@ -107,12 +109,12 @@ static MUTEX_SITES: HashMap<MutexSiteKey, MutexSite> =
 static MUTEX_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MUTEX_ERR_COUNTERS, 0);
 
 #[inline(always)]
-fn tid() -> u32 {
+pub(crate) fn tid() -> u32 {
     bpf_get_current_pid_tgid() as u32
 }
 
 #[inline(always)]
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     // SAFETY: a helper with no arguments and no preconditions.
     unsafe { bpf_ktime_get_ns() }
 }
@@ -123,7 +125,7 @@ fn config(slot: u32) -> u64 {
 }
 
 #[inline(always)]
-fn count_error(which: u32) {
+pub(crate) fn count_error(which: u32) {
     if let Some(c) = MUTEX_ERRORS.get_ptr_mut(which) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
         unsafe { *c += 1 };
@@ -131,7 +133,7 @@ fn count_error(which: u32) {
 }
 
 #[inline(always)]
-fn armed() -> bool {
+pub(crate) fn armed() -> bool {
     config(MUTEX_CFG_ARMED) != 0
 }
 
@@ -155,12 +157,12 @@ fn watched(addr: u64) -> bool {
 }
 
 #[inline(always)]
-fn key(addr: u64, tid: u32, kind: u32) -> MutexKey {
+pub(crate) fn key(addr: u64, tid: u32, kind: u32) -> MutexKey {
     MutexKey { addr, tid, kind }
 }
 
 #[inline(always)]
-fn record(addr: u64, tid: u32, kind: MutexStatKind, ns: u64) {
+pub(crate) fn record(addr: u64, tid: u32, kind: MutexStatKind, ns: u64) {
     if crate::histogram::add(&MUTEX_STATS, &key(addr, tid, kind as u32), ns).is_err() {
         count_error(MUTEX_ERR_STATS_FULL);
     }
@@ -168,7 +170,7 @@ fn record(addr: u64, tid: u32, kind: MutexStatKind, ns: u64) {
 
 /// This thread's counters for a lock, created on first use.
 #[inline(always)]
-fn counts(addr: u64, tid: u32) -> Option<*mut MutexCounts> {
+pub(crate) fn counts(addr: u64, tid: u32) -> Option<*mut MutexCounts> {
     let k = key(addr, tid, 0);
     if let Some(c) = MUTEX_COUNTS.get_ptr_mut(&k) {
         return Some(c);
@@ -253,7 +255,7 @@ fn call_enter(ctx: &ProbeContext, addr: u64, op: u32, slot: u32) {
 
 /// An acquisition is over its wait: count it and record the wait.
 #[inline(always)]
-fn acquired(addr: u64, tid: u32, waited: u64, contended: u32, caller: u64) {
+pub(crate) fn acquired(addr: u64, tid: u32, waited: u64, contended: u32, caller: u64) {
     if let Some(c) = counts(addr, tid) {
         // SAFETY: this thread's own entry.
         unsafe {
@@ -361,6 +363,8 @@ fn call_return(ret: i64, slot: u32) {
             caller: 0,
             acquiring: 0,
             contended: 0,
+            holder: 0,
+            _pad: 0,
         };
     }
 }
@@ -459,6 +463,8 @@ pub fn mutex_lock_enter(ctx: ProbeContext) -> u32 {
             caller,
             acquiring: 1,
             contended: 0,
+            holder: 0,
+            _pad: 0,
         };
     }
     0
@@ -607,7 +613,7 @@ pub fn mutex_futex(ctx: RawTracePointContext) -> i32 {
     }
     let tid = pid_tgid as u32;
     // Calls with a return probe: any futex during the call.
-    for slot in [SLOT_PTHREAD, SLOT_CUSTOM] {
+    for slot in [SLOT_PTHREAD, SLOT_CUSTOM, SLOT_PY] {
         if let Some(p) = MUTEX_PENDING.get_ptr_mut(&key(0, tid, slot)) {
             // SAFETY: this thread's own entry.
             unsafe {

@@ -42,6 +42,7 @@ use crate::{gil::plan::Strategy, lock::spec::LockRequest};
                                              wait/hold per thread of named mutexes (any process)
   sudo gilwatch -p 4242 --lock-fns my_lock:my_unlock
                                              locks behind your own acquire/release functions
+  sudo gilwatch -p 4242 --py-locks -d 10s    which threading.Lock/RLock/Queue do its threads wait for?
 
 READING THE REPORT:
   WAIT  time from asking for the GIL (take_gil) to getting it; HOLD  time from getting it to
@@ -161,6 +162,14 @@ pub struct Cli {
     /// symbol and the call sites that waited most.
     #[arg(long, requires = "pids")]
     pub mutexes: bool,
+
+    /// Wait and hold per Python lock object and thread: threading.Lock and RLock, and what is
+    /// built on them (Condition, Semaphore, Event, queue.Queue), next to the GIL report. A wait
+    /// runs from acquire() to having the lock, a hold from there to release(). CPython 3.6–3.12
+    /// (their locks are semaphores, probed in libc: any build, stripped or not); 3.13+ take
+    /// threading.Lock inline (PyMutex) and are refused. See docs/locks.md.
+    #[arg(long = "py-locks", requires = "pids")]
+    pub py_locks: bool,
 
     /// Fail the run (exit 7, after the report) when a condition holds for the whole process:
     /// `METRIC OP VALUE` with METRIC one of held_pct, wait_pct (summed over threads), p50_wait,
@@ -283,11 +292,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 impl Cli {
     /// The lock options, or None when there are none.
     pub fn lock_request(&self) -> Option<LockRequest> {
-        let asked = !self.locks.is_empty() || !self.lock_fns.is_empty() || self.mutexes;
+        let asked =
+            !self.locks.is_empty() || !self.lock_fns.is_empty() || self.mutexes || self.py_locks;
         asked.then(|| LockRequest {
             locks: self.locks.clone(),
             lock_fns: self.lock_fns.clone(),
             discover: self.mutexes,
+            python: self.py_locks,
         })
     }
 

@@ -134,6 +134,7 @@ pub fn run_without_gil(
                 e
             }
         })?;
+    watch.announce();
     let baseline = cpu_at_start
         .zip(attached.cpu_before_attach)
         .and_then(|(a, b)| Baseline::between(&a, &b));

@@ -386,6 +386,7 @@ fn attach_all(
     if let Some(l) = locks {
         l.attach(&mut attached)?;
         attached.count_lock_sites(l.probes())?;
+        l.announce();
     }
     Ok(attached)
 }

@@ -14,6 +14,8 @@ pub mod session;
 pub mod spec;
 pub mod symbolize;
 
+use observer_common::MUTEX_PY_PAIR;
+
 use crate::{
     error::{Exit, user},
     lock::{collect::LockSnapshot, plan::LockProbe, spec::LockRequest},
@@ -34,6 +36,8 @@ pub struct LockWatch {
     pub pid: u32,
     /// `--mutexes`: every contended mutex, with call sites.
     pub discover: bool,
+    /// `--py-locks`: every Python thread lock.
+    pub python: bool,
     pub named: Vec<Named>,
     /// `--lock-fns` labels by pair index.
     pub custom_labels: Vec<String>,
@@ -63,10 +67,15 @@ pub fn prepare(process: &Process, request: &LockRequest) -> anyhow::Result<LockW
     if !request.locks.is_empty() || request.discover {
         probes.extend(plan::pthread_probes(&space, pid)?);
     }
+    if request.python {
+        python_supported(process)?;
+        probes.extend(plan::python_probes(&space, pid)?);
+    }
     let mut custom_labels = Vec::new();
     for (i, f) in request.lock_fns.iter().enumerate() {
-        if i > 0x7f {
-            return Err(user(Exit::Usage, "at most 128 --lock-fns at once"));
+        // The last pair index marks Python locks.
+        if i as u64 >= MUTEX_PY_PAIR {
+            return Err(user(Exit::Usage, "at most 127 --lock-fns at once"));
         }
         let what = format!("--lock-fns {}:{}", f.acquire, f.release);
         let acquire = locate::resolve_function(&space, pid, &f.acquire, &what)?;
@@ -81,12 +90,41 @@ pub fn prepare(process: &Process, request: &LockRequest) -> anyhow::Result<LockW
     Ok(LockWatch {
         pid,
         discover: request.discover,
+        python: request.python,
         named,
         custom_labels,
         probes,
         space,
         start: LockSnapshot::default(),
     })
+}
+
+/// CPython 3.6–3.12 build their thread locks on POSIX semaphores (Python/thread_pthread.h,
+/// USE_SEMAPHORES on Linux), which `--py-locks` probes in libc. 3.13 rebuilt them on `PyMutex`
+/// (Python/lock.c), whose uncontended path is an inline atomic in the interpreter: no call to
+/// probe. Anything that is not a CPython is refused too: there are no Python locks to watch.
+fn python_supported(process: &Process) -> anyhow::Result<()> {
+    let interp = crate::gil::locate::locate(process).map_err(|e| {
+        user(
+            Exit::Unsupported,
+            format!(
+                "--py-locks: PID {} is not a CPython this gilwatch knows ({e:#})",
+                process.pid
+            ),
+        )
+    })?;
+    let v = interp.version;
+    if v.minor_version() >= (3, 13) {
+        return Err(user(
+            Exit::Unsupported,
+            format!(
+                "--py-locks: Python {v} is not supported: since 3.13 threading.Lock is a PyMutex taken by an \
+                 inline atomic instruction, with no function call to probe (gilwatch measures Python locks on \
+                 3.6–3.12); for C-level locks use --mutexes"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl LockWatch {
@@ -117,6 +155,11 @@ impl LockWatch {
             at_ns: crate::collect::monotonic_ns(),
             ..Default::default()
         };
+        Ok(())
+    }
+
+    /// Says that measuring has begun, once every probe, trap counters included, is in place.
+    pub fn announce(&self) {
         // The run is silent until its report: say that measuring has begun (scripts and the
         // tests wait for this line before starting the workload).
         let mut parts = Vec::new();
@@ -124,6 +167,9 @@ impl LockWatch {
             parts.push("every pthread mutex".to_owned());
         } else if !self.named.is_empty() {
             parts.push(format!("{} lock(s)", self.named.len()));
+        }
+        if self.python {
+            parts.push("every Python lock".to_owned());
         }
         if !self.custom_labels.is_empty() {
             parts.push(format!(
@@ -133,6 +179,5 @@ impl LockWatch {
         }
         let what = parts.join(" and ");
         eprintln!("gilwatch: watching {what} in PID {}", self.pid);
-        Ok(())
     }
 }

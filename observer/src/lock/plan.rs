@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use object::SymbolKind;
-use observer_common::names::program;
+use observer_common::{PY_LOCK_COOKIE_BLOCKING, names::program};
 
 use crate::{
     error::{Exit, user},
@@ -77,48 +77,15 @@ fn pthread_objects(space: &AddressSpace) -> Vec<&MappedObject> {
 
 /// Probes for every pthread mutex and condition-wait function.
 pub fn pthread_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<LockProbe>> {
-    let objects = pthread_objects(space);
     let mut probes = Vec::new();
     for &(name, program, ret) in PTHREAD_FUNCTIONS {
-        // The first object that defines the function; every version of it there.
-        let Some((obj, addrs)) = objects.iter().find_map(|o| {
-            let mut addrs: Vec<u64> = o
-                .symbols
-                .iter()
-                .filter(|s| s.name == name && s.kind == SymbolKind::Text)
-                .map(|s| s.address)
-                .collect();
-            addrs.sort_unstable();
-            addrs.dedup();
-            (!addrs.is_empty()).then_some((o, addrs))
-        }) else {
-            continue; // e.g. pthread_mutex_clocklock before glibc 2.30
-        };
-        let Some(elf) = obj.elf() else { continue };
-        for addr in addrs {
-            let Some(off) = file_offset(&elf, addr) else {
-                continue;
-            };
-            let symbol = format!("{}:{name}", obj.file_name());
-            probes.push(LockProbe {
-                program,
-                symbol: symbol.clone(),
-                open_path: obj.file.open_path.clone(),
-                file_offset: off,
-                cookie: None,
-                site: None,
-            });
-            if ret {
-                probes.push(LockProbe {
-                    program: PTHREAD_RETURN,
-                    symbol,
-                    open_path: obj.file.open_path.clone(),
-                    file_offset: off,
-                    cookie: None,
-                    site: None,
-                });
-            }
-        }
+        probes.extend(libc_probes(
+            space,
+            name,
+            program,
+            ret.then_some(PTHREAD_RETURN),
+            None,
+        ));
     }
     if !probes
         .iter()
@@ -133,6 +100,102 @@ pub fn pthread_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<Lock
         ));
     }
     Ok(probes)
+}
+
+/// The semaphore calls behind CPython's thread locks (3.6–3.12 on Linux: a `PyThread_type_lock`
+/// is a `sem_t*`), and whether each blocks (the cookie of observer-ebpf/src/pylock.rs).
+const SEM_FUNCTIONS: &[(&str, bool)] = &[
+    ("sem_trywait", false),
+    ("sem_wait", true),
+    ("sem_timedwait", true),
+    ("sem_clockwait", true),
+];
+
+/// Probes for Python locks (`--py-locks`): libc's semaphore tries (entry), waits (entry and
+/// return) and posts (entry).
+pub fn python_probes(space: &AddressSpace, pid: u32) -> anyhow::Result<Vec<LockProbe>> {
+    let mut probes = Vec::new();
+    for &(name, blocking) in SEM_FUNCTIONS {
+        let cookie = if blocking { PY_LOCK_COOKIE_BLOCKING } else { 0 };
+        // Only the blocking calls have a return probe: a try's outcome is inferred (pylock.rs).
+        probes.extend(libc_probes(
+            space,
+            name,
+            program::PYLOCK_ACQUIRE_ENTER,
+            blocking.then_some(program::PYLOCK_ACQUIRE_RETURN),
+            Some(cookie),
+        ));
+    }
+    probes.extend(libc_probes(
+        space,
+        "sem_post",
+        program::PYLOCK_RELEASE_ENTER,
+        None,
+        None,
+    ));
+    for needed in ["sem_trywait", "sem_post"] {
+        if !probes
+            .iter()
+            .any(|p| p.symbol.ends_with(&format!(":{needed}")))
+        {
+            return Err(user(
+                Exit::Unsupported,
+                format!(
+                    "--py-locks: PID {pid} has no {needed} in libc.so.6, libpthread.so.0 or its executable \
+                     (not glibc, or a stripped static build): Python locks cannot be watched in it"
+                ),
+            ));
+        }
+    }
+    Ok(probes)
+}
+
+/// Every version of one libc function, in the first object that defines it: its entry probe and,
+/// with `ret`, a return probe at the same place.
+fn libc_probes(
+    space: &AddressSpace,
+    name: &str,
+    program: &'static str,
+    ret: Option<&'static str>,
+    cookie: Option<u64>,
+) -> Vec<LockProbe> {
+    let objects = pthread_objects(space);
+    let Some((obj, addrs)) = objects.iter().find_map(|o| {
+        let mut addrs: Vec<u64> = o
+            .symbols
+            .iter()
+            .filter(|s| s.name == name && s.kind == SymbolKind::Text)
+            .map(|s| s.address)
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        (!addrs.is_empty()).then_some((o, addrs))
+    }) else {
+        return Vec::new(); // e.g. pthread_mutex_clocklock before glibc 2.30
+    };
+    let Some(elf) = obj.elf() else {
+        return Vec::new();
+    };
+    let mut probes = Vec::new();
+    for addr in addrs {
+        let Some(off) = file_offset(&elf, addr) else {
+            continue;
+        };
+        let symbol = format!("{}:{name}", obj.file_name());
+        let at = |program| LockProbe {
+            program,
+            symbol: symbol.clone(),
+            open_path: obj.file.open_path.clone(),
+            file_offset: off,
+            cookie,
+            site: None,
+        };
+        probes.push(at(program));
+        if let Some(r) = ret {
+            probes.push(at(r));
+        }
+    }
+    probes
 }
 
 /// Probes for the `pair`-th `--lock-fns ACQUIRE:RELEASE:ARG` (the cookie carries both numbers).

@@ -10,6 +10,8 @@ pub struct LockRequest {
     pub lock_fns: Vec<LockFnSpec>,
     /// `--mutexes`: every contended pthread mutex, with call sites.
     pub discover: bool,
+    /// `--py-locks`: every Python thread lock (threading.Lock, RLock and what is built on them).
+    pub python: bool,
 }
 
 /// One `--lock` argument.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use observer_common::{
-    MUTEX_CUSTOM_ADDR_MASK, MUTEX_CUSTOM_PAIR_SHIFT, MUTEX_CUSTOM_TAG, MutexCounts,
+    MUTEX_CUSTOM_ADDR_MASK, MUTEX_CUSTOM_PAIR_SHIFT, MUTEX_CUSTOM_TAG, MUTEX_PY_PAIR, MutexCounts,
 };
 use serde::Serialize;
 
@@ -93,7 +93,8 @@ pub struct CallSite {
 pub struct LockEntry {
     /// The lock's address in the target (for custom locks: the identifying argument's value).
     pub addr: String,
-    /// `pthread` (a pthread_mutex_t) or `custom` (`--lock-fns`).
+    /// `pthread` (a pthread_mutex_t), `custom` (`--lock-fns`) or `python` (`--py-locks`: the
+    /// address is the `PyThread_type_lock`, a `sem_t*`).
     pub kind: &'static str,
     /// What the user passed (`--lock` value, or `ACQUIRE:RELEASE` for custom locks); null in discovery.
     pub spec: Option<String>,
@@ -221,7 +222,13 @@ fn entry(
                 addr
             }
         ),
-        kind: if custom { "custom" } else { "pthread" },
+        kind: if is_python(addr) {
+            "python"
+        } else if custom {
+            "custom"
+        } else {
+            "pthread"
+        },
         spec,
         symbol,
         counts: Counts::from(&total.counts),
@@ -273,9 +280,18 @@ fn thread_rows(
     (total, threads)
 }
 
+/// A Python lock (`--py-locks`): a custom instance of the reserved pair.
+fn is_python(addr: u64) -> bool {
+    addr & MUTEX_CUSTOM_TAG != 0
+        && (addr & !MUTEX_CUSTOM_TAG) >> MUTEX_CUSTOM_PAIR_SHIFT == MUTEX_PY_PAIR
+}
+
 /// What the user asked for (a named spec, a custom pair's label) and the symbol at the lock.
 fn spec_and_symbol(ctx: &LockContext<'_>, addr: u64) -> (Option<String>, Option<String>) {
-    if addr & MUTEX_CUSTOM_TAG != 0 {
+    if is_python(addr) {
+        // A heap object: no symbol to find.
+        (Some("--py-locks".to_owned()), None)
+    } else if addr & MUTEX_CUSTOM_TAG != 0 {
         let pair = ((addr & !MUTEX_CUSTOM_TAG) >> MUTEX_CUSTOM_PAIR_SHIFT) as usize;
         let instance = addr & MUTEX_CUSTOM_ADDR_MASK;
         (

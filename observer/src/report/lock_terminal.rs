@@ -14,6 +14,9 @@ use super::{
 /// Locks shown in full in discovery; the rest get one line each.
 const DISCOVER_FULL: usize = 5;
 
+/// Python locks shown in full (`--py-locks`), most waiting first.
+const PYTHON_FULL: usize = 5;
+
 pub fn final_report(r: &LockReport, canvas: &Canvas) -> String {
     let mut out = final_body(r, canvas);
     let _ = writeln!(out, "\n{}", memory_line(r.kernel_memory_bytes));
@@ -100,9 +103,26 @@ fn final_body(r: &LockReport, canvas: &Canvas) -> String {
     } else {
         usize::MAX
     };
+    // A Python program has many short-lived locks (each thread's start and join, each
+    // Condition.wait's waiter lock): the terminal shows those that waited most.
+    let mut python_shown = 0;
+    let mut python_more = 0;
     for l in r.locks.iter().take(full) {
+        if l.kind == "python" {
+            if python_shown == PYTHON_FULL {
+                python_more += 1;
+                continue;
+            }
+            python_shown += 1;
+        }
         out.push('\n');
         out.push_str(&lock_block(l, r.duration_ns, canvas));
+    }
+    if python_more > 0 {
+        let _ = writeln!(
+            out,
+            "\n{python_more} more Python locks, with less waiting (all of them are in the JSON: --json)"
+        );
     }
     if r.call_site_stacks_lost > 0 {
         let _ = writeln!(
@@ -181,10 +201,10 @@ fn summary_line(l: &LockEntry) -> String {
     };
     format!(
         "{} {} · held {} of wall time · threads waited {} (summed) · {} acquisitions, {} contended{contended_pct}\n",
-        if l.kind == "custom" {
-            "custom lock"
-        } else {
-            "mutex"
+        match l.kind {
+            "custom" => "custom lock",
+            "python" => "python lock",
+            _ => "mutex",
         },
         label(l),
         pct(l.held_pct),

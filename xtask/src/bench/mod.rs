@@ -114,6 +114,38 @@ fn cases(env: &deps::Env) -> Vec<Case> {
             Config::Bpftrace,
         ],
     });
+    // --py-locks on pyenv's CPython and Debian's stripped 3.11 (3.6–3.12 only: sid's are 3.13+).
+    let py_lock_interps = [
+        Interp {
+            label: format!("pyenv {}", env.python_version),
+            exe: env.python.clone(),
+            contained: false,
+            symbols: true,
+        },
+        Interp {
+            label: "/usr/bin/python3.11 (Debian)".to_owned(),
+            exe: PathBuf::from("/usr/bin/python3.11"),
+            contained: false,
+            symbols: false,
+        },
+    ];
+    for (name, interp) in ["py-lock", "py-lock-debian-3.11"]
+        .into_iter()
+        .zip(py_lock_interps)
+    {
+        if !interp.exe.exists() {
+            eprintln!(
+                "bench: {name}: {} not found, left out",
+                interp.exe.display()
+            );
+            continue;
+        }
+        v.push(Case {
+            name: name.to_owned(),
+            workload: Workload::PyLock(interp),
+            configs: vec![Config::None, Config::GilwatchPyLocks],
+        });
+    }
     // The contended mix is where blame works (a CPU-bound thread makes the I/O threads' waits
     // expire): with and without it.
     let mut blame = python.to_vec();
@@ -178,7 +210,7 @@ pub fn bench(opts: &Options) -> anyhow::Result<()> {
         results.push(json!({
             "workload": case.name,
             "interpreter": match &case.workload {
-                run::Workload::Cycle(i) => json!(i.label),
+                run::Workload::Cycle(i) | run::Workload::PyLock(i) => json!(i.label),
                 _ => Value::Null,
             },
             "configs": case.configs.iter().map(|c| json!({

@@ -40,6 +40,8 @@ pub enum Config {
     /// `gilwatch --max-overhead none --trace FILE`: every GIL span also written to the ring
     /// buffer and the timeline.
     GilwatchTrace,
+    /// `gilwatch --py-locks` on the Python lock loop.
+    GilwatchPyLocks,
 }
 
 impl Config {
@@ -53,6 +55,7 @@ impl Config {
             Config::GilwatchLock => "gilwatch --lock",
             Config::GilwatchMutexes => "gilwatch --mutexes",
             Config::GilwatchTrace => "gilwatch --max-overhead none --trace",
+            Config::GilwatchPyLocks => "gilwatch --py-locks",
         }
     }
 }
@@ -101,6 +104,8 @@ pub enum Workload {
     Web,
     /// A C program's uncontended pthread_mutex_lock/unlock loop: ns per pair.
     Lock,
+    /// An uncontended `with lock:` loop on a threading.Lock: ns per pair.
+    PyLock(Interp),
 }
 
 /// Kills the process on drop, so no error path leaves a workload spinning.
@@ -220,7 +225,7 @@ pub enum Probed {
     Symbols,
     /// A stripped CPython (gilwatch's libc strategy; bpftrace on libc's mutex functions).
     Stripped,
-    /// The lock loop: it waits for the breakpoints itself ("armed").
+    /// The lock loops (C and Python): they wait for the breakpoints themselves ("armed").
     LockLoop,
 }
 
@@ -265,6 +270,7 @@ impl Observer {
                 Some(tmp.clone()),
             ),
             Config::GilwatchMutexes => (gilwatch(&["--mutexes"]), Vec::new(), Some(tmp.clone())),
+            Config::GilwatchPyLocks => (gilwatch(&["--py-locks"]), Vec::new(), Some(tmp.clone())),
             Config::Bpftrace => {
                 let (file, placeholder, lib, points) = match probed {
                     Probed::Symbols => {
@@ -423,6 +429,10 @@ pub fn once(
                 &[seconds.to_string()],
                 false,
             )?,
+            Probed::LockLoop,
+        ),
+        Workload::PyLock(interp) => (
+            Gated::start_on(env, interp, "py_lock_loop.py", &[seconds.to_string()])?,
             Probed::LockLoop,
         ),
         Workload::Web => return web(env, config, seconds),
