@@ -97,7 +97,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     {
         return Err(user(
             Exit::Usage,
-            "--lock, --lock-fns, --mutexes, --fail-if, --prometheus, --html and --trace watch one process: give a single -p PID",
+            "--lock, --lock-fns, --mutexes, --py-locks, --fail-if, --prometheus, --html and --trace watch one process: give a single -p PID",
         ));
     }
     preflight::check_kernel()?;
