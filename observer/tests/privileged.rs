@@ -132,10 +132,15 @@ fn three_spinners_share_the_gil_and_wait_two_hundred_percent() {
             lo > 22.0 && hi < 42.0 && hi / lo < 1.4,
             "{label}: hold shares {holds:?}"
         );
+        // Each spinner waits while one of the other two holds: ≈200% summed, typically 186–198%.
+        // What is missing is the dropper's wait on switch_cond inside drop_gil after a forced
+        // drop (until the next holder runs), which no strategy counts as a GIL wait and which
+        // grows with scheduling delay: 3 spinners on 2 CPUs read 158% once in a full suite run.
+        // A wait that lost a thread's worth of spans would read 130% or less.
         let wait = ns(&r["gil"]["wait_pct"]);
         assert!(
-            (165.0..=210.0).contains(&wait),
-            "{label}: summed wait {wait:.1}%, want ≈200%"
+            (150.0..=210.0).contains(&wait),
+            "{label}: summed wait {wait:.1}%, want ≈200% (150–210%)"
         );
         let held = ns(&r["gil"]["held_pct"]);
         assert!((85.0..=100.5).contains(&held), "{label}: held {held:.1}%");
