@@ -362,20 +362,7 @@ impl Fleet {
                 }
             }
         }
-        let info = InterpreterInfo {
-            path: interpreter.file.path.clone(),
-            version: interpreter.version.to_string(),
-            strategy: plan.strategy,
-            symbols: plan.symbols(),
-            gil_location,
-            free_threaded: interpreter.free_threaded,
-            symbols_from: plan.symbols_from.as_ref().map(|s| s.label()),
-            debug_file: plan
-                .symbols_from
-                .as_ref()
-                .and_then(|s| s.debug_file())
-                .map(|p| p.display().to_string()),
-        };
+        let info = InterpreterInfo::of(&interpreter, &plan, gil_location);
         let names = ThreadNames::new(
             process.clone(),
             interpreter.version.minor_version(),

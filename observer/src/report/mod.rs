@@ -45,6 +45,31 @@ pub struct InterpreterInfo {
     pub debug_file: Option<String>,
 }
 
+impl InterpreterInfo {
+    /// What the report says about the interpreter and how its GIL is probed (a single run's
+    /// report and each process of a fleet's alike).
+    pub fn of(
+        interpreter: &crate::gil::locate::Interpreter,
+        plan: &crate::gil::plan::ProbePlan,
+        gil_location: Option<String>,
+    ) -> Self {
+        InterpreterInfo {
+            path: interpreter.file.path.clone(),
+            version: interpreter.version.to_string(),
+            strategy: plan.strategy,
+            symbols: plan.symbols(),
+            gil_location,
+            free_threaded: interpreter.free_threaded,
+            symbols_from: plan.symbols_from.as_ref().map(|s| s.label()),
+            debug_file: plan
+                .symbols_from
+                .as_ref()
+                .and_then(|s| s.debug_file())
+                .map(|p| p.display().to_string()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GilSummary {
     /// Share of wall time some thread held the GIL (≤ 100 for one interpreter).
