@@ -92,19 +92,31 @@ fn a_shorter_switch_interval_shortens_the_waits() {
     require_root();
     for py in all_cases() {
         let target = Target::launch(&py, "contended.py", &["60", "2", "0.001"]);
-        let r = observe_case(&py, &target, OBSERVE);
         let label = &py.label;
-        let io: Vec<&serde_json::Value> = if has_python_names(&py) {
-            vec![thread(&r, "io-1"), thread(&r, "io-2")]
-        } else {
-            by_total(&r, "wait_ns")[..2].to_vec()
+        let io_p50s = |r: &serde_json::Value| -> Vec<(String, f64)> {
+            let io: Vec<&serde_json::Value> = if has_python_names(&py) {
+                vec![thread(r, "io-1"), thread(r, "io-2")]
+            } else {
+                by_total(r, "wait_ns")[..2].to_vec()
+            };
+            io.iter()
+                .map(|t| (t["name"].to_string(), ms(&t["wait_ns"]["p50"])))
+                .collect()
         };
-        for t in io {
-            let p50 = ms(&t["wait_ns"]["p50"]);
+        let in_range = |p50s: &[(String, f64)]| p50s.iter().all(|(_, p)| (0.8..=1.3).contains(p));
+        // The waits are one switch interval only while the CPU-bound thread runs: when the
+        // machine is loaded enough to keep it off the CPUs, the I/O threads find the GIL free
+        // (a p50 of microseconds, seen once with a build running beside the suite). Such a
+        // window is measured again, once, on the same process.
+        let mut p50s = io_p50s(&observe_case(&py, &target, OBSERVE));
+        if !in_range(&p50s) {
+            eprintln!("{label}: wait p50s {p50s:?} out of range, observing again");
+            p50s = io_p50s(&observe_case(&py, &target, OBSERVE));
+        }
+        for (name, p50) in p50s {
             assert!(
                 (0.8..=1.3).contains(&p50),
-                "{label}: {} wait p50 {p50:.3} ms, want ≈1 ms",
-                t["name"]
+                "{label}: {name} wait p50 {p50:.3} ms, want ≈1 ms"
             );
         }
     }
