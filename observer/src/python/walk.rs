@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result, bail};
 
-use super::debug_offsets::{DEBUG_TABLE_LEN, DebugTable, debug_table};
-use super::layout::{Layout, TSTATE_NEXT, layout_for, word};
+use super::debug_offsets::{debug_table, read_table};
+use super::layout::{Layout, TSTATE_NEXT, layout_for};
 use super::memory::RemoteMemory;
 use super::objects::Reader;
 
@@ -47,8 +47,8 @@ impl<'a> Reader<'a> {
 impl Reader<'_> {
     /// Finds the main interpreter; on 3.13+ also refreshes `layout` from the debug table.
     fn main_interpreter(&mut self, minor: u8, runtime: u64, layout: &mut Layout) -> Result<u64> {
-        if let Some(table) = debug_table(minor) {
-            match self.apply_debug_offsets(minor, runtime, &table, layout) {
+        if debug_table(minor).is_some() {
+            match self.apply_debug_offsets(minor, runtime, layout) {
                 Ok(Some(interp)) => return Ok(interp),
                 // 3.13 builds without the table keep the static layout (checked on 3.13.0).
                 Ok(None) if minor == 13 => {}
@@ -79,27 +79,11 @@ impl Reader<'_> {
         &mut self,
         minor: u8,
         runtime: u64,
-        table: &DebugTable,
         layout: &mut Layout,
     ) -> Result<Option<u64>> {
-        let mut raw = [0u8; DEBUG_TABLE_LEN];
-        self.mem
-            .read(runtime, &mut raw)
-            .with_context(|| format!("reading _Py_DebugOffsets at {runtime:#x}"))?;
-        if &raw[..8] != b"xdebugpy" {
+        let Some(v) = read_table(self.mem, minor, runtime)? else {
             return Ok(None);
-        }
-        let hex = u64::from_ne_bytes(word(&raw, 8));
-        let (vmaj, vmin) = ((hex >> 24) & 0xff, (hex >> 16) & 0xff);
-        if vmaj != 3 || vmin != u64::from(minor) || hex >> 32 != 0 {
-            bail!("_PyRuntime says version {hex:#x}, expected 3.{minor}");
-        }
-        if u64::from_ne_bytes(word(&raw, 16)) != 0 {
-            bail!("free-threaded CPython builds are not supported");
-        }
-        let v = table
-            .check(&raw)
-            .with_context(|| format!("_Py_DebugOffsets of Python {hex:#x}"))?;
+        };
         v.apply(layout);
         self.layout = *layout;
         // New interpreters are pushed at the head, so the main one is the list's tail.
