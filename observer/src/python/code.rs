@@ -6,8 +6,6 @@
 //! values when no table can be read). Either way the object must pass a type check first: its
 //! type is named "code" and its `tp_basicsize` is the one this layout expects, so garbage
 //! where a code object should be is an error, not a plausible wrong answer.
-// Until the blame report calls it, the binary does not use this module.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 
