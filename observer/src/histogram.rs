@@ -46,6 +46,20 @@ impl From<&Histogram> for Distribution {
 }
 
 impl Distribution {
+    /// A distribution of the given spans, bucketed as the kernel buckets them (tests build
+    /// reports from these).
+    #[cfg(test)]
+    pub fn of_values(values: &[u64]) -> Self {
+        let mut d = Distribution::default();
+        for &v in values {
+            d.count += 1;
+            d.total_ns += v;
+            d.max_ns = d.max_ns.max(v);
+            d.buckets[observer_common::bucket_index(v)] += 1;
+        }
+        d
+    }
+
     /// Adds another distribution's spans (a lock's numbers over all its threads).
     pub fn add(&mut self, other: &Distribution) {
         self.count += other.count;
@@ -151,22 +165,11 @@ mod tests {
         assert_eq!(a.buckets.iter().sum::<u64>(), 2);
     }
 
-    fn dist(values: &[u64]) -> Distribution {
-        let mut d = Distribution::default();
-        for &v in values {
-            d.count += 1;
-            d.total_ns += v;
-            d.max_ns = d.max_ns.max(v);
-            d.buckets[bucket_index(v)] += 1;
-        }
-        d
-    }
-
     #[test]
     fn percentiles_are_within_a_bucket() {
         // 1000 samples, 1 ms .. 10 ms evenly.
         let values: Vec<u64> = (1..=1000).map(|i| i * 10_000).collect();
-        let d = dist(&values);
+        let d = Distribution::of_values(&values);
         let s = d.summary();
         let close = |got: u64, want: u64| (got as f64 - want as f64).abs() / want as f64 <= 0.125;
         assert!(close(s.p50, 5_000_000), "p50 {}", s.p50);
@@ -178,7 +181,7 @@ mod tests {
 
     #[test]
     fn constant_values_give_that_value() {
-        let d = dist(&[5_000_000; 100]);
+        let d = Distribution::of_values(&[5_000_000; 100]);
         let s = d.summary();
         assert!(
             s.p50 >= bucket_lower(bucket_index(5_000_000)) && s.p50 <= 5_000_000,
@@ -195,8 +198,8 @@ mod tests {
 
     #[test]
     fn delta_subtracts() {
-        let a = dist(&[1000, 2000]);
-        let b = dist(&[1000, 2000, 4_000_000]);
+        let a = Distribution::of_values(&[1000, 2000]);
+        let b = Distribution::of_values(&[1000, 2000, 4_000_000]);
         let d = b.since(&a);
         assert_eq!(d.count, 1);
         assert_eq!(d.total_ns, 4_000_000);

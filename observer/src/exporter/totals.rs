@@ -322,21 +322,9 @@ pub fn readings<'a>(
 
 #[cfg(test)]
 mod tests {
-    use observer_common::bucket_index;
     use prometheus_client::registry::Registry;
 
     use super::*;
-
-    fn dist(values: &[u64]) -> Distribution {
-        let mut d = Distribution::default();
-        for &v in values {
-            d.count += 1;
-            d.total_ns += v;
-            d.max_ns = d.max_ns.max(v);
-            d.buckets[bucket_index(v)] += 1;
-        }
-        d
-    }
 
     fn text(t: Totals) -> String {
         let mut reg = Registry::with_prefix("gilwatch");
@@ -374,8 +362,14 @@ mod tests {
     #[test]
     fn counters_keep_exited_threads_and_pools_share_a_label() {
         let mut t = Totals::new(42);
-        let (w1, h1) = (dist(&[5_000_000, 6_000_000]), dist(&[1_000, 2_000]));
-        let (w2, h2) = (dist(&[4_000_000]), dist(&[3_000]));
+        let (w1, h1) = (
+            Distribution::of_values(&[5_000_000, 6_000_000]),
+            Distribution::of_values(&[1_000, 2_000]),
+        );
+        let (w2, h2) = (
+            Distribution::of_values(&[4_000_000]),
+            Distribution::of_values(&[3_000]),
+        );
         t.update(
             [reading(1, "io-1", &w1, &h1), reading(2, "io-2", &w2, &h2)],
             &HashSet::new(),
@@ -430,7 +424,7 @@ mod tests {
         t.update([r], &HashSet::new(), 0, 0);
         // The hold ended during the next read and was seen neither open nor closed.
         t.update([reading(7, "cpu", &w, &h)], &HashSet::new(), 0, 0);
-        let closed = dist(&[2_500_000_000]);
+        let closed = Distribution::of_values(&[2_500_000_000]);
         t.update([reading(7, "cpu", &w, &closed)], &HashSet::new(), 0, 0);
         let s = text(t);
         assert!(
@@ -442,7 +436,10 @@ mod tests {
     #[test]
     fn label_sets_are_bounded() {
         let mut t = Totals::new(1);
-        let (w, h) = (dist(&[10]), dist(&[10]));
+        let (w, h) = (
+            Distribution::of_values(&[10]),
+            Distribution::of_values(&[10]),
+        );
         for tid in 0..(MAX_GROUPS as u32 + 50) {
             let name = format!("request {tid}");
             t.update([reading(tid, &name, &w, &h)], &HashSet::from([tid]), 0, 0);

@@ -416,7 +416,6 @@ impl HtmlFile {
 
 #[cfg(test)]
 mod tests {
-    use observer_common::bucket_index;
 
     use super::*;
     use crate::{
@@ -426,17 +425,6 @@ mod tests {
         probe::cost::TrapCosts,
         report::{EndReason, InterpreterInfo, RunInfo, build},
     };
-
-    fn dist(values: &[u64]) -> Distribution {
-        let mut d = Distribution::default();
-        for &v in values {
-            d.count += 1;
-            d.total_ns += v;
-            d.max_ns = d.max_ns.max(v);
-            d.buckets[bucket_index(v)] += 1;
-        }
-        d
-    }
 
     /// A report of two threads, one named to break out of the page.
     pub fn report(hostile: &str) -> Report {
@@ -470,15 +458,15 @@ mod tests {
         to.threads.insert(
             7,
             ThreadSample {
-                wait: dist(&[5_000_000; 100]),
-                hold: dist(&[10_000; 100]),
+                wait: Distribution::of_values(&[5_000_000; 100]),
+                hold: Distribution::of_values(&[10_000; 100]),
             },
         );
         to.threads.insert(
             8,
             ThreadSample {
-                wait: dist(&[0; 50]),
-                hold: dist(&[9_000_000; 50]),
+                wait: Distribution::of_values(&[0; 50]),
+                hold: Distribution::of_values(&[9_000_000; 50]),
             },
         );
         let names = |tid: u32| match tid {
